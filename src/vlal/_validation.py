@@ -1,0 +1,212 @@
+"""Input checks shared by the scoring functions and the strategies.
+
+Every check names the offending argument. None of them modifies its input;
+they return read-only views or fresh arrays.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .exceptions import BudgetExceededError, VlalInputError
+
+#: Rows processed at once by chunked checks and scoring (bounds temporary memory).
+CHUNK_ROWS = 65536
+
+PROB_ATOL = 1e-3
+
+
+def _first_bad_row(mask_rows: np.ndarray) -> int:
+    return int(np.flatnonzero(mask_rows)[0])
+
+
+def check_2d(x, name: str) -> np.ndarray:
+    """Return ``x`` as a 2-D floating array (no copy when already one)."""
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise VlalInputError(f"{name} must be a 2-D array (n_samples, n_columns); got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise VlalInputError(f"{name} must be non-empty; got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        if np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+            arr = arr.astype(np.float32)
+        else:
+            raise VlalInputError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    return arr
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """Raise if ``arr`` holds NaN or inf, naming the first bad row (checked in chunks)."""
+    for start in range(0, arr.shape[0], CHUNK_ROWS):
+        block = arr[start : start + CHUNK_ROWS]
+        ok = np.isfinite(block)
+        if not ok.all():
+            row = start + _first_bad_row(~ok.reshape(block.shape[0], -1).all(axis=1))
+            raise VlalInputError(f"{name} contains NaN or inf (first bad row: {row})")
+
+
+def check_features(features, name: str = "features") -> np.ndarray:
+    """Validate a (n, d) feature matrix: 2-D, real, finite."""
+    arr = check_2d(features, name)
+    check_finite(arr, name)
+    return arr
+
+
+def check_probs(probs, name: str = "probs") -> np.ndarray:
+    """Validate a (n, K) matrix of class probabilities: finite, >= 0, rows sum to 1 (atol 1e-3)."""
+    arr = check_2d(probs, name)
+    check_finite(arr, name)
+    for start in range(0, arr.shape[0], CHUNK_ROWS):
+        block = np.asarray(arr[start : start + CHUNK_ROWS], dtype=np.float64)
+        neg = (block < 0).any(axis=1)
+        if neg.any():
+            row = start + _first_bad_row(neg)
+            raise VlalInputError(
+                f"{name} has negative values (first bad row: {row}); class probabilities "
+                "are expected, not logits: apply a softmax first"
+            )
+        off = np.abs(block.sum(axis=1) - 1.0) > PROB_ATOL
+        if off.any():
+            row = start + _first_bad_row(off)
+            raise VlalInputError(
+                f"{name} row {row} sums to {block[row - start].sum():.6g}, not 1; class "
+                "probabilities are expected, not logits: apply a softmax first"
+            )
+    return arr
+
+
+def check_pool(features, probs) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``features`` (n, d) and ``probs`` (n, K) together."""
+    f = np.asarray(features)
+    p = np.asarray(probs)
+    if f.ndim != 2 or p.ndim != 2:
+        raise VlalInputError(
+            f"features and probs must both be 2-D; got features shape {f.shape} and probs shape {p.shape}"
+        )
+    if f.shape[0] != p.shape[0]:
+        raise VlalInputError(
+            f"features and probs must have the same number of rows; got features shape {f.shape} "
+            f"and probs shape {p.shape}"
+        )
+    return check_features(f, "features"), check_probs(p, "probs")
+
+
+def check_positive_int(value, name: str) -> int:
+    """Return ``value`` as an ``int`` if it is a positive integer (bools rejected)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise VlalInputError(f"{name} must be a positive integer; got {value!r} ({type(value).__name__})")
+    if value <= 0:
+        raise VlalInputError(f"{name} must be a positive integer; got {value}")
+    return int(value)
+
+
+def check_budget(budget, n_candidates: int) -> int:
+    """Validate the query budget against the number of candidate rows."""
+    b = check_positive_int(budget, "budget")
+    if b > n_candidates:
+        raise BudgetExceededError(b, n_candidates)
+    return b
+
+
+def check_labeled(labeled, n: int) -> np.ndarray:
+    """Turn ``labeled`` (indices or a boolean mask over the pool) into sorted unique int64 indices.
+
+    Raises
+    ------
+    VlalInputError
+        Mask of the wrong length, indices out of range, duplicated or non-integer.
+    """
+    if labeled is None:
+        return np.empty(0, dtype=np.int64)
+    arr = np.asarray(labeled)
+    if arr.ndim != 1:
+        raise VlalInputError(f"labeled must be 1-D (indices or a boolean mask); got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        if arr.shape[0] != n:
+            raise VlalInputError(f"labeled is a boolean mask of length {arr.shape[0]}, but the pool has {n} rows")
+        return np.flatnonzero(arr).astype(np.int64)
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise VlalInputError(f"labeled must hold integer indices or be a boolean mask; got dtype {arr.dtype}")
+    idx = arr.astype(np.int64)
+    bad = (idx < 0) | (idx >= n)
+    if bad.any():
+        raise VlalInputError(
+            f"labeled index {int(idx[bad][0])} is out of range for a pool of {n} rows "
+            "(negative indices are not accepted)"
+        )
+    uniq = np.unique(idx)
+    if uniq.size != idx.size:
+        vals, counts = np.unique(idx, return_counts=True)
+        raise VlalInputError(f"labeled holds duplicated index {int(vals[counts > 1][0])}")
+    return idx
+
+
+def check_labels(labels, labeled_idx: np.ndarray, n: int) -> np.ndarray | None:
+    """Validate the classes of the labeled rows; aligned with ``labeled`` as the caller gave it.
+
+    ``labels`` may have one entry per labeled row (in the order of ``labeled``, or of
+    ``np.flatnonzero(labeled)`` for a mask). Returns int64 labels aligned with ``labeled_idx``.
+    """
+    if labels is None:
+        return None
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise VlalInputError(f"labels must be 1-D; got shape {arr.shape}")
+    if arr.shape[0] != labeled_idx.shape[0]:
+        raise VlalInputError(
+            f"labels has {arr.shape[0]} entries but labeled marks {labeled_idx.shape[0]} rows; "
+            "give one class per labeled row, in the order of labeled"
+        )
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
+            arr = arr.astype(np.int64)
+        else:
+            raise VlalInputError(f"labels must be integer class ids; got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        raise VlalInputError(f"labels must be non-negative class ids; got {int(arr.min())}")
+    return arr
+
+
+def l2_normalize(features: np.ndarray, name: str = "features") -> np.ndarray:
+    """Row-normalise to unit L2 norm; returns a new C-contiguous float32 array.
+
+    Norms are computed in float64 chunk by chunk, so float16 or memory-mapped inputs
+    are never copied whole to float64.
+
+    Raises
+    ------
+    VlalInputError
+        A row has zero norm (it has no direction to normalise).
+    """
+    n, d = features.shape
+    out = np.empty((n, d), dtype=np.float32)
+    for start in range(0, n, CHUNK_ROWS):
+        block = np.asarray(features[start : start + CHUNK_ROWS], dtype=np.float64)
+        norms = np.linalg.norm(block, axis=1)
+        zero = norms == 0
+        if zero.any():
+            raise VlalInputError(f"{name} row {start + _first_bad_row(zero)} has zero norm and cannot be normalised")
+        out[start : start + block.shape[0]] = block / norms[:, None]
+    return out
+
+
+def rng_from(random_state) -> np.random.Generator:
+    """A numpy Generator from None, an int seed, a SeedSequence or a Generator."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or isinstance(random_state, (numbers.Integral, np.random.SeedSequence)):
+        return np.random.default_rng(random_state)
+    raise VlalInputError(f"random_state must be None, an int or a numpy Generator; got {type(random_state).__name__}")
+
+
+def seed_int(random_state, rng: np.random.Generator | None = None) -> int:
+    """A 31-bit int seed for libraries (faiss) that take only ints."""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state) % (2**31 - 1)
+    r = rng if rng is not None else rng_from(random_state)
+    return int(r.integers(0, 2**31 - 1))

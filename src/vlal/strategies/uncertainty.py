@@ -1,0 +1,44 @@
+"""Top-b uncertainty sampling: the template for score-based strategies."""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from ..scoring import entropy
+from .base import Pool, Strategy
+
+__all__ = ["UncertaintyStrategy", "Entropy"]
+
+
+class UncertaintyStrategy(Strategy):
+    """Takes the ``budget`` candidates with the highest :meth:`score`.
+
+    Subclasses implement only ``score(probs) -> (n,)``. Ties are broken at random
+    (seeded), so identical scores do not favour low indices.
+    """
+
+    @abc.abstractmethod
+    def score(self, probs: np.ndarray) -> np.ndarray:
+        """Uncertainty of each row of ``probs`` (n, K); higher = more informative."""
+
+    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
+        cand = pool.candidates
+        scores = np.asarray(self.score(pool.probs[cand]), dtype=np.float64)
+        tiebreak = rng.random(cand.size)
+        order = np.lexsort((tiebreak, -scores))
+        return cand[order[:budget]]
+
+
+class Entropy(UncertaintyStrategy):
+    """The ``budget`` candidates of largest (uncalibrated) entropy, Eq. 2 (Shannon [48]).
+
+    Parameters
+    ----------
+    random_state : int, numpy Generator or None
+        Only breaks ties.
+    """
+
+    def score(self, probs: np.ndarray) -> np.ndarray:
+        return entropy(probs)
