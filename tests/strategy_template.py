@@ -1,0 +1,159 @@
+"""The template every strategy's tests run through.
+
+Subclass :class:`StrategyTemplate` and set ``make`` (a callable ``random_state -> Strategy``);
+pytest then runs every check below on that strategy. New strategies get them for free.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vlal import BudgetExceededError, Strategy
+
+from conftest import make_pool
+
+
+def _labeled_setup(n, n_lab, seed=1):
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=n_lab, replace=False))
+
+
+class StrategyTemplate:
+    make = None  # random_state -> Strategy
+
+    def strategy(self, random_state=0):
+        return type(self).make(random_state)
+
+    def _run(self, x, p, y, budget, labeled=None, random_state=0, **kw):
+        labels = None if labeled is None else y[np.asarray(labeled) if np.asarray(labeled).dtype != bool else np.flatnonzero(labeled)]
+        return self.strategy(random_state).select(x, p, budget, labeled=labeled, labels=labels, **kw)
+
+    def test_is_strategy(self):
+        assert isinstance(self.strategy(), Strategy)
+
+    def test_budget_distinct_in_range_unlabeled(self, pool):
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        idx = self._run(x, p, y, 7, labeled=lab)
+        assert idx.dtype == np.int64 and idx.shape == (7,)
+        assert len(set(idx.tolist())) == 7
+        assert idx.min() >= 0 and idx.max() < len(x)
+        assert not set(idx.tolist()) & set(lab.tolist())
+
+    def test_boolean_mask_same_as_indices(self, pool):
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        mask = np.zeros(len(x), bool)
+        mask[lab] = True
+        a = self._run(x, p, y, 5, labeled=lab)
+        b = self._run(x, p, y, 5, labeled=mask)
+        np.testing.assert_array_equal(np.sort(a), np.sort(b))
+
+    def test_deterministic(self, pool):
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        a = self._run(x, p, y, 6, labeled=lab, random_state=3)
+        b = self._run(x, p, y, 6, labeled=lab, random_state=3)
+        np.testing.assert_array_equal(a, b)
+
+    def test_inputs_not_modified(self, pool):
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        x0, p0, lab0, y0 = x.copy(), p.copy(), lab.copy(), y.copy()
+        self._run(x, p, y, 5, labeled=lab)
+        np.testing.assert_array_equal(x, x0)
+        np.testing.assert_array_equal(p, p0)
+        np.testing.assert_array_equal(lab, lab0)
+        np.testing.assert_array_equal(y, y0)
+
+    def test_budget_exceeds_unlabeled(self, pool):
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        with pytest.raises(BudgetExceededError) as err:
+            self._run(x, p, y, len(x) - 9, labeled=lab)
+        assert str(len(x) - 9) in str(err.value) and str(len(x) - 10) in str(err.value)
+
+    def test_budget_equals_unlabeled(self, pool):
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        idx = self._run(x, p, y, len(x) - 10, labeled=lab)
+        np.testing.assert_array_equal(np.sort(idx), np.setdiff1d(np.arange(len(x)), lab))
+
+    @pytest.mark.parametrize("budget", [0, -1, 2.5, "3", True])
+    def test_bad_budget(self, pool, budget):
+        x, p, y = pool
+        with pytest.raises(ValueError, match="budget"):
+            self._run(x, p, y, budget)
+
+    @pytest.mark.parametrize("dtype", [np.float16, np.float64])
+    def test_dtypes_and_layouts(self, pool, dtype, tmp_path):
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        xs = np.asfortranarray(x.astype(dtype))
+        idx = self._run(xs, p.astype(dtype), y, 5, labeled=lab)
+        assert len(set(idx.tolist())) == 5
+        mm = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=x.shape)
+        mm[:] = x
+        mm.flush()
+        ro = np.load(tmp_path / "f.npy", mmap_mode="r")
+        idx2 = self._run(ro, p, y, 5, labeled=lab)
+        assert len(set(idx2.tolist())) == 5
+
+    def test_non_contiguous_view(self, pool):
+        x, p, y = pool
+        xv = np.repeat(x, 2, axis=1)[:, ::2]  # strided view, same values
+        a = self._run(xv, p, y, 5)
+        b = self._run(x, p, y, 5)
+        np.testing.assert_array_equal(a, b)
+
+    def test_identical_rows(self):
+        x = np.ones((30, 4), np.float32)
+        p = np.full((30, 3), 1 / 3, np.float32)
+        y = np.zeros(30, np.int64)
+        idx = self._run(x, p, y, 12, labeled=np.arange(3))
+        assert len(set(idx.tolist())) == 12 and idx.min() >= 3
+
+    def test_one_hot_probs_zero_uncertainty(self, pool):
+        x, _, y = pool
+        p = np.eye(4, dtype=np.float32)[y]
+        idx = self._run(x, p, y, 8, labeled=np.arange(5))
+        assert len(set(idx.tolist())) == 8 and idx.min() >= 5
+
+    def test_single_class(self, pool):
+        x, _, y = pool
+        p = np.ones((len(x), 1), np.float32)
+        idx = self._run(x, p, np.zeros_like(y), 4, labeled=np.arange(5))
+        assert len(set(idx.tolist())) == 4
+
+    def test_nan_rejected(self, pool):
+        x, p, y = pool
+        x = x.copy()
+        x[7, 1] = np.nan
+        with pytest.raises(ValueError, match=r"features.*7"):
+            self._run(x, p, y, 3)
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors])
+    @given(
+        n=st.integers(5, 50),
+        d=st.integers(1, 6),
+        k=st.integers(1, 5),
+        frac_lab=st.floats(0, 0.5),
+        frac_budget=st.floats(0.01, 1.0),
+        seed=st.integers(0, 2**16),
+    )
+    def test_properties(self, n, d, k, frac_lab, frac_budget, seed):
+        x, p, y = make_pool(n=n, d=d, k=k, seed=seed)
+        n_lab = int(frac_lab * n)
+        lab = _labeled_setup(n, n_lab, seed)
+        n_cand = n - n_lab
+        budget = max(1, int(frac_budget * n_cand))
+        x0, p0 = x.copy(), p.copy()
+        a = self._run(x, p, y, budget, labeled=lab, random_state=seed)
+        b = self._run(x, p, y, budget, labeled=lab, random_state=seed)
+        np.testing.assert_array_equal(a, b)
+        assert a.shape == (budget,) and len(set(a.tolist())) == budget
+        assert a.min() >= 0 and a.max() < n
+        assert not set(a.tolist()) & set(lab.tolist())
+        np.testing.assert_array_equal(x, x0)
+        np.testing.assert_array_equal(p, p0)

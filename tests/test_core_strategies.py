@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import vlal
+from vlal import CEC, Entropy, Random
+
+from conftest import make_pool
+from strategy_template import StrategyTemplate
+
+
+class TestRandom(StrategyTemplate):
+    make = staticmethod(lambda rs: Random(random_state=rs))
+
+
+class TestEntropy(StrategyTemplate):
+    make = staticmethod(lambda rs: Entropy(random_state=rs))
+
+
+class TestCEC(StrategyTemplate):
+    make = staticmethod(lambda rs: CEC(k=5, random_state=rs))
+
+
+class TestCECNoCalibration(StrategyTemplate):
+    make = staticmethod(lambda rs: CEC(k=5, calibration=False, random_state=rs))
+
+
+class TestCECNoNeighbors(StrategyTemplate):
+    make = staticmethod(lambda rs: CEC(k=5, neighbor_term=False, random_state=rs))
+
+
+class TestCECPlainKMeans(StrategyTemplate):
+    make = staticmethod(lambda rs: CEC(k=5, clustering="plain", random_state=rs))
+
+
+class TestCECGreedy(StrategyTemplate):
+    make = staticmethod(lambda rs: CEC(k=5, clustering="greedy", random_state=rs))
+
+
+def test_entropy_picks_most_uncertain():
+    p = np.array([[1.0, 0.0], [0.5, 0.5], [0.9, 0.1], [0.6, 0.4]])
+    x = np.eye(4, 2) + 1
+    assert set(Entropy().select(x, p, 2).tolist()) == {1, 3}
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 1000), scale_exp=st.integers(-8, 8))
+def test_cec_invariant_to_positive_scaling(seed, scale_exp):
+    x, p, _ = make_pool(n=40, d=6, k=3, seed=seed, dtype=np.float64)
+    a = CEC(k=5, random_state=seed).select(x, p, 6)
+    b = CEC(k=5, random_state=seed).select(x * 2.0**scale_exp, p, 6)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_cec_k_reduced_with_warning():
+    x, p, _ = make_pool(n=12, d=4, k=3)
+    with pytest.warns(UserWarning, match="k=20"):
+        idx = CEC(k=20, random_state=0).select(x, p, 3, labeled=np.arange(4))
+    assert len(set(idx.tolist())) == 3
+
+
+def test_cec_prefers_uncertain_region():
+    # Two well separated blobs; only blob B is uncertain. With budget 1 the weighted
+    # centre is pulled into B, so the query comes from B.
+    rng = np.random.default_rng(0)
+    a = rng.normal([5, 0], 0.1, size=(50, 2))
+    b = rng.normal([0, 5], 0.1, size=(50, 2))
+    x = np.vstack([a, b])
+    p = np.vstack([np.tile([0.999, 0.001], (50, 1)), np.tile([0.5, 0.5], (50, 1))])
+    idx = CEC(k=5, random_state=0).select(x, p, 1)
+    assert idx[0] >= 50
+
+
+def test_cec_bad_params():
+    with pytest.raises(ValueError, match="clustering"):
+        CEC(clustering="spectral")
+    with pytest.raises(ValueError, match="alpha"):
+        CEC(alpha=-1)
+    with pytest.raises(ValueError, match="k"):
+        CEC(k=0)
+
+
+def test_registry():
+    assert isinstance(vlal.make_strategy("cec", 0), CEC)
+    assert vlal.make_strategy("cec-greedy").clustering == "greedy"
+    with pytest.raises(ValueError, match="unknown strategy"):
+        vlal.make_strategy("nope")
+
+
+def test_import_is_light():
+    import subprocess, sys
+
+    code = "import sys, vlal; print('torch' in sys.modules, 'open_clip' in sys.modules, 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "False"]
