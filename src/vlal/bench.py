@@ -1,0 +1,209 @@
+"""Benchmark harness: the paper's protocol on cached features, tables and plots.
+
+For every seed, one zero-shot proxy is built and shared by all strategies of the
+comparison (so differences come from the strategies alone); each strategy then runs
+the loop of :func:`vlal.loop.run_active_learning` with a fresh feature-space tuner.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .data import FeatureDataset, zero_shot_proxy
+from .loop import round_budget, run_active_learning
+from .registry import make_strategy
+from .tuners import FeatureSpaceTuner
+
+__all__ = ["run_benchmark", "summarize", "markdown_table", "plot_curves", "write_results"]
+
+FIELDS = ["dataset", "strategy", "seed", "round", "n_labeled", "budget_pct", "accuracy", "select_seconds"]
+
+
+def run_benchmark(
+    dataset: FeatureDataset,
+    strategies: Sequence[str],
+    *,
+    n_rounds: int = 6,
+    seeds: Iterable[int] = (0, 1, 2),
+    budget_fraction: float = 0.01,
+    tuner_factory: Callable[[np.ndarray], object] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Run every strategy for every seed on ``dataset``; one record per (strategy, seed, round).
+
+    Parameters
+    ----------
+    dataset : FeatureDataset
+    strategies : sequence of str
+        Names understood by :func:`vlal.make_strategy` (e.g. ``"cec"``, ``"pcb(entropy)"``).
+    n_rounds : int, default 6
+    seeds : iterable of int, default (0, 1, 2)
+        Each seed fixes the zero-shot proxy and the strategies' ``random_state``.
+    budget_fraction : float, default 0.01
+        Queries per round as a fraction of the initial pool (at least 1).
+    tuner_factory : callable ``W0 -> Tuner``, optional
+        Default: :class:`~vlal.tuners.FeatureSpaceTuner`.
+    progress : bool
+        tqdm progress bar over (seed, strategy) runs.
+
+    Returns
+    -------
+    list of dict
+        Keys: dataset, strategy, seed, round, n_labeled, budget_pct, accuracy (percent),
+        select_seconds. Round 0 is zero-shot.
+    """
+    from tqdm.auto import tqdm
+
+    make_tuner = tuner_factory or FeatureSpaceTuner
+    seeds = list(seeds)
+    strategies = list(strategies)
+    for name in strategies:  # fail before any work on a typo
+        make_strategy(name)
+    records: list[dict] = []
+    bar = tqdm(total=len(seeds) * len(strategies), desc=dataset.name, disable=not progress)
+    for seed in seeds:
+        w0, keep = zero_shot_proxy(dataset, random_state=seed)
+        pool_x, pool_y = dataset.pool_features[keep], dataset.pool_labels[keep]
+        b = round_budget(pool_x.shape[0], budget_fraction)
+        for name in strategies:
+            bar.set_postfix_str(f"seed={seed} {name}")
+            result = run_active_learning(
+                make_strategy(name, random_state=seed),
+                make_tuner(w0),
+                pool_x,
+                pool_y,
+                dataset.test_features,
+                dataset.test_labels,
+                n_rounds=n_rounds,
+                budget=b,
+            )
+            for r in result.rounds:
+                records.append(
+                    {
+                        "dataset": dataset.name,
+                        "strategy": name,
+                        "seed": int(seed),
+                        "round": r.round,
+                        "n_labeled": r.n_labeled,
+                        "budget_pct": round(100.0 * r.round * budget_fraction, 6),
+                        "accuracy": 100.0 * r.accuracy,
+                        "select_seconds": r.select_seconds,
+                    }
+                )
+            bar.update()
+    bar.close()
+    return records
+
+
+def summarize(records: list[dict]) -> dict:
+    """Mean and std (over seeds, ddof=0) of accuracy per (dataset, strategy, round)."""
+    groups: dict = {}
+    for r in records:
+        groups.setdefault((r["dataset"], r["strategy"], r["round"]), []).append(r["accuracy"])
+    return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
+
+
+def _pct(p: float) -> str:
+    return f"{p:g}"
+
+
+def markdown_table(records: list[dict], report_rounds: Sequence[int] = (1, 2, 5)) -> str:
+    """Table-1 layout: one block of rows per dataset (B = budget %), one column per strategy,
+    ``mean ± std`` over seeds, the zero-shot accuracy in the last column; with several
+    datasets an ``Average`` block (mean of the per-dataset means) closes the table.
+    """
+    stats = summarize(records)
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+    strategies = list(dict.fromkeys(r["strategy"] for r in records))
+    pct_of = {(r["dataset"], r["round"]): r["budget_pct"] for r in records}
+    header = "| Dataset | B (%) | " + " | ".join(strategies) + " | Zero-shot |"
+    lines = [header, "|" + "---|" * (len(strategies) + 3)]
+    avg: dict = {}
+    for ds in datasets:
+        zs = [stats[(ds, s, 0)][0] for s in strategies if (ds, s, 0) in stats]
+        zs_mean = float(np.mean(zs)) if zs else float("nan")
+        avg.setdefault(("zs",), []).append(zs_mean)
+        for i, r in enumerate(report_rounds):
+            cells = []
+            best = max((stats[(ds, s, r)][0] for s in strategies if (ds, s, r) in stats), default=None)
+            for s in strategies:
+                if (ds, s, r) not in stats:
+                    cells.append("-")
+                    continue
+                m, sd, _ = stats[(ds, s, r)]
+                avg.setdefault((s, i), []).append(m)
+                cell = f"{m:.1f} ± {sd:.1f}"
+                cells.append(f"**{cell}**" if best is not None and m == best else cell)
+            pct = _pct(pct_of.get((ds, r), float("nan")))
+            lines.append(f"| {ds if i == 0 else ''} | {pct} | " + " | ".join(cells) + f" | {f'{zs_mean:.1f}' if i == 0 else ''} |")
+    if len(datasets) > 1:
+        for i, r in enumerate(report_rounds):
+            means = {s: float(np.mean(avg[(s, i)])) for s in strategies if len(avg.get((s, i), [])) == len(datasets)}
+            best = max(means.values(), default=None)
+            cells = [("-" if s not in means else (f"**{means[s]:.1f}**" if means[s] == best else f"{means[s]:.1f}")) for s in strategies]
+            pct = _pct(pct_of.get((datasets[0], r), float("nan")))
+            zs = f"{np.mean(avg[('zs',)]):.1f}" if i == 0 else ""
+            lines.append(f"| {'Average' if i == 0 else ''} | {pct} | " + " | ".join(cells) + f" | {zs} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(records: list[dict], path) -> None:
+    """Accuracy vs round (mean ± std over seeds), one panel per dataset, like the paper's Fig. 5."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = summarize(records)
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+    strategies = list(dict.fromkeys(r["strategy"] for r in records))
+    rounds = sorted({r["round"] for r in records})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for s in strategies:
+            pts = [(r, *stats[(ds, s, r)][:2]) for r in rounds if (ds, s, r) in stats]
+            if not pts:
+                continue
+            x, m, sd = map(np.asarray, zip(*pts))
+            ax.plot(x, m, marker="o", ms=3, label=s, lw=2.2 if s == "cec" else 1.3)
+            ax.fill_between(x, m - sd, m + sd, alpha=0.12)
+        ax.set_title(ds)
+        ax.set_xlabel("round (0 = zero-shot)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(records: list[dict], out_dir, prefix: str = "bench", command: str | None = None,
+                  report_rounds: Sequence[int] = (1, 2, 5), note: str | None = None) -> dict[str, Path]:
+    """Write ``{prefix}.csv``, ``{prefix}.json``, ``{prefix}.md`` and ``{prefix}.png`` to ``out_dir``.
+
+    Returns the paths written, by kind.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / f"{prefix}.{k}" for k in ("csv", "json", "md", "png")}
+    with open(paths["csv"], "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(records)
+    paths["json"].write_text(json.dumps({"command": command, "records": records}, indent=1))
+    md = [f"# {prefix}", ""]
+    if note:
+        md += [note, ""]
+    if command:
+        md += ["Command:", "", f"    {command}", ""]
+    seeds = sorted({r["seed"] for r in records})
+    md += [f"Test accuracy (%), mean ± std over seeds {seeds}; B = labeled budget as % of the pool; best per row in bold.", ""]
+    md.append(markdown_table(records, report_rounds))
+    paths["md"].write_text("\n".join(md))
+    plot_curves(records, paths["png"])
+    return paths

@@ -1,0 +1,196 @@
+"""Feature datasets for the benchmark: cached CLIP features (.npz) and a synthetic default.
+
+A :class:`FeatureDataset` holds an unlabeled pool (with the oracle's labels), a test
+set, and optionally a few labeled "shot" images per class from a disjoint split,
+which the zero-shot proxy uses (see :func:`zero_shot_proxy`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import check_features, check_positive_int, l2_normalize
+from .exceptions import VlalInputError
+
+__all__ = ["FeatureDataset", "load_features", "make_synthetic", "zero_shot_proxy"]
+
+_REQUIRED = ("pool_features", "pool_labels", "test_features", "test_labels")
+
+
+@dataclass
+class FeatureDataset:
+    """Cached image features of one dataset.
+
+    Attributes
+    ----------
+    name : str
+    pool_features : ndarray (n_pool, d)
+    pool_labels : ndarray (n_pool,), int64 — the oracle's labels
+    test_features : ndarray (n_test, d)
+    test_labels : ndarray (n_test,), int64
+    shot_features, shot_labels : optional labeled images from a disjoint split
+    class_embeddings : optional (K, d) zero-shot text embeddings, when known
+    synthetic : bool — True for the generated default
+    """
+
+    name: str
+    pool_features: np.ndarray
+    pool_labels: np.ndarray
+    test_features: np.ndarray
+    test_labels: np.ndarray
+    shot_features: np.ndarray | None = None
+    shot_labels: np.ndarray | None = None
+    class_embeddings: np.ndarray | None = None
+    synthetic: bool = False
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.pool_labels.max(), self.test_labels.max())) + 1
+
+    def __post_init__(self):
+        check_features(self.pool_features, "pool_features")
+        check_features(self.test_features, "test_features")
+        for name in ("pool", "test"):
+            f, y = getattr(self, f"{name}_features"), getattr(self, f"{name}_labels")
+            if y.shape != (f.shape[0],):
+                raise VlalInputError(f"{name}_labels has shape {y.shape}; expected ({f.shape[0]},)")
+        if self.pool_features.shape[1] != self.test_features.shape[1]:
+            raise VlalInputError("pool_features and test_features have different feature dimensions")
+
+
+def load_features(path) -> FeatureDataset:
+    """Load a dataset from an ``.npz`` with keys ``pool_features``, ``pool_labels``,
+    ``test_features``, ``test_labels`` and optionally ``shot_features``, ``shot_labels``,
+    ``text_features`` (zero-shot class embeddings).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        A required key is missing or shapes disagree.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no feature file at {path}")
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in _REQUIRED if k not in z.files]
+        if missing:
+            raise VlalInputError(f"{path} lacks keys {missing}; it has {z.files}")
+        get = lambda k: z[k] if k in z.files else None  # noqa: E731
+        return FeatureDataset(
+            name=path.stem,
+            pool_features=z["pool_features"],
+            pool_labels=z["pool_labels"].astype(np.int64),
+            test_features=z["test_features"],
+            test_labels=z["test_labels"].astype(np.int64),
+            shot_features=get("shot_features"),
+            shot_labels=None if get("shot_labels") is None else z["shot_labels"].astype(np.int64),
+            class_embeddings=get("text_features"),
+        )
+
+
+def make_synthetic(
+    n_pool: int = 2000,
+    n_test: int = 2000,
+    n_classes: int = 20,
+    dim: int = 64,
+    n_shots: int = 4,
+    imbalance: float = 10.0,
+    spread: float = 0.9,
+    random_state: int = 0,
+) -> FeatureDataset:
+    """A small synthetic CLIP-like dataset (the embedded default of ``vlal bench``).
+
+    **Synthetic, not CLIP.** Each class is a few sub-clusters around a random direction on
+    the unit sphere of ``R^dim``; features are unit vectors. Class frequencies fall
+    geometrically from 1 to ``1/imbalance`` (long tail), and ``n_shots`` images per class
+    form a disjoint shot split, so the one-shot prototype zero-shot proxy is a
+    miscalibrated classifier: some classes absorb far more predictions than others, as
+    CLIP's zero-shot head does.
+
+    Parameters
+    ----------
+    n_pool, n_test : int
+        Rows of the pool and of the test set.
+    n_classes : int
+    dim : int
+        Feature dimension.
+    n_shots : int
+        Shot images per class.
+    imbalance : float
+        Ratio of the largest to the smallest class frequency (>= 1).
+    spread : float
+        Within-class noise scale (larger = harder).
+    random_state : int
+
+    Returns
+    -------
+    FeatureDataset
+    """
+    for v, nm in ((n_pool, "n_pool"), (n_test, "n_test"), (n_classes, "n_classes"), (dim, "dim"), (n_shots, "n_shots")):
+        check_positive_int(v, nm)
+    if imbalance < 1:
+        raise VlalInputError(f"imbalance must be >= 1; got {imbalance}")
+    rng = np.random.default_rng(random_state)
+    centers = rng.normal(size=(n_classes, dim))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    n_sub = 3
+    sub = centers[:, None, :] + 0.6 * rng.normal(size=(n_classes, n_sub, dim)) / np.sqrt(dim) * np.sqrt(dim / 8)
+    freq = imbalance ** (-np.arange(n_classes) / max(n_classes - 1, 1))
+    freq = rng.permutation(freq / freq.sum())
+
+    def draw(n, balanced=False):
+        y = np.repeat(np.arange(n_classes), n) if balanced else rng.choice(n_classes, size=n, p=freq)
+        s = rng.integers(0, n_sub, size=y.size)
+        x = sub[y, s] + spread * rng.normal(size=(y.size, dim)) / np.sqrt(dim)
+        return l2_normalize(x), y.astype(np.int64)
+
+    pool_x, pool_y = draw(n_pool)
+    test_x, test_y = draw(n_test)
+    shot_x, shot_y = draw(n_shots, balanced=True)
+    return FeatureDataset("synthetic", pool_x, pool_y, test_x, test_y, shot_x, shot_y, synthetic=True)
+
+
+def zero_shot_proxy(dataset: FeatureDataset, random_state=None) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-shot class embeddings ``W0`` for a dataset without text embeddings (method.md).
+
+    If the dataset has ``class_embeddings`` (true text embeddings) they are returned and
+    the whole pool is kept. Otherwise row ``c`` of ``W0`` is the normalised feature of one
+    image of class ``c``, drawn with ``random_state`` from ``shot_features`` when present,
+    else from the pool, in which case those ``K`` images are removed from the pool.
+
+    Returns
+    -------
+    W0 : ndarray (K, d), float32
+        Unit-norm class embeddings.
+    pool_keep : ndarray (n_pool,), bool
+        Pool rows that remain in the pool.
+
+    Raises
+    ------
+    ValueError
+        Some class has no image to draw from.
+    """
+    keep = np.ones(dataset.pool_features.shape[0], dtype=bool)
+    if dataset.class_embeddings is not None:
+        return l2_normalize(np.asarray(dataset.class_embeddings), "class_embeddings"), keep
+    rng = np.random.default_rng(random_state)
+    K = dataset.n_classes
+    if dataset.shot_features is not None:
+        src_x, src_y, from_pool = dataset.shot_features, dataset.shot_labels, False
+    else:
+        src_x, src_y, from_pool = dataset.pool_features, dataset.pool_labels, True
+    rows = []
+    for c in range(K):
+        cand = np.flatnonzero(src_y == c)
+        if cand.size == 0:
+            raise VlalInputError(f"class {c} has no image to build its zero-shot prototype from")
+        rows.append(int(rng.choice(cand)))
+    rows = np.asarray(rows)
+    if from_pool:
+        keep[rows] = False
+    return l2_normalize(np.asarray(src_x[rows]), "prototypes"), keep

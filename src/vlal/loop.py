@@ -1,0 +1,176 @@
+"""The active-learning loop: query, label, re-tune from zero-shot, evaluate.
+
+One round (paper Algorithm 1 and Sec. 5): the current model's probabilities on the
+pool -> ``strategy.select`` -> the oracle labels the queried rows -> the tuner is
+re-tuned *from the zero-shot state* on all labels so far -> test accuracy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from ._validation import check_features, check_positive_int
+from .exceptions import VlalInputError
+from .strategies.base import Strategy
+
+__all__ = ["Tuner", "RoundResult", "LoopResult", "run_active_learning", "round_budget"]
+
+
+@runtime_checkable
+class Tuner(Protocol):
+    """What the loop needs of a classifier.
+
+    ``fit(inputs, labels)`` tunes on all labels so far, starting again from the
+    zero-shot state every call; ``predict_proba(inputs)`` returns (m, K) probabilities
+    (zero-shot ones before any fit). ``inputs`` are whatever the tuner consumes:
+    cached features for feature-space tuners and CoOp, images for VPT / MaPLe.
+    """
+
+    def fit(self, inputs, labels): ...
+
+    def predict_proba(self, inputs) -> np.ndarray: ...
+
+
+@dataclass
+class RoundResult:
+    """One round of the loop. Round 0 is the zero-shot model before any query."""
+
+    round: int
+    n_labeled: int
+    accuracy: float
+    queried: np.ndarray = field(repr=False)
+    select_seconds: float = 0.0
+    fit_seconds: float = 0.0
+
+
+@dataclass
+class LoopResult:
+    """All rounds, plus the final labeled set (pool positions, in query order) and its labels."""
+
+    rounds: list[RoundResult]
+    labeled: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def accuracies(self) -> np.ndarray:
+        return np.array([r.accuracy for r in self.rounds])
+
+
+def round_budget(n_pool: int, fraction: float = 0.01) -> int:
+    """Per-round budget: ``fraction`` of the initial pool, at least 1 (paper: 1 %)."""
+    if not 0 < fraction <= 1:
+        raise VlalInputError(f"budget fraction must be in (0, 1]; got {fraction}")
+    return max(1, int(round(fraction * n_pool)))
+
+
+def _take(inputs, idx: np.ndarray):
+    if isinstance(inputs, np.ndarray):
+        return inputs[idx]
+    return [inputs[i] for i in idx]
+
+
+def _accuracy(tuner, inputs, labels: np.ndarray) -> float:
+    pred = np.asarray(tuner.predict_proba(inputs)).argmax(axis=1)
+    return float(np.mean(pred == labels))
+
+
+def run_active_learning(
+    strategy: Strategy,
+    tuner: Tuner,
+    pool_features,
+    oracle,
+    test_inputs,
+    test_labels,
+    *,
+    n_rounds: int = 6,
+    budget: int | None = None,
+    pool_inputs=None,
+    progress: bool = False,
+    callback: Callable[[RoundResult], None] | None = None,
+) -> LoopResult:
+    """Run ``n_rounds`` of active learning and return the accuracy after each.
+
+    Parameters
+    ----------
+    strategy : Strategy
+        The query strategy.
+    tuner : Tuner
+        The classifier (zero-shot before any fit; re-tuned from zero-shot each round).
+    pool_features : array-like (n, d)
+        Image features of the unlabeled pool, given to the strategy.
+    oracle : array-like (n,) of int, or callable ``indices -> labels``
+        Supplies the classes of queried rows.
+    test_inputs, test_labels : evaluation set
+        ``test_inputs`` in the tuner's input form; ``test_labels`` (m,) ints.
+    n_rounds : int, default 6
+    budget : int, optional
+        Queries per round; default 1 % of the pool, at least 1. The last round
+        takes what is left if the pool runs out, and the loop stops there.
+    pool_inputs : optional
+        What the tuner consumes for the pool rows (default: ``pool_features``), e.g.
+        a list of image paths for image-level tuners; indexed with integer arrays.
+    progress : bool
+        Show a tqdm bar over rounds.
+    callback : callable, optional
+        Called with each :class:`RoundResult` as it completes.
+
+    Returns
+    -------
+    LoopResult
+        ``rounds[0]`` is zero-shot (0 labels); ``rounds[r]`` follows the r-th query.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, oracle labels of the wrong length, non-positive ``n_rounds``/``budget``.
+    """
+    feats = check_features(pool_features, "pool_features")
+    n = feats.shape[0]
+    n_rounds = check_positive_int(n_rounds, "n_rounds")
+    b = round_budget(n) if budget is None else check_positive_int(budget, "budget")
+    inputs = feats if pool_inputs is None else pool_inputs
+    if len(inputs) != n:
+        raise VlalInputError(f"pool_inputs has {len(inputs)} rows but pool_features has {n}")
+    if callable(oracle):
+        ask = oracle
+    else:
+        oracle_arr = np.asarray(oracle)
+        if oracle_arr.shape != (n,):
+            raise VlalInputError(f"oracle labels must have shape ({n},); got {oracle_arr.shape}")
+        ask = lambda idx: oracle_arr[idx]  # noqa: E731
+    y_test = np.asarray(test_labels)
+
+    labeled = np.empty(0, dtype=np.int64)
+    labels = np.empty(0, dtype=np.int64)
+    rounds = [RoundResult(0, 0, _accuracy(tuner, test_inputs, y_test), np.empty(0, dtype=np.int64))]
+    if callback:
+        callback(rounds[0])
+    iterator = range(1, n_rounds + 1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=type(strategy).__name__, leave=False)
+    for r in iterator:
+        remaining = n - labeled.size
+        if remaining == 0:
+            break
+        probs = np.asarray(tuner.predict_proba(inputs))
+        t0 = time.perf_counter()
+        idx = strategy.select(feats, probs, min(b, remaining), labeled=labeled, labels=labels, model=tuner)
+        t1 = time.perf_counter()
+        new = np.asarray(ask(idx), dtype=np.int64)
+        if new.shape != idx.shape:
+            raise VlalInputError(f"oracle returned {new.shape} labels for {idx.shape} queries")
+        labeled = np.concatenate([labeled, idx])
+        labels = np.concatenate([labels, new])
+        tuner.fit(_take(inputs, labeled), labels)
+        t2 = time.perf_counter()
+        res = RoundResult(r, int(labeled.size), _accuracy(tuner, test_inputs, y_test), idx, t1 - t0, t2 - t1)
+        rounds.append(res)
+        if callback:
+            callback(res)
+    return LoopResult(rounds, labeled, labels)
