@@ -1,0 +1,138 @@
+"""The loop, the tuners, the harness and the CLI, end to end (real DTD features where present)."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import vlal
+from vlal.bench import markdown_table, run_benchmark, write_results
+from vlal.cli import main
+from vlal.data import FeatureDataset, load_features, make_synthetic, zero_shot_proxy
+from vlal.loop import run_active_learning, round_budget
+from vlal.tuners import FeatureSpaceTuner, ZeroShotClassifier, cosine_softmax
+
+from conftest import real_data
+
+
+def test_cosine_softmax_eq1():
+    x = np.array([[1.0, 0.0], [0.0, 2.0]])
+    w = np.array([[1.0, 0.0], [0.0, 1.0]])
+    p = cosine_softmax(x, w, temperature=0.5)
+    e = np.exp(2.0)  # cos = 1 vs 0, / T = 0.5
+    np.testing.assert_allclose(p[0], [e / (e + 1), 1 / (e + 1)], rtol=1e-6)
+    np.testing.assert_allclose(p[1], [1 / (e + 1), e / (e + 1)], rtol=1e-6)
+
+
+def test_feature_tuner_restarts_from_zero_shot_and_learns():
+    ds = make_synthetic(n_pool=300, n_test=300, n_classes=5, dim=16)
+    w0, _ = zero_shot_proxy(ds, 0)
+    t = FeatureSpaceTuner(w0)
+    p0 = t.predict_proba(ds.test_features)
+    np.testing.assert_allclose(p0, ZeroShotClassifier(w0).predict_proba(ds.test_features))
+    t.fit(ds.pool_features, ds.pool_labels)
+    acc_full = (t.predict_proba(ds.test_features).argmax(1) == ds.test_labels).mean()
+    acc0 = (p0.argmax(1) == ds.test_labels).mean()
+    assert acc_full > acc0
+    t.fit(ds.pool_features[:0], ds.pool_labels[:0])  # empty fit = back to zero-shot
+    np.testing.assert_allclose(t.predict_proba(ds.test_features), p0, atol=1e-6)
+    with pytest.raises(ValueError, match="labels"):
+        t.fit(ds.pool_features[:3], np.array([0, 1, 99]))
+
+
+def test_round_budget():
+    assert round_budget(1128) == 11 and round_budget(50) == 1
+    with pytest.raises(ValueError):
+        round_budget(100, 0)
+
+
+class _CountingOracle:
+    def __init__(self, y):
+        self.y, self.asked = y, []
+
+    def __call__(self, idx):
+        self.asked.append(np.array(idx))
+        return self.y[idx]
+
+
+def test_loop_never_loses_a_label():
+    ds = make_synthetic(n_pool=200, n_test=100, n_classes=4, dim=8)
+    w0, _ = zero_shot_proxy(ds, 0)
+    oracle = _CountingOracle(ds.pool_labels)
+    res = run_active_learning(vlal.CEC(k=5, random_state=0), FeatureSpaceTuner(w0), ds.pool_features, oracle,
+                              ds.test_features, ds.test_labels, n_rounds=3, budget=7)
+    assert [r.n_labeled for r in res.rounds] == [0, 7, 14, 21]
+    asked = np.concatenate(oracle.asked)
+    np.testing.assert_array_equal(res.labeled, asked)
+    np.testing.assert_array_equal(res.labels, ds.pool_labels[asked])
+    assert len(set(asked.tolist())) == 21
+
+
+def test_loop_exhausts_pool_and_stops():
+    ds = make_synthetic(n_pool=10, n_test=20, n_classes=2, dim=4, n_shots=1)
+    w0, _ = zero_shot_proxy(ds, 0)
+    res = run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features, ds.pool_labels,
+                              ds.test_features, ds.test_labels, n_rounds=5, budget=4)
+    assert [r.n_labeled for r in res.rounds] == [0, 4, 8, 10]
+
+
+def test_zero_shot_proxy_removes_pool_prototypes():
+    ds = make_synthetic(n_pool=100, n_test=10, n_classes=3, dim=4)
+    ds_noshot = FeatureDataset("x", ds.pool_features, ds.pool_labels, ds.test_features, ds.test_labels)
+    w0, keep = zero_shot_proxy(ds_noshot, 0)
+    assert keep.sum() == 97 and w0.shape == (3, 4)
+    removed = ds.pool_features[~keep]
+    np.testing.assert_allclose(np.sort(removed, axis=0), np.sort(w0, axis=0), atol=1e-6)
+    w1, keep1 = zero_shot_proxy(ds, 0)  # shots present: pool untouched
+    assert keep1.all()
+
+
+def test_benchmark_records_and_table():
+    ds = make_synthetic(n_pool=300, n_test=200, n_classes=5, dim=16)
+    rec = run_benchmark(ds, ["random", "cec"], n_rounds=2, seeds=[0, 1], budget_fraction=0.02, progress=False)
+    assert len(rec) == 2 * 2 * 3
+    # identical zero-shot proxy across strategies for one seed
+    zs = {(r["seed"], r["strategy"]): r["accuracy"] for r in rec if r["round"] == 0}
+    assert zs[(0, "random")] == zs[(0, "cec")]
+    table = markdown_table(rec, report_rounds=(1, 2))
+    assert "| synthetic | 2 |" in table and "±" in table
+
+
+@pytest.mark.slow
+def test_bench_cli_on_real_dtd(tmp_path):
+    path = real_data("dtd")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["bench", "--data", str(path), "--strategies", "random,entropy,cec",
+                                       "--rounds", "2", "--seeds", "1", "--out", str(out), "--quiet",
+                                       "--report-rounds", "1,2"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "bench.json").read_text())
+    recs = data["records"]
+    assert {r["strategy"] for r in recs} == {"random", "entropy", "cec"}
+    ds = load_features(path)
+    b = round_budget(ds.pool_features.shape[0] - ds.n_classes)  # K prototypes leave the pool
+    assert sorted({r["n_labeled"] for r in recs}) == [0, b, 2 * b]
+    assert all(0 <= r["accuracy"] <= 100 for r in recs)
+    assert (out / "bench.png").stat().st_size > 1000
+    assert "| dtd | 1 |" in (out / "bench.md").read_text()
+
+
+def test_select_cli(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    p = rng.dirichlet(np.ones(3), size=50)
+    np.save(tmp_path / "f.npy", x)
+    np.savez(tmp_path / "p.npz", probs=p)
+    np.save(tmp_path / "lab.npy", np.arange(5))
+    r = CliRunner().invoke(main, ["select", "--features", str(tmp_path / "f.npy"), "--probs", str(tmp_path / "p.npz"),
+                                  "--budget", "4", "--labeled", str(tmp_path / "lab.npy"), "--out", str(tmp_path / "q.npy")])
+    assert r.exit_code == 0, r.output
+    q = np.load(tmp_path / "q.npy")
+    np.testing.assert_array_equal(q, vlal.CEC(random_state=0).select(x, p, 4, labeled=np.arange(5)))
+    bad = CliRunner().invoke(main, ["select", "--features", str(tmp_path / "f.npy"), "--probs", str(tmp_path / "f.npy"),
+                                    "--budget", "4"])
+    assert bad.exit_code != 0 and "probs" in bad.output
+    unknown = CliRunner().invoke(main, ["bench", "--strategies", "nope", "--rounds", "1", "--seeds", "1",
+                                        "--out", str(tmp_path / "o")])
+    assert unknown.exit_code != 0 and "unknown strategy" in unknown.output

@@ -1,0 +1,115 @@
+"""The bad-input table of the core issue: each case gets a clear error or the documented fallback."""
+
+import numpy as np
+import pytest
+
+import vlal
+from vlal import CEC, BudgetExceededError, Random
+
+from conftest import make_pool
+
+
+def test_nan_and_inf_name_argument_and_row():
+    x, p, _ = make_pool()
+    x2 = x.copy()
+    x2[11, 0] = np.inf
+    with pytest.raises(ValueError, match=r"features contains NaN or inf \(first bad row: 11\)"):
+        CEC().select(x2, p, 3)
+    p2 = p.copy()
+    p2[4, 1] = np.nan
+    with pytest.raises(ValueError, match=r"probs contains NaN or inf \(first bad row: 4\)"):
+        CEC().select(x, p2, 3)
+
+
+def test_logits_rejected():
+    x, p, _ = make_pool()
+    logits = np.log(p)
+    with pytest.raises(ValueError, match="not logits"):
+        Random().select(x, logits, 3)
+    with pytest.raises(ValueError, match=r"row 0 sums to .*not logits"):
+        Random().select(x, p * 2, 3)
+    # within atol 1e-3 is accepted
+    Random().select(x, p * (1 + 5e-4), 3)
+
+
+def test_shapes():
+    x, p, _ = make_pool()
+    with pytest.raises(ValueError, match=r"\(60, 8\).*\(59, 4\)"):
+        CEC().select(x, p[:-1], 3)
+    with pytest.raises(ValueError, match=r"2-D.*\(60,\)"):
+        CEC().select(x[:, 0], p, 3)
+
+
+@pytest.mark.parametrize("budget", [0, -3, 1.5, None, "2", np.float64(2.0)])
+def test_budget_not_positive_int(budget):
+    x, p, _ = make_pool()
+    with pytest.raises(ValueError, match="budget"):
+        CEC().select(x, p, budget)
+
+
+def test_budget_numpy_int_ok():
+    x, p, _ = make_pool()
+    assert CEC(k=5, random_state=0).select(x, p, np.int64(4)).shape == (4,)
+
+
+def test_budget_exceeds_is_typed_with_numbers():
+    x, p, _ = make_pool()
+    with pytest.raises(BudgetExceededError, match="budget=51.*50") as err:
+        CEC().select(x, p, 51, labeled=np.arange(10))
+    assert isinstance(err.value, ValueError)
+    assert (err.value.budget, err.value.n_candidates) == (51, 50)
+
+
+@pytest.mark.parametrize(
+    "labeled, msg",
+    [
+        (np.array([0, 60]), "out of range"),
+        (np.array([-1]), "out of range"),
+        (np.array([3, 3]), "duplicated index 3"),
+        (np.zeros(59, bool), "length 59"),
+        (np.array([0.5]), "integer"),
+        (np.zeros((2, 2), int), "1-D"),
+    ],
+)
+def test_bad_labeled(labeled, msg):
+    x, p, _ = make_pool()
+    with pytest.raises(ValueError, match=msg):
+        CEC().select(x, p, 3, labeled=labeled)
+
+
+def test_labels_length_checked():
+    x, p, _ = make_pool()
+    with pytest.raises(ValueError, match="labels has 2 entries"):
+        CEC().select(x, p, 3, labeled=[1, 2, 3], labels=[0, 1])
+
+
+def test_zero_norm_row_rejected():
+    x, p, _ = make_pool()
+    x = x.copy()
+    x[5] = 0
+    with pytest.raises(ValueError, match="row 5 has zero norm"):
+        CEC(k=5).select(x, p, 3)
+
+
+def test_all_zero_uncertainty_equal_weights():
+    x, _, y = make_pool()
+    onehot = np.eye(4)[y]
+    a = CEC(k=5, random_state=0).select(x, onehot, 6)
+    b = CEC(k=5, clustering="plain", random_state=0).select(x, onehot, 6)
+    np.testing.assert_array_equal(a, b)  # weights all 0 -> plain K-Means
+
+
+def test_random_state_generator_accepted_and_bad_rejected():
+    x, p, _ = make_pool()
+    assert Random(random_state=np.random.default_rng(0)).select(x, p, 3).shape == (3,)
+    with pytest.raises(ValueError, match="random_state"):
+        Random(random_state="seed").select(x, p, 3)
+
+
+def test_float16_memmap_cec(tmp_path):
+    x, p, _ = make_pool(n=200)
+    np.save(tmp_path / "x.npy", x.astype(np.float16))
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    idx = CEC(k=5, random_state=0).select(mm, p.astype(np.float16), 10)
+    ref = CEC(k=5, random_state=0).select(x.astype(np.float16).astype(np.float32), p, 10)
+    np.testing.assert_array_equal(idx, ref)
