@@ -100,7 +100,7 @@ def make_synthetic(
     dim: int = 64,
     n_shots: int = 4,
     imbalance: float = 10.0,
-    spread: float = 0.9,
+    spread: float = 1.5,
     random_state: int = 0,
 ) -> FeatureDataset:
     """A small synthetic CLIP-like dataset (the embedded default of ``vlal bench``).
