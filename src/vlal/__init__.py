@@ -19,7 +19,21 @@ from .scoring import (
     neighbor_uncertainty,
     weighted_kmeans,
 )
-from .strategies import CEC, Entropy, Pool, Random, Strategy, UncertaintyStrategy
+from .strategies import (
+    ALFAMix,
+    BADGE,
+    CEC,
+    GCNAL,
+    PCB,
+    CoreSet,
+    Entropy,
+    LeastConfidence,
+    Margin,
+    Pool,
+    Random,
+    Strategy,
+    UncertaintyStrategy,
+)
 
 __version__ = "0.1.0"
 
@@ -33,6 +47,13 @@ __all__ = [
     "Random",
     "Entropy",
     "CEC",
+    "Margin",
+    "LeastConfidence",
+    "CoreSet",
+    "BADGE",
+    "ALFAMix",
+    "GCNAL",
+    "PCB",
     "entropy",
     "contextual_prior",
     "calibrate",

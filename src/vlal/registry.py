@@ -11,7 +11,19 @@ import re
 from typing import Callable
 
 from .exceptions import VlalInputError
-from .strategies import CEC, Entropy, Random, Strategy
+from .strategies import (
+    ALFAMix,
+    BADGE,
+    CEC,
+    GCNAL,
+    PCB,
+    CoreSet,
+    Entropy,
+    LeastConfidence,
+    Margin,
+    Random,
+    Strategy,
+)
 
 __all__ = ["register", "make_strategy", "available_strategies"]
 
@@ -64,3 +76,11 @@ register("cec-nocal", lambda random_state=None: CEC(calibration=False, random_st
 register("cec-nonn", lambda random_state=None: CEC(neighbor_term=False, random_state=random_state))
 register("cec-kmeans", lambda random_state=None: CEC(clustering="plain", random_state=random_state))
 register("cec-greedy", lambda random_state=None: CEC(clustering="greedy", random_state=random_state))
+# Baselines (paper Table 1) and the PCB wrapper
+register("margin", Margin)
+register("leastconf", LeastConfidence)
+register("coreset", CoreSet)
+register("badge", BADGE)
+register("alfamix", ALFAMix)
+register("gcnal", GCNAL)
+register("pcb", PCB, wrapper=True)  # "pcb(entropy)", "pcb(cec)", ...

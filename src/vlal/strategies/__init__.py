@@ -1,8 +1,30 @@
 """Query strategies. Each one is a :class:`Strategy` with the same ``select``."""
 
+from .alfamix import ALFAMix
+from .badge import BADGE
 from .base import Pool, ProbabilisticModel, Strategy
 from .cec import CEC
+from .coreset import CoreSet
+from .gcnal import GCNAL
+from .least_confidence import LeastConfidence
+from .margin import Margin
+from .pcb import PCB
 from .random import Random
 from .uncertainty import Entropy, UncertaintyStrategy
 
-__all__ = ["Strategy", "Pool", "ProbabilisticModel", "UncertaintyStrategy", "Random", "Entropy", "CEC"]
+__all__ = [
+    "Strategy",
+    "Pool",
+    "ProbabilisticModel",
+    "UncertaintyStrategy",
+    "Random",
+    "Entropy",
+    "CEC",
+    "Margin",
+    "LeastConfidence",
+    "CoreSet",
+    "BADGE",
+    "ALFAMix",
+    "GCNAL",
+    "PCB",
+]

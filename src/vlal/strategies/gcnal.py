@@ -1,0 +1,216 @@
+"""GCNAL / CoreGCN: CoreSet on the embeddings of a labeled-vs-unlabeled GCN (Caramalau et al., CVPR 2021)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import _faiss
+from .._validation import CHUNK_ROWS, check_positive_int, l2_normalize, seed_int
+from ..exceptions import VlalInputError
+from .base import Pool, Strategy
+from .coreset import k_center_greedy
+
+__all__ = ["GCNAL"]
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as err:  # pragma: no cover - torch is installed in the dev environment
+        raise ImportError(
+            "GCNAL needs PyTorch, which is not installed; install it with `pip install vlal[clip]`"
+        ) from err
+    return torch
+
+
+def _knn_adjacency(z: np.ndarray, k: int) -> sp.csr_matrix:
+    """Normalised sparse kNN similarity graph with self loops, ``D^-1/2 (A + I) D^-1/2``.
+
+    ``A`` links each row to its ``k`` nearest *other* rows (exact faiss search on the
+    normalised features ``z``), weighted by the cosine similarity clipped at 0, and is
+    symmetrised with an element-wise max (``A = max(A, A^T)``). At most ``2 k n + n``
+    stored entries; no dense (n, n) matrix is ever built.
+
+    Parameters
+    ----------
+    z : ndarray (n, d), float32
+        L2-normalised features, ``n >= 2``.
+    k : int
+        Neighbours per row (reduced to ``n - 1`` when larger).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix (n, n), float32, symmetric.
+    """
+    n = z.shape[0]
+    k = min(k, n - 1)
+    rows, cols, vals = [], [], []
+    for s in range(0, n, CHUNK_ROWS):
+        q = z[s : s + CHUNK_ROWS]
+        dist, idx = _faiss.knn_search(z, q, k + 1)
+        own = idx == np.arange(s, s + q.shape[0])[:, None]
+        keep = ~own & (idx >= 0)
+        # identical rows can hide the row itself: then drop the farthest hit instead
+        keep[keep.all(axis=1), k] = False
+        r = np.broadcast_to(np.arange(s, s + q.shape[0])[:, None], idx.shape)
+        rows.append(r[keep])
+        cols.append(idx[keep])
+        vals.append(np.maximum(1.0 - dist[keep] / 2.0, 0.0))  # cosine similarity of unit vectors
+    a = sp.csr_matrix(
+        (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+    a = a.maximum(a.T) + sp.identity(n, dtype=np.float32, format="csr")
+    a.eliminate_zeros()
+    d_inv_sqrt = 1.0 / np.sqrt(np.asarray(a.sum(axis=1)).ravel())
+    scale = sp.diags(d_inv_sqrt.astype(np.float32))
+    return (scale @ a @ scale).tocsr().astype(np.float32)
+
+
+def _to_torch_sparse(a: sp.csr_matrix, torch):
+    coo = a.tocoo()
+    index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    values = torch.from_numpy(coo.data.astype(np.float32))
+    return torch.sparse_coo_tensor(index, values, a.shape, check_invariants=True).coalesce()
+
+
+def _gcn_embeddings(
+    x: np.ndarray,
+    adj: sp.csr_matrix,
+    labeled_mask: np.ndarray,
+    *,
+    hidden: int,
+    n_steps: int,
+    lr: float,
+    weight_decay: float,
+    dropout: float,
+    seed: int,
+) -> np.ndarray:
+    """Train a 2-layer GCN to score labeled (1) vs unlabeled (0); return its hidden layer (n, hidden).
+
+    ``H = relu(A X W1 + b1)``, ``s = A (dropout(H) W2) + b2``; loss = mean BCE over the
+    labeled rows + mean BCE over the unlabeled rows (each group weighted equally, as in
+    the authors' loss with lambda = 1). Full-batch Adam on CPU; torch's global RNG is
+    seeded inside ``torch.random.fork_rng`` so the caller's torch RNG state is untouched.
+    """
+    torch = _import_torch()
+    f = torch.nn.functional
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        a = _to_torch_sparse(adj, torch)
+        ax = torch.sparse.mm(a, torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        layer1 = torch.nn.Linear(x.shape[1], hidden)
+        layer2 = torch.nn.Linear(hidden, 1, bias=False)
+        bias2 = torch.nn.Parameter(torch.zeros(1))
+        params = [*layer1.parameters(), *layer2.parameters(), bias2]
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        lab = torch.from_numpy(labeled_mask)
+        target = lab.to(torch.float32)
+        for _ in range(n_steps):
+            h = f.dropout(torch.relu(layer1(ax)), p=dropout, training=True)
+            logits = (torch.sparse.mm(a, layer2(h)) + bias2).squeeze(1)
+            bce = f.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            loss = bce[lab].mean() + bce[~lab].mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            emb = torch.relu(layer1(ax))
+    return emb.numpy().astype(np.float32)
+
+
+class GCNAL(Strategy):
+    """CoreGCN: greedy k-centre CoreSet on the hidden embeddings of a graph network.
+
+    1. A sparse kNN graph over the whole pool (labeled + unlabeled): each row linked to its
+       ``n_neighbors`` nearest others on L2-normalised features (faiss), cosine-similarity
+       weights, symmetrised, self loops, ``D^-1/2 (A + I) D^-1/2`` (``torch.sparse``; never a
+       dense n x n matrix; the authors' dense affinity graph does not scale to CLIP pools).
+    2. A 2-layer GCN (hidden width ``hidden``, ReLU, dropout) trained full-batch for
+       ``n_steps`` Adam steps with binary cross-entropy to tell labeled (1) from unlabeled (0),
+       the two groups weighted equally.
+    3. CoreSet (:func:`~vlal.strategies.coreset.k_center_greedy`) on the GCN's first-layer
+       embeddings, the labeled rows being the initial centres.
+
+    With nothing labeled it falls back to :class:`~vlal.Random` (paper Sec. 6). Deterministic
+    on CPU for a fixed ``random_state``.
+
+    Parameters
+    ----------
+    n_neighbors : int, default 10
+        Neighbours per row in the graph (reduced to ``n - 1`` on tiny pools).
+    hidden : int, default 128
+        Width of the hidden GCN layer (the embedding CoreSet works on).
+    n_steps : int, default 200
+        Adam steps (full batch).
+    lr : float, default 1e-3
+    weight_decay : float, default 5e-4
+    dropout : float, default 0.3
+    random_state : int, numpy Generator or None
+        Seeds torch (weights, dropout) and the round-1 random fallback.
+
+    Raises
+    ------
+    ImportError
+        PyTorch is missing (``pip install vlal[clip]``); raised by :meth:`select`, not at import.
+    ValueError
+        Invalid parameters.
+
+    References
+    ----------
+    R. Caramalau, B. Bhattarai and T.-K. Kim, "Sequential Graph Convolutional Network for
+    Active Learning", CVPR 2021.
+    """
+
+    requires_labels = True
+
+    def __init__(
+        self,
+        n_neighbors: int = 10,
+        hidden: int = 128,
+        n_steps: int = 200,
+        lr: float = 1e-3,
+        weight_decay: float = 5e-4,
+        dropout: float = 0.3,
+        *,
+        random_state=None,
+    ):
+        check_positive_int(n_neighbors, "n_neighbors")
+        check_positive_int(hidden, "hidden")
+        check_positive_int(n_steps, "n_steps")
+        for name, value, ok in (
+            ("lr", lr, lambda v: v > 0),
+            ("weight_decay", weight_decay, lambda v: v >= 0),
+            ("dropout", dropout, lambda v: 0 <= v < 1),
+        ):
+            if not isinstance(value, numbers.Real) or not np.isfinite(value) or not ok(value):
+                raise VlalInputError(f"invalid {name}={value!r}")
+        self.n_neighbors = n_neighbors
+        self.hidden = hidden
+        self.n_steps = n_steps
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.random_state = random_state
+
+    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
+        _import_torch()  # fail early with the install hint
+        z = l2_normalize(pool.features, "features")
+        adj = _knn_adjacency(z, self.n_neighbors)
+        labeled_mask = np.zeros(pool.n, dtype=bool)
+        labeled_mask[pool.labeled] = True
+        emb = _gcn_embeddings(
+            z,
+            adj,
+            labeled_mask,
+            hidden=self.hidden,
+            n_steps=self.n_steps,
+            lr=float(self.lr),
+            weight_decay=float(self.weight_decay),
+            dropout=float(self.dropout),
+            seed=seed_int(self.random_state, rng),
+        )
+        cand = pool.candidates
+        return cand[k_center_greedy(emb[cand], emb[pool.labeled], budget, rng)]

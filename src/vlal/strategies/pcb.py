@@ -1,0 +1,125 @@
+"""PCB: class-balanced selection around any base strategy (Bang et al., CVPR 2024)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+
+import numpy as np
+
+from ..exceptions import VlalInputError
+from .base import Pool, Strategy
+
+__all__ = ["PCB"]
+
+
+def balanced_picks(proposal_classes: np.ndarray, counts: np.ndarray, budget: int) -> np.ndarray:
+    """Pick ``budget`` proposals one by one, always serving the least-labeled class.
+
+    Each step takes the class with the fewest labels so far (``counts``, updated with the
+    predicted class of every pick; ties go to the lowest class index) and the first
+    remaining proposal predicted as that class. If that class has no proposal left, the
+    first remaining proposal (any class) is taken instead.
+
+    Parameters
+    ----------
+    proposal_classes : ndarray (m,), int
+        Predicted class of each proposal, in the base strategy's proposal order.
+    counts : ndarray (K,), int
+        Labels per class so far (not modified).
+    budget : int
+        ``1 <= budget <= m``.
+
+    Returns
+    -------
+    ndarray (budget,), int64
+        Distinct positions into ``proposal_classes``, in pick order.
+    """
+    counts = np.array(counts, dtype=np.int64, copy=True)
+    k = counts.size
+    queues = [list(np.flatnonzero(proposal_classes == c)[::-1]) for c in range(k)]  # pop() = first
+    taken = np.zeros(proposal_classes.size, dtype=bool)
+    next_any = 0
+    picks = np.empty(budget, dtype=np.int64)
+    for t in range(budget):
+        c = int(np.argmin(counts))
+        queue = queues[c]
+        while queue and taken[queue[-1]]:
+            queue.pop()
+        if queue:
+            j = int(queue.pop())
+        else:
+            while taken[next_any]:
+                next_any += 1
+            j = next_any
+        taken[j] = True
+        picks[t] = j
+        counts[proposal_classes[j]] += 1
+    return picks
+
+
+class PCB(Strategy):
+    """PCB: a class-balancing wrapper around any base strategy.
+
+    1. The base strategy proposes ``max(budget, ceil(gamma * n_candidates))`` candidates
+       (capped at ``n_candidates``), with its own ``select`` (so its validation and its
+       round-1 random fallback apply).
+    2. ``budget`` of them are picked one by one: each time the class with the fewest labels
+       so far (true labels of the labeled set + predicted labels, ``argmax probs``, of the
+       picks so far; ties -> lowest class index) is served with the first proposal, in the
+       base's order, predicted as that class; if there is none, the first remaining proposal.
+
+    Works with nothing labeled (all counts start at 0). Labeled rows given without
+    ``labels`` count for no class.
+
+    Parameters
+    ----------
+    base_strategy : Strategy
+        Proposes the candidates. Not modified: a shallow copy is queried.
+    gamma : float, default 0.1
+        Proposal fraction of the candidate pool, in ``(0, 1]``.
+    random_state : int, numpy Generator or None
+        When not None it is passed on to (the copy of) the base strategy, replacing the
+        base's own ``random_state``; PCB itself draws nothing.
+
+    Raises
+    ------
+    ValueError
+        ``base_strategy`` is not a :class:`Strategy`, or ``gamma`` is outside ``(0, 1]``.
+
+    References
+    ----------
+    J. Bang, S. Kim, S. Kim, J. Choi and J. Choi, "Active Prompt Learning in Vision Language
+    Models", CVPR 2024.
+    """
+
+    def __init__(self, base_strategy: Strategy, gamma: float = 0.1, *, random_state=None):
+        if not isinstance(base_strategy, Strategy):
+            raise VlalInputError(f"base_strategy must be a vlal Strategy; got {type(base_strategy).__name__}")
+        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0 < float(gamma) <= 1:
+            raise VlalInputError(f"gamma must be a number in (0, 1]; got {gamma!r}")
+        self.base_strategy = base_strategy
+        self.gamma = gamma
+        self.random_state = random_state
+
+    def n_proposals(self, budget: int, n_candidates: int) -> int:
+        """``min(n_candidates, max(budget, ceil(gamma * n_candidates)))``."""
+        return min(n_candidates, max(budget, math.ceil(float(self.gamma) * n_candidates)))
+
+    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
+        base = self.base_strategy
+        if self.random_state is not None:
+            base = copy.copy(base)
+            base.random_state = self.random_state
+        n_prop = self.n_proposals(budget, pool.candidates.size)
+        proposals = base.select(
+            pool.features, pool.probs, n_prop, labeled=pool.labeled, labels=pool.labels, model=pool.model
+        )
+        k = pool.probs.shape[1]
+        counts = np.zeros(k, dtype=np.int64)
+        if pool.labels is not None and pool.labels.size:
+            known = pool.labels[pool.labels < k]  # classes the model cannot predict are not served
+            counts += np.bincount(known, minlength=k)
+        pred = np.asarray(pool.probs[proposals]).argmax(axis=1)
+        return proposals[balanced_picks(pred, counts, budget)]
