@@ -123,7 +123,7 @@ class ALFAMix(Strategy):
 
     References
     ----------
-    A. Parvaneh, E. Abbasnejad, D. Teney, R. Haffari, A. van den Hengel and J. Q. Shi,
+    A. Parvaneh, E. Abbasnejad, D. Teney, G. Haffari, A. van den Hengel and J. Q. Shi,
     "Active Learning by Feature Mixing", CVPR 2022.
     """
 

@@ -91,9 +91,10 @@ def _gcn_embeddings(
     """Train a 2-layer GCN to score labeled (1) vs unlabeled (0); return its hidden layer (n, hidden).
 
     ``H = relu(A X W1 + b1)``, ``s = A (dropout(H) W2) + b2``; loss = mean BCE over the
-    labeled rows + mean BCE over the unlabeled rows (each group weighted equally, as in
-    the authors' loss with lambda = 1). Full-batch Adam on CPU; torch's global RNG is
-    seeded inside ``torch.random.fork_rng`` so the caller's torch RNG state is untouched.
+    labeled rows + mean BCE over the unlabeled rows (each group weighted equally; the
+    authors weight the unlabeled term by a tunable lambda, here 1). Full-batch Adam on CPU;
+    torch's global RNG is seeded inside ``torch.random.fork_rng``, so the caller's torch RNG
+    state is untouched.
     """
     torch = _import_torch()
     f = torch.nn.functional

@@ -76,7 +76,8 @@ class PCB(Strategy):
     Parameters
     ----------
     base_strategy : Strategy
-        Proposes the candidates. Not modified: a shallow copy is queried.
+        Proposes the candidates. Never modified (when ``random_state`` is set, a shallow
+        copy carrying it is queried).
     gamma : float, default 0.1
         Proposal fraction of the candidate pool, in ``(0, 1]``.
     random_state : int, numpy Generator or None
@@ -90,8 +91,8 @@ class PCB(Strategy):
 
     References
     ----------
-    J. Bang, S. Kim, S. Kim, J. Choi and J. Choi, "Active Prompt Learning in Vision Language
-    Models", CVPR 2024.
+    J. Bang, S. Ahn and J.-G. Lee, "Active Prompt Learning in Vision Language Models",
+    CVPR 2024.
     """
 
     def __init__(self, base_strategy: Strategy, gamma: float = 0.1, *, random_state=None):
