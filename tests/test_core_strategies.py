@@ -94,3 +94,13 @@ def test_import_is_light():
     code = "import sys, vlal; print('torch' in sys.modules, 'open_clip' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False", "False"]
+
+
+def test_registry_parameters_in_names():
+    s = vlal.make_strategy("cec[k=10, alpha=0.05, clustering=greedy]", random_state=3)
+    assert (s.k, s.alpha, s.clustering, s.random_state) == (10, 0.05, "greedy", 3)
+    assert vlal.make_strategy("cec-nocal[top_n=5]").top_n == 5
+    with pytest.raises(ValueError, match="bad parameters"):
+        vlal.make_strategy("cec[foo=1]")
+    with pytest.raises(ValueError, match="bad parameter"):
+        vlal.make_strategy("cec[10]")

@@ -7,6 +7,7 @@ with :func:`register`.
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Callable
 
@@ -49,7 +50,10 @@ def available_strategies() -> list[str]:
 
 
 def make_strategy(name: str, random_state=None) -> Strategy:
-    """Build the strategy called ``name`` (e.g. ``"cec"``, ``"pcb(entropy)"``).
+    """Build the strategy called ``name`` (e.g. ``"cec"``, ``"pcb(entropy)"``, ``"cec[k=10,alpha=0.05]"``).
+
+    ``name[key=value,...]`` passes constructor parameters (Python literals; bare words
+    are strings); ``wrapper(base)`` wraps another strategy.
 
     Raises
     ------
@@ -63,19 +67,40 @@ def make_strategy(name: str, random_state=None) -> Strategy:
         if outer not in _WRAPPERS:
             raise VlalInputError(f"unknown wrapper strategy {outer!r}; known: {available_strategies()}")
         return _WRAPPERS[outer](make_strategy(inner, random_state), random_state=random_state)
+    params = {}
+    m = re.fullmatch(r"([a-z0-9_\-]+)\[(.*)\]", key)
+    if m:
+        key, params = m.group(1), _parse_params(m.group(2), name)
     if key not in _FACTORIES:
         raise VlalInputError(f"unknown strategy {name!r}; known: {available_strategies()}")
-    return _FACTORIES[key](random_state=random_state)
+    try:
+        return _FACTORIES[key](random_state=random_state, **params)
+    except TypeError as err:
+        raise VlalInputError(f"bad parameters in {name!r}: {err}") from err
+
+
+def _parse_params(text: str, name: str) -> dict:
+    """``"k=10, alpha=0.05"`` -> ``{"k": 10, "alpha": 0.05}`` (values are Python literals)."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip().isidentifier():
+            raise VlalInputError(f"bad parameter {item!r} in {name!r}; use name[key=value,...]")
+        try:
+            out[k.strip()] = ast.literal_eval(v.strip())
+        except (ValueError, SyntaxError):
+            out[k.strip()] = v.strip()  # bare words, e.g. clustering=greedy
+    return out
 
 
 register("random", Random)
 register("entropy", Entropy)
 register("cec", CEC)
 # CEC ablations (paper Fig. 3)
-register("cec-nocal", lambda random_state=None: CEC(calibration=False, random_state=random_state))
-register("cec-nonn", lambda random_state=None: CEC(neighbor_term=False, random_state=random_state))
-register("cec-kmeans", lambda random_state=None: CEC(clustering="plain", random_state=random_state))
-register("cec-greedy", lambda random_state=None: CEC(clustering="greedy", random_state=random_state))
+register("cec-nocal", lambda random_state=None, **kw: CEC(calibration=False, random_state=random_state, **kw))
+register("cec-nonn", lambda random_state=None, **kw: CEC(neighbor_term=False, random_state=random_state, **kw))
+register("cec-kmeans", lambda random_state=None, **kw: CEC(clustering="plain", random_state=random_state, **kw))
+register("cec-greedy", lambda random_state=None, **kw: CEC(clustering="greedy", random_state=random_state, **kw))
 # Baselines (paper Table 1) and the PCB wrapper
 register("margin", Margin)
 register("leastconf", LeastConfidence)
