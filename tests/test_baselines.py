@@ -407,3 +407,13 @@ def test_registry_pcb_wrapper(inner, cls):
     s = vlal.make_strategy(f"pcb({inner})", random_state=2)
     assert isinstance(s, PCB) and type(s.base_strategy) is cls and s.random_state == 2
     assert "pcb(base)" in vlal.available_strategies()
+
+
+def test_pcb_skips_classes_without_proposals():
+    # class 0 has the fewest labels but no proposal: the picks keep balancing classes 1 and 2
+    from vlal.strategies.pcb import balanced_picks
+
+    proposal_classes = np.array([1, 1, 1, 2, 2, 2])
+    picks = balanced_picks(proposal_classes, np.array([0, 3, 4]), 4)
+    np.testing.assert_array_equal(proposal_classes[picks], [1, 1, 2, 1])
+    np.testing.assert_array_equal(picks, [0, 1, 3, 2])

@@ -17,10 +17,11 @@ __all__ = ["PCB"]
 def balanced_picks(proposal_classes: np.ndarray, counts: np.ndarray, budget: int) -> np.ndarray:
     """Pick ``budget`` proposals one by one, always serving the least-labeled class.
 
-    Each step takes the class with the fewest labels so far (``counts``, updated with the
-    predicted class of every pick; ties go to the lowest class index) and the first
-    remaining proposal predicted as that class. If that class has no proposal left, the
-    first remaining proposal (any class) is taken instead.
+    Each step takes, among the classes that still have proposals, the one with the fewest
+    labels so far (``counts``, updated with the predicted class of every pick; ties go to
+    the lowest class index) and the first remaining proposal predicted as that class.
+    A class with no proposal left is skipped rather than served with an arbitrary
+    proposal, so the picks keep balancing the classes the proposals cover.
 
     Parameters
     ----------
@@ -39,23 +40,13 @@ def balanced_picks(proposal_classes: np.ndarray, counts: np.ndarray, budget: int
     counts = np.array(counts, dtype=np.int64, copy=True)
     k = counts.size
     queues = [list(np.flatnonzero(proposal_classes == c)[::-1]) for c in range(k)]  # pop() = first
-    taken = np.zeros(proposal_classes.size, dtype=bool)
-    next_any = 0
+    left = np.array([len(q) for q in queues], dtype=np.int64)
     picks = np.empty(budget, dtype=np.int64)
     for t in range(budget):
-        c = int(np.argmin(counts))
-        queue = queues[c]
-        while queue and taken[queue[-1]]:
-            queue.pop()
-        if queue:
-            j = int(queue.pop())
-        else:
-            while taken[next_any]:
-                next_any += 1
-            j = next_any
-        taken[j] = True
-        picks[t] = j
-        counts[proposal_classes[j]] += 1
+        c = int(np.argmin(np.where(left > 0, counts, np.iinfo(np.int64).max)))
+        picks[t] = queues[c].pop()
+        left[c] -= 1
+        counts[c] += 1
     return picks
 
 
@@ -67,8 +58,10 @@ class PCB(Strategy):
        round-1 random fallback apply).
     2. ``budget`` of them are picked one by one: each time the class with the fewest labels
        so far (true labels of the labeled set + predicted labels, ``argmax probs``, of the
-       picks so far; ties -> lowest class index) is served with the first proposal, in the
-       base's order, predicted as that class; if there is none, the first remaining proposal.
+       picks so far; ties -> lowest class index), among the classes that still have
+       proposals, is served with the first proposal, in the base's order, predicted as that
+       class. (method.md's fallback "any remaining candidate" would serve a class with no
+       proposals by the base's order forever; skipping it keeps the balancing going.)
 
     Works with nothing labeled (all counts start at 0). Labeled rows given without
     ``labels`` count for no class.
