@@ -1,0 +1,327 @@
+"""Loading open_clip models without touching the network.
+
+vlal never downloads weights unless asked to (``allow_download=True``): an open_clip
+tag is resolved against the local caches (Hugging Face hub cache, open_clip's URL
+cache), and when the file is not there :class:`~vlal.WeightsNotFoundError` is raised at
+once, before any model is built, with instructions for passing a local file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..exceptions import VlalInputError, WeightsNotFoundError
+
+__all__ = ["ClipModel", "RandomWeightsWarning", "load_clip"]
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz", ".tar")
+
+
+class RandomWeightsWarning(UserWarning):
+    """A CLIP model was built with random weights: its features and predictions mean nothing."""
+
+
+@dataclass
+class ClipModel:
+    """A frozen open_clip model with what is needed to feed it.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The open_clip model, in eval mode, every parameter with ``requires_grad=False``.
+    tokenizer : callable
+        ``list[str] -> LongTensor (n, context_length)``.
+    preprocess : callable
+        open_clip's inference transform, ``PIL.Image -> FloatTensor (3, H, W)``.
+    model_name : str
+        The open_clip architecture name (e.g. ``"ViT-B-32"``).
+    pretrained : str or None
+        The tag or the absolute checkpoint path the weights came from; ``None`` for
+        random weights.
+    weights_id : str
+        What identifies the weights in caches: the tag, ``"<path>|<size>|<mtime_ns>"``
+        for a file, or ``"random:seed=<s>"``.
+    device : torch.device
+    preprocess_cfg : dict
+        ``size`` (H, W), ``mean``, ``std``, ``interpolation``, ``resize_mode``.
+    """
+
+    model: torch.nn.Module
+    tokenizer: Callable
+    preprocess: Callable
+    model_name: str
+    pretrained: str | None
+    weights_id: str
+    device: torch.device
+    preprocess_cfg: dict = field(default_factory=dict)
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension ``d`` of the joint image-text embedding."""
+        visual = self.model.visual
+        out = getattr(visual, "output_dim", None)
+        if out is None:
+            out = visual.proj.shape[1]
+        return int(out)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.preprocess_cfg["size"]
+        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    @property
+    def is_random(self) -> bool:
+        return self.pretrained is None
+
+    def cache_meta(self) -> dict[str, Any]:
+        """What an embedding cache must match to be reused (model, weights, preprocessing)."""
+        cfg = self.preprocess_cfg
+        return {
+            "model_name": self.model_name,
+            "pretrained": "none" if self.pretrained is None else self.pretrained,
+            "weights_id": self.weights_id,
+            "image_size": list(self.image_size),
+            "image_mean": [float(v) for v in cfg["mean"]],
+            "image_std": [float(v) for v in cfg["std"]],
+            "interpolation": str(cfg.get("interpolation", "")),
+            "resize_mode": str(cfg.get("resize_mode", "")),
+        }
+
+
+def _weights_message(model_name: str, pretrained: str, looked_in: list[str]) -> str:
+    where = "".join(f"\n  - {p}" for p in looked_in) or "\n  - (nowhere: unknown source)"
+    return (
+        f"CLIP weights for model {model_name!r} with pretrained={pretrained!r} are not on this machine, "
+        "and vlal does not download weights (the machine may be offline). Looked in:"
+        f"{where}\n"
+        "Pass a local checkpoint file instead, e.g.\n"
+        f'  load_clip("{model_name}", pretrained="/path/to/{model_name}.pt")\n'
+        f"  vlal embed IMAGES OUT.npz --model {model_name} --pretrained /path/to/{model_name}.pt\n"
+        "(an OpenAI .pt file, an open_clip .bin/.pt or a .safetensors file all work), or allow the "
+        "download where a network exists: load_clip(..., allow_download=True)."
+    )
+
+
+def _is_torchscript(path: str) -> bool:
+    """True for TorchScript archives (OpenAI's original CLIP ``.pt`` files)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def _find_cached_tag_file(
+    open_clip, model_name: str, tag: str, cache_dir: str | None
+) -> tuple[str | None, list[str]]:
+    """The local file of an open_clip tag, or ``None``; plus the places looked in. No network."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    looked: list[str] = []
+    if cfg.get("file"):
+        looked.append(cfg["file"])
+        if os.path.isfile(cfg["file"]):
+            return cfg["file"], looked
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub.constants import HF_HUB_CACHE
+        except ImportError:  # pragma: no cover - open_clip depends on huggingface_hub
+            try_to_load_from_cache = None
+            HF_HUB_CACHE = "~/.cache/huggingface/hub"
+        # open_clip's convention: "org/repo/" means the default file, "org/repo/file" a named one
+        if hub.endswith("/"):
+            repo_id, filename = hub.rstrip("/"), HF_WEIGHTS_NAME
+        else:
+            repo_id, filename = os.path.split(hub)
+        names = []
+        if filename == HF_WEIGHTS_NAME:
+            names.append(HF_SAFE_WEIGHTS_NAME)
+        elif filename.endswith((".bin", ".pth")):
+            names.append(filename[:-4] + ".safetensors")
+        names.append(filename)
+        base = cache_dir or HF_HUB_CACHE
+        for name in names:
+            looked.append(f"Hugging Face cache {base}: {repo_id}/{name}")
+            if try_to_load_from_cache is not None:
+                found = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
+                if isinstance(found, str) and os.path.isfile(found):
+                    return found, looked
+    url = cfg.get("url", "")
+    if url:
+        target = os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        looked.append(target)
+        if os.path.isfile(target):
+            return target, looked
+    return None, looked
+
+
+def _tag_preprocess_kwargs(cfg: dict) -> dict:
+    out = {}
+    for key, arg in (("mean", "image_mean"), ("std", "image_std"), ("interpolation", "image_interpolation"),
+                     ("resize_mode", "image_resize_mode")):
+        if cfg.get(key) is not None:
+            out[arg] = cfg[key]
+    return out
+
+
+def load_clip(
+    model_name: str,
+    pretrained: str | os.PathLike | None,
+    device: str | torch.device = "cpu",
+    *,
+    cache_dir: str | None = None,
+    allow_download: bool = False,
+    quick_gelu: bool | None = None,
+    seed: int = 0,
+) -> ClipModel:
+    """Build an open_clip model, offline, frozen, in eval mode.
+
+    Parameters
+    ----------
+    model_name : str
+        Any open_clip architecture (``open_clip.list_models()``), e.g. ``"ViT-B-32"``,
+        ``"ViT-B-16"``, ``"RN50"``; ``"ViT-B/32"`` is accepted too. ``"local-dir:/path"``
+        (a folder with ``open_clip_config.json`` and weights) works as in open_clip.
+    pretrained : str, path or None
+        An open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...) resolved against the
+        local caches only; or a local checkpoint file (OpenAI TorchScript ``.pt``, open_clip
+        ``.pt``/``.bin``, ``.safetensors``); or ``None`` for **random weights** (a
+        :class:`RandomWeightsWarning` is issued: features are then meaningless).
+    device : str or torch.device, default "cpu"
+    cache_dir : str, optional
+        Where open_clip / Hugging Face keep downloaded weights (default: their defaults).
+    allow_download : bool, default False
+        Let open_clip download a tag's weights when they are not cached.
+    quick_gelu : bool, optional
+        Force QuickGELU activations. Default: as the tag's config says; ``True`` for
+        TorchScript (OpenAI) files, whose models all use QuickGELU; else the architecture's.
+    seed : int, default 0
+        Seed of the random initialisation when ``pretrained`` is None (so that random
+        models, and caches of their features, are reproducible).
+
+    Returns
+    -------
+    ClipModel
+
+    Raises
+    ------
+    vlal.WeightsNotFoundError
+        The tag's weights are not in the local caches (and ``allow_download`` is False), or
+        no file exists at the given path. Raised before any model is built.
+    vlal.VlalInputError
+        Unknown architecture, or a ``pretrained`` that is neither a known tag nor a path.
+    """
+    import open_clip
+
+    name = str(model_name)
+    schema = "hf-hub" if name.startswith("hf-hub:") else "local-dir" if name.startswith("local-dir:") else None
+    if schema is None:
+        name = name.replace("/", "-")
+        if open_clip.get_model_config(name) is None:
+            known = ", ".join(open_clip.list_models()[:12])
+            raise VlalInputError(
+                f"unknown open_clip model {model_name!r}; see open_clip.list_models() (e.g. {known}, ...)"
+            )
+    kwargs: dict[str, Any] = {"device": device}
+    weights_only = True
+    force_quick_gelu = bool(quick_gelu)
+    if schema == "hf-hub" and not allow_download:
+        name, weights_id = _resolve_hf_hub_dir(name, cache_dir)
+        pretrained_arg, resolved = None, name
+    elif schema is not None:
+        pretrained_arg, resolved, weights_id = None, None, name
+    elif pretrained is None:
+        pretrained_arg = resolved = None
+        weights_id = f"random:seed={int(seed)}"
+    else:
+        spec = os.fspath(pretrained)
+        if os.path.isfile(spec):
+            resolved = os.path.abspath(spec)
+            st = os.stat(resolved)
+            weights_id = f"{resolved}|{st.st_size}|{st.st_mtime_ns}"
+            if _is_torchscript(resolved):
+                # OpenAI's original files are TorchScript archives: torch.load needs
+                # weights_only=False for them (the user chose this file explicitly).
+                weights_only = False
+                if quick_gelu is None:
+                    force_quick_gelu = True
+            pretrained_arg = resolved
+        elif open_clip.get_pretrained_cfg(name, spec):
+            cfg = open_clip.get_pretrained_cfg(name, spec)
+            if quick_gelu is None:
+                force_quick_gelu = bool(cfg.get("quick_gelu", False))
+            resolved, weights_id = spec, spec
+            if allow_download:
+                pretrained_arg = spec
+                kwargs["cache_dir"] = cache_dir
+            else:
+                local, looked = _find_cached_tag_file(open_clip, name, spec, cache_dir)
+                if local is None:
+                    raise WeightsNotFoundError(_weights_message(name, spec, looked))
+                pretrained_arg = local
+                kwargs.update(_tag_preprocess_kwargs(cfg))
+        elif os.sep in spec or "/" in spec or spec.lower().endswith(_CHECKPOINT_SUFFIXES):
+            raise WeightsNotFoundError(_weights_message(name, spec, [os.path.abspath(spec) + " (no such file)"]))
+        else:
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            raise VlalInputError(
+                f"pretrained={spec!r} is neither a file nor an open_clip tag of {name!r} "
+                f"(tags: {', '.join(tags) or 'none'}); pass a checkpoint path or None for random weights"
+            )
+
+    if pretrained is None and schema is None:
+        msg = (
+            f"CLIP model {name!r} is built with RANDOM weights (pretrained=None): its features, "
+            "zero-shot probabilities and tuned prompts are MEANINGLESS; use this only for tests "
+            "and timing. Pass pretrained='/path/to/checkpoint.pt' for real results."
+        )
+        warnings.warn(msg, RandomWeightsWarning, stacklevel=2)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=None, force_quick_gelu=force_quick_gelu, **kwargs
+            )
+    else:
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained_arg, force_quick_gelu=force_quick_gelu,
+                weights_only=weights_only, **kwargs,
+            )
+        except FileNotFoundError as err:  # e.g. a local-dir without weights
+            raise WeightsNotFoundError(str(err)) from err
+    model.eval()
+    model.requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer(name)
+    pcfg = dict(open_clip.get_model_preprocess_cfg(model))
+    pcfg.setdefault("interpolation", "bicubic")
+    pcfg.setdefault("resize_mode", "shortest")
+    return ClipModel(
+        model=model,
+        tokenizer=tokenizer,
+        preprocess=preprocess,
+        model_name=name,
+        pretrained=resolved,
+        weights_id=weights_id,
+        device=torch.device(device),
+        preprocess_cfg=pcfg,
+    )
+
+
+def _resolve_hf_hub_dir(name: str, cache_dir: str | None) -> tuple[str, str]:
+    """``hf-hub:org/repo`` -> ``local-dir:<cached snapshot>`` without network, or raise."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id = name[len("hf-hub:"):]
+    found = try_to_load_from_cache(repo_id, "open_clip_config.json", cache_dir=cache_dir)
+    if not (isinstance(found, str) and os.path.isfile(found)):
+        raise WeightsNotFoundError(_weights_message(name, "(from the hub repo)", [f"Hugging Face cache: {repo_id}"]))
+    return "local-dir:" + str(Path(found).parent), name

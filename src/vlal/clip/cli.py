@@ -1,0 +1,72 @@
+"""``vlal embed``: encode an image folder (and class names) with CLIP into a benchmark ``.npz``.
+
+Register it in the main group with ``main.add_command(embed)``. This module imports
+only click at import time; torch and open_clip load when the command runs, so
+``vlal --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+__all__ = ["embed"]
+
+
+@click.command("embed")
+@click.argument("images", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model_name", default="ViT-B-32", show_default=True,
+              help="open_clip architecture (e.g. ViT-B-16, ViT-B-32, RN50, ViT-L-14).")
+@click.option("--pretrained", required=True,
+              help="A local checkpoint file (e.g. /path/to/ViT-B-32.pt), an open_clip tag whose weights are "
+                   "already cached, or 'none' for random weights (testing only: features are meaningless).")
+@click.option("--test-images", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Folder of the test split (same class sub-folders): adds test_features / test_labels.")
+@click.option("--class-names", "class_names_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Text file, one class name per line in label order (default: sub-folder names).")
+@click.option("--template", default="a photo of a {}.", show_default=True, help="Prompt of the text features.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+@click.option("--no-cache", is_flag=True, help="Re-encode even if OUT already holds matching features.")
+@click.option("--allow-download", is_flag=True, help="Let open_clip download a tag's weights (needs a network).")
+def embed(images, out, model_name, pretrained, test_images, class_names_file, template, batch_size, device,
+          no_cache, allow_download):
+    """Encode IMAGES (a folder of class sub-folders, or of images) into OUT (.npz).
+
+    OUT holds pool_features (n, d) float32 unit rows, pool_labels, class_names and
+    text_features (K, d) when classes are known, test_* with --test-images, and the model,
+    weights and preprocessing that produced them. `vlal bench --data OUT` reads it.
+    """
+    import warnings
+
+    from ..exceptions import VlalInputError, WeightsNotFoundError
+    from . import RandomWeightsWarning, embed as embed_fn, load_clip
+
+    names = None
+    if class_names_file is not None:
+        names = [ln.strip() for ln in class_names_file.read_text().splitlines() if ln.strip()]
+    spec = None if pretrained.strip().lower() in ("none", "random") else pretrained
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)  # reported below, once
+            clip = load_clip(model_name, spec, device=device, allow_download=allow_download)
+        if clip.is_random:
+            click.secho(
+                f"WARNING: {model_name} has RANDOM weights (--pretrained none): the features are meaningless.",
+                fg="red", err=True, bold=True,
+            )
+        res = embed_fn(clip, images, out, class_names=names, test_images=test_images, template=template,
+                       batch_size=batch_size, progress=True, reuse_cache=not no_cache)
+    except WeightsNotFoundError as err:
+        raise click.ClickException(str(err)) from err
+    except (VlalInputError, FileNotFoundError) as err:
+        raise click.UsageError(str(err)) from err
+    n, d = res["pool_features"].shape
+    msg = f"pool: {n} images, d={d}"
+    if "class_names" in res:
+        msg += f", {len(res['class_names'])} classes"
+    if "test_features" in res:
+        msg += f"; test: {res['test_features'].shape[0]} images"
+    click.echo(f"{msg} ({clip.model_name}, pretrained={clip.pretrained or 'none'}) -> {out}")

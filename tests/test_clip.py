@@ -1,0 +1,414 @@
+"""CLIP adapters (vlal.clip): loading offline, encoding, Eq. 1, prompt tuners, cache, CLI.
+
+Everything runs on a tiny open_clip architecture registered here (ViT: 2 layers, width
+64, 16-px patches on 32x32 images; text: 2 layers, width 64; embedding 32), with random
+weights: fast on CPU, and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+PIL_Image = pytest.importorskip("PIL.Image")
+
+from vlal import CEC, VlalInputError, WeightsNotFoundError  # noqa: E402
+from vlal.loop import Tuner, run_active_learning  # noqa: E402
+from vlal.tuners import cosine_softmax  # noqa: E402
+
+pytestmark = pytest.mark.clip
+
+TINY = "vlal-tiny-test"
+TINY_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+NAMES = ["cat", "dog", "sea_lion"]
+
+
+@pytest.fixture(scope="module")
+def tiny_name(tmp_path_factory):
+    path = tmp_path_factory.mktemp("open_clip_cfg") / f"{TINY}.json"
+    path.write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(path)
+    return TINY
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_name):
+    from vlal.clip import RandomWeightsWarning, load_clip
+
+    with pytest.warns(RandomWeightsWarning, match="RANDOM weights"):
+        model = load_clip(tiny_name, None)
+    return model
+
+
+@pytest.fixture(scope="module")
+def task():
+    """3 classes x 4 preprocessed 32x32 images, each class around its own random image."""
+    g = torch.Generator().manual_seed(0)
+    y = np.repeat(np.arange(3), 4)
+    base = torch.randn(3, 3, 32, 32, generator=g)
+    x = base[torch.from_numpy(y)] + 0.3 * torch.randn(len(y), 3, 32, 32, generator=g)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """An image folder with class sub-folders (2 PNG images of 40x48 pixels per class)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(NAMES):
+        (root / name).mkdir()
+        for i in range(2):
+            arr = np.clip(rng.normal(60 + 70 * c, 40, size=(40, 48, 3)), 0, 255).astype(np.uint8)
+            PIL_Image.fromarray(arr).save(root / name / f"img{i}.png")
+    return root
+
+
+def make_tuner(kind, clip, **kw):
+    from vlal.clip import VPT, CoOp, MaPLe
+
+    if kind == "CoOp":
+        return CoOp(clip, NAMES, **kw)
+    if kind == "VPT":
+        return VPT(clip, NAMES, **kw)
+    return MaPLe(clip, NAMES, prompt_depth=2, **kw)
+
+
+def tuner_inputs(kind, clip, x):
+    """CoOp trains on cached features; VPT and MaPLe on images."""
+    from vlal.clip import encode_images
+
+    return encode_images(clip, x, progress=False) if kind == "CoOp" else x
+
+
+TUNERS = ["CoOp", "VPT", "MaPLe"]
+
+
+# --------------------------------------------------------------------------- import
+
+
+def test_import_vlal_and_clip_cli_do_not_load_torch():
+    code = (
+        "import sys, vlal, vlal.clip, vlal.clip.cli; "
+        "bad = [m for m in ('torch', 'open_clip') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_missing_weights_fail_fast_with_instructions(tiny_name, tmp_path):
+    from vlal.clip import load_clip
+
+    t0 = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError) as err:
+        load_clip("ViT-B-32", "openai", cache_dir=str(tmp_path))
+    assert time.perf_counter() - t0 < 3.0
+    assert 'pretrained="/path/to/ViT-B-32.pt"' in str(err.value)
+    assert isinstance(err.value, FileNotFoundError)
+    with pytest.raises(WeightsNotFoundError, match="no such file"):
+        load_clip("ViT-B-32", str(tmp_path / "ViT-B-32.pt"))
+    with pytest.raises(VlalInputError, match="neither a file nor an open_clip tag"):
+        load_clip("ViT-B-32", "no-such-tag")
+    with pytest.raises(VlalInputError, match="unknown open_clip model"):
+        load_clip("ViT-Nope-1", None)
+
+
+def test_load_local_checkpoint_file(clip, tmp_path):
+    from vlal.clip import load_clip
+    from vlal.clip._loading import _is_torchscript
+
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(clip.model.state_dict(), ckpt)
+    loaded = load_clip(clip.model_name, str(ckpt))
+    assert loaded.pretrained == str(ckpt) and str(ckpt) in loaded.weights_id and not loaded.is_random
+    for (k, a), b in zip(clip.model.state_dict().items(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert all(not p.requires_grad for p in loaded.model.parameters())
+    assert not _is_torchscript(str(ckpt))
+    scripted = tmp_path / "scripted.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(torch.nn.Linear(2, 2)).save(str(scripted))
+    assert _is_torchscript(str(scripted))
+
+
+def test_random_weights_are_seeded(clip):
+    from vlal.clip import RandomWeightsWarning, load_clip
+
+    with pytest.warns(RandomWeightsWarning):
+        again = load_clip(clip.model_name, None, seed=0)
+    p0 = next(iter(clip.model.parameters()))
+    assert torch.equal(p0, next(iter(again.model.parameters())))
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def test_encode_images_all_input_forms(clip, folder):
+    from vlal.clip import as_image_source, encode_images
+
+    f_dir = encode_images(clip, folder, batch_size=4, progress=False)
+    assert f_dir.shape == (6, clip.embed_dim) and f_dir.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(f_dir, axis=1), 1.0, atol=1e-5)
+    src = as_image_source(folder)
+    assert src.class_names == NAMES and src.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    paths = src.paths()
+    np.testing.assert_allclose(encode_images(clip, paths, progress=False), f_dir, atol=1e-6)
+    pils = [PIL_Image.open(p) for p in paths]
+    np.testing.assert_allclose(encode_images(clip, pils, progress=False), f_dir, atol=1e-6)
+    tensor = torch.stack([clip.preprocess(im.convert("RGB")) for im in pils])
+    np.testing.assert_allclose(encode_images(clip, tensor, batch_size=5, progress=False), f_dir, atol=1e-6)
+    with pytest.raises(VlalInputError, match="feature matrix"):
+        encode_images(clip, np.zeros((4, 32), dtype=np.float32), progress=False)
+
+
+def test_encode_class_names(clip):
+    from vlal.clip import encode_class_names
+
+    t = encode_class_names(clip, NAMES)
+    assert t.shape == (3, clip.embed_dim) and t.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+    with torch.no_grad():
+        prompts = ["a photo of a cat.", "a photo of a dog.", "a photo of a sea lion."]
+        direct = clip.model.encode_text(clip.tokenizer(prompts))
+    np.testing.assert_allclose(t, torch.nn.functional.normalize(direct, dim=-1).numpy(), atol=1e-5)
+    two = encode_class_names(clip, NAMES, ["a photo of a {}.", "a sketch of a {}."])
+    np.testing.assert_allclose(np.linalg.norm(two, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(two, t)
+    with pytest.raises(VlalInputError):
+        encode_class_names(clip, NAMES, "no placeholder")
+
+
+def test_zero_shot_proba_equals_direct_torch(clip, task):
+    from vlal.clip import encode_class_names, encode_images, zero_shot_proba
+
+    x, _ = task
+    f = encode_images(clip, x, progress=False)
+    t = encode_class_names(clip, NAMES)
+    p = zero_shot_proba(f, t)
+    with torch.no_grad():
+        fi = torch.nn.functional.normalize(clip.model.encode_image(x), dim=-1)
+        ids = clip.tokenizer([f"a photo of a {n.replace('_', ' ')}." for n in NAMES])
+        ft = torch.nn.functional.normalize(clip.model.encode_text(ids), dim=-1)
+        direct = torch.softmax(fi @ ft.T / 0.01, dim=-1).numpy()
+    assert p.shape == (12, 3) and p.dtype == np.float32
+    np.testing.assert_allclose(p, direct, atol=2e-4)
+    np.testing.assert_allclose(p, cosine_softmax(f, t, 0.01), atol=1e-5)
+    np.testing.assert_allclose(zero_shot_proba(f, t, temperature=1.0).sum(axis=1), 1.0, atol=1e-6)
+    with pytest.raises(VlalInputError):
+        zero_shot_proba(f, t[:, :5])
+
+
+def test_prompted_forwards_without_prompts_match_open_clip(clip, task):
+    from vlal.clip._towers import encode_image_prompted, encode_text_prompted, text_tower
+
+    x, _ = task
+    with torch.no_grad():
+        torch.testing.assert_close(encode_image_prompted(clip.model.visual, x), clip.model.visual(x))
+        ids = clip.tokenizer(["a photo of a cat.", "a much longer prompt about a sea lion on a rock."])
+        tower = text_tower(clip.model)
+        mine = encode_text_prompted(tower, tower.token_embedding(ids), ids)
+        torch.testing.assert_close(mine, clip.model.encode_text(ids), atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- tuners
+
+
+def test_coop_before_fit_is_zero_shot(clip, task):
+    from vlal.clip import encode_class_names, encode_images, zero_shot_proba
+
+    x, y = task
+    coop = make_tuner("CoOp", clip)
+    assert coop.n_ctx == 4 and coop.prompts.ctx.shape == (4, 64)
+    f = encode_images(clip, x, progress=False)
+    np.testing.assert_allclose(coop.predict_proba(f), zero_shot_proba(f, encode_class_names(clip, NAMES)), atol=1e-4)
+    np.testing.assert_allclose(coop.predict_proba(x), coop.predict_proba(f), atol=1e-5)  # images accepted too
+    assert isinstance(coop, Tuner)
+
+
+@pytest.mark.parametrize("kind", ["VPT", "MaPLe"])
+def test_image_tuners_before_fit_are_zero_shot_and_need_images(kind, clip, task):
+    from vlal.clip import encode_class_names, encode_images, zero_shot_proba
+
+    x, _ = task
+    tuner = make_tuner(kind, clip)
+    f = encode_images(clip, x, progress=False)
+    np.testing.assert_allclose(tuner.predict_proba(x), zero_shot_proba(f, encode_class_names(clip, NAMES)), atol=1e-4)
+    with pytest.raises(VlalInputError, match="feature matrix"):
+        tuner.predict_proba(f)
+
+
+@pytest.mark.parametrize("kind", TUNERS)
+def test_only_prompt_parameters_get_gradients(kind, clip, task):
+    x, y = task
+    tuner = make_tuner(kind, clip)
+    assert all(not p.requires_grad for p in clip.model.parameters())
+    clip_ids = {id(p) for p in clip.model.parameters()}
+    assert tuner.prompt_parameters() and not any(id(p) in clip_ids for p in tuner.prompt_parameters())
+    loss = tuner.training_loss(tuner_inputs(kind, clip, x), y)
+    loss.backward()
+    assert all(p.grad is None for p in clip.model.parameters())
+    for p in tuner.prompt_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", TUNERS)
+def test_training_loss_falls(kind, clip, task):
+    x, y = task
+    inputs = tuner_inputs(kind, clip, x)
+    kw = {} if kind == "CoOp" else {"augment": False}
+    tuner = make_tuner(kind, clip, epochs=20, batch_size=12, warmup_epochs=0, **kw)
+    before = tuner.training_loss(inputs, y).item()
+    tuner.fit(inputs, y)
+    after = tuner.training_loss(inputs, y).item()
+    assert len(tuner.loss_history_) == 20 and tuner.tuned
+    assert after < 0.8 * before, (before, after, tuner.loss_history_)
+    assert tuner.loss_history_[-1] < tuner.loss_history_[0]
+
+
+@pytest.mark.parametrize("kind", TUNERS)
+def test_fit_restarts_from_initial_prompts_and_save_load_round_trip(kind, clip, task, tmp_path):
+    x, y = task
+    inputs = tuner_inputs(kind, clip, x)
+    tuner = make_tuner(kind, clip, epochs=2, batch_size=4)
+    zero_shot = tuner.predict_proba(inputs)
+    tuner.fit(inputs[:6], y[:6])
+    p1 = tuner.predict_proba(inputs)
+    assert p1.shape == (12, 3) and p1.dtype == np.float32
+    np.testing.assert_allclose(p1.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(p1, zero_shot, atol=1e-6)
+    tuner.fit(inputs[:6], y[:6])  # restarts: the same prompts again
+    np.testing.assert_allclose(tuner.predict_proba(inputs), p1, atol=1e-6)
+    path = tmp_path / f"{kind}.pt"
+    tuner.save_prompts(path)
+    fresh = make_tuner(kind, clip, epochs=2, batch_size=4)
+    fresh.load_prompts(path)
+    np.testing.assert_array_equal(fresh.predict_proba(inputs), p1)
+    tuner.fit(inputs[:0], y[:0])  # no labels: back to zero-shot
+    np.testing.assert_allclose(tuner.predict_proba(inputs), zero_shot, atol=1e-6)
+    other = make_tuner("CoOp" if kind != "CoOp" else "VPT", clip)
+    with pytest.raises(VlalInputError, match="prompts; this tuner is"):
+        other.load_prompts(path)
+
+
+def test_tuner_input_errors(clip, task):
+    from vlal.clip import CoOp, MaPLe
+
+    x, y = task
+    coop = make_tuner("CoOp", clip, epochs=1)
+    f = tuner_inputs("CoOp", clip, x)
+    with pytest.raises(VlalInputError, match="class ids"):
+        coop.fit(f, y + 5)
+    with pytest.raises(VlalInputError, match="labels"):
+        coop.fit(f, y[:3])
+    with pytest.raises(VlalInputError, match="d="):
+        coop.predict_proba(f[:, :8])
+    with pytest.raises(VlalInputError, match="prompt_depth"):
+        MaPLe(clip, NAMES)  # J = 9 > 2 layers of the tiny model
+    with pytest.raises(VlalInputError, match="tokens"):
+        CoOp(clip, NAMES, n_ctx=6)
+
+
+@pytest.mark.parametrize("kind", TUNERS)
+def test_tuner_runs_inside_the_active_learning_loop(kind, clip, task, folder):
+    from vlal.clip import as_image_source, encode_images
+
+    x, y = task
+    feats = encode_images(clip, x, progress=False)
+    tuner = make_tuner(kind, clip, epochs=2, batch_size=4)
+    if kind == "CoOp":
+        pool_inputs, test_inputs, test_y = None, feats, y
+    elif kind == "VPT":
+        pool_inputs, test_inputs, test_y = x, x, y
+    else:  # MaPLe straight from image files
+        src = as_image_source(folder)
+        pool_inputs, test_inputs, test_y = src.paths(), src.paths(), src.labels
+        feats = encode_images(clip, src, progress=False)
+        y = src.labels
+    result = run_active_learning(
+        CEC(k=3, random_state=0), tuner, feats, y, test_inputs, test_y, n_rounds=2, budget=2, pool_inputs=pool_inputs
+    )
+    assert [r.n_labeled for r in result.rounds] == [0, 2, 4]
+    assert all(0.0 <= r.accuracy <= 1.0 for r in result.rounds)
+    assert tuner.tuned and len(np.unique(result.labeled)) == 4
+
+
+# --------------------------------------------------------------------------- embed / cache / CLI
+
+
+def test_embed_writes_benchmark_keys_and_reuses_cache(clip, folder, tmp_path, monkeypatch):
+    import vlal.clip._encode as enc
+    from vlal.clip import embed
+    from vlal.data import load_features
+
+    calls = []
+    real = enc.encode_images
+    monkeypatch.setattr(enc, "encode_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = tmp_path / "emb.npz"
+    res = embed(clip, folder, out, test_images=folder, progress=False)
+    assert len(calls) == 2
+    with np.load(out, allow_pickle=False) as z:
+        for key in ("pool_features", "pool_labels", "test_features", "test_labels", "class_names", "text_features",
+                    "model_name", "pretrained", "image_size", "image_mean", "image_std"):
+            assert key in z.files, key
+        assert z["class_names"].tolist() == NAMES and str(z["model_name"]) == TINY
+        assert z["image_size"].tolist() == [32, 32]
+        np.testing.assert_allclose(z["image_mean"], clip.preprocess_cfg["mean"])
+    ds = load_features(out)
+    assert ds.pool_features.shape == (6, 32) and ds.class_embeddings.shape == (3, 32)
+
+    embed(clip, folder, out, test_images=folder, progress=False)
+    assert len(calls) == 2  # everything reused
+    embed(clip, folder, out, test_images=folder, class_names=["a", "b", "c"], progress=False)
+    assert len(calls) == 2  # new class names: only the text features change
+    other_pp = dataclasses.replace(clip, preprocess_cfg={**clip.preprocess_cfg, "mean": (0.5, 0.5, 0.5)})
+    embed(other_pp, folder, out, test_images=folder, progress=False)
+    assert len(calls) == 4  # other preprocessing: re-encoded
+    embed(clip, folder, out, test_images=folder, progress=False)
+    assert len(calls) == 6
+    embed(clip, folder, out, test_images=folder, progress=False, reuse_cache=False)
+    assert len(calls) == 8
+    img = folder / NAMES[0] / "img0.png"
+    arr = np.asarray(PIL_Image.open(img)).copy()
+    arr[15:25, 18:30] = 255 - arr[15:25, 18:30]
+    PIL_Image.fromarray(arr).save(img)
+    os.utime(img, ns=(time.time_ns(), time.time_ns() + 10**9))
+    res2 = embed(clip, folder, out, progress=False)
+    assert len(calls) == 9  # changed image: pool re-encoded
+    assert not np.array_equal(res2["pool_features"][0], res["pool_features"][0])
+    np.testing.assert_array_equal(res2["pool_features"][2:], res["pool_features"][2:])
+
+
+def test_cli_embed(clip, folder, tmp_path):
+    from click.testing import CliRunner
+
+    from vlal.clip.cli import embed
+
+    out = tmp_path / "cli.npz"
+    runner = CliRunner()
+    res = runner.invoke(embed, [str(folder), str(out), "--model", TINY, "--pretrained", "none",
+                                "--test-images", str(folder), "--batch-size", "4"])
+    assert res.exit_code == 0, res.output
+    assert "RANDOM weights" in res.output and "pool: 6 images, d=32, 3 classes" in res.output
+    with np.load(out) as z:
+        assert z["pool_features"].shape == (6, 32) and z["test_labels"].tolist() == [0, 0, 1, 1, 2, 2]
+    missing = str(tmp_path / "ViT-B-32.pt")
+    res = runner.invoke(embed, [str(folder), str(out), "--model", "ViT-B-32", "--pretrained", missing])
+    assert res.exit_code != 0 and 'pretrained="/path/to/ViT-B-32.pt"' in res.output
