@@ -136,3 +136,31 @@ def test_select_cli(tmp_path):
     unknown = CliRunner().invoke(main, ["bench", "--strategies", "nope", "--rounds", "1", "--seeds", "1",
                                         "--out", str(tmp_path / "o")])
     assert unknown.exit_code != 0 and "unknown strategy" in unknown.output
+
+
+def test_benchmark_rounds_draw_afresh_on_class_sorted_pool():
+    # pool stored in class order (as the real files are): an int seed reused every round
+    # would keep querying the same region; the harness must not
+    ds = make_synthetic(n_pool=500, n_test=50, n_classes=10, dim=8)
+    order = np.argsort(ds.pool_labels, kind="stable")
+    ds = FeatureDataset("sorted", ds.pool_features[order], ds.pool_labels[order], ds.test_features,
+                        ds.test_labels, ds.shot_features, ds.shot_labels)
+    w0, _ = zero_shot_proxy(ds, 0)
+    res = run_active_learning(vlal.Random(np.random.default_rng(0)), FeatureSpaceTuner(w0), ds.pool_features,
+                              ds.pool_labels, ds.test_features, ds.test_labels, n_rounds=4, budget=5)
+    assert np.unique(res.labels).size >= 6
+
+
+def test_benchmark_gives_strategies_a_generator(monkeypatch):
+    import vlal.bench as bench
+
+    seen = []
+
+    def spy(name, random_state=None):
+        seen.append(random_state)
+        return vlal.make_strategy(name, random_state)
+
+    monkeypatch.setattr(bench, "make_strategy", spy)
+    ds = make_synthetic(n_pool=100, n_test=20, n_classes=3, dim=4)
+    bench.run_benchmark(ds, ["random"], n_rounds=1, seeds=[0], progress=False)
+    assert any(isinstance(r, np.random.Generator) for r in seen)

@@ -43,7 +43,8 @@ def run_benchmark(
         Names understood by :func:`vlal.make_strategy` (e.g. ``"cec"``, ``"pcb(entropy)"``).
     n_rounds : int, default 6
     seeds : iterable of int, default (0, 1, 2)
-        Each seed fixes the zero-shot proxy and the strategies' ``random_state``.
+        Each seed fixes the zero-shot proxy and seeds the strategies' ``random_state``
+        (a ``numpy.random.Generator``, so each round draws afresh).
     budget_fraction : float, default 0.01
         Queries per round as a fraction of the initial pool (at least 1).
     tuner_factory : callable ``W0 -> Tuner``, optional
@@ -73,7 +74,10 @@ def run_benchmark(
         for name in strategies:
             bar.set_postfix_str(f"seed={seed} {name}")
             result = run_active_learning(
-                make_strategy(name, random_state=seed),
+                # A Generator, not the int: every round then draws afresh (reproducibly). An
+                # int seed would repeat the same draws each round, and on a pool stored in
+                # class order Random would keep querying the same few classes.
+                make_strategy(name, random_state=np.random.default_rng(seed)),
                 make_tuner(w0),
                 pool_x,
                 pool_y,

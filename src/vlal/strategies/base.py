@@ -55,6 +55,12 @@ class Pool:
 class Strategy(abc.ABC):
     """Base class of all query strategies.
 
+    ``random_state`` follows numpy/scikit-learn conventions: an int gives identical
+    draws on every call (same inputs -> same indices); a ``numpy.random.Generator``
+    advances with each call. In a multi-round loop pass a Generator
+    (``np.random.default_rng(seed)``): with an int, every round repeats the same
+    random draws, which correlates the rounds' queries.
+
     ``__init__`` only stores parameters (including ``random_state``); all work happens
     in :meth:`select`, which validates the inputs once and hands a :class:`Pool` to the
     subclass' :meth:`_query`. Subclasses set ``requires_labels = True`` when they need
