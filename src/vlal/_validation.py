@@ -14,6 +14,8 @@ from .exceptions import BudgetExceededError, VlalInputError
 
 #: Rows processed at once by chunked checks and scoring (bounds temporary memory).
 CHUNK_ROWS = 65536
+#: Bytes of float64 temporaries a chunk may hold; wide arrays get fewer rows per chunk.
+CHUNK_BYTES = 64 * 2**20
 
 PROB_ATOL = 1e-3
 
@@ -37,10 +39,17 @@ def check_2d(x, name: str) -> np.ndarray:
     return arr
 
 
+def rows_per_chunk(width: int) -> int:
+    """Rows per chunk for an array of ``width`` columns: ``CHUNK_ROWS``, fewer when the
+    float64 block would exceed ``CHUNK_BYTES``."""
+    return int(max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * max(1, int(width))))))
+
+
 def check_finite(arr: np.ndarray, name: str) -> None:
     """Raise if ``arr`` holds NaN or inf, naming the first bad row (checked in chunks)."""
-    for start in range(0, arr.shape[0], CHUNK_ROWS):
-        block = arr[start : start + CHUNK_ROWS]
+    step = rows_per_chunk(int(np.prod(arr.shape[1:])))
+    for start in range(0, arr.shape[0], step):
+        block = arr[start : start + step]
         ok = np.isfinite(block)
         if not ok.all():
             row = start + _first_bad_row(~ok.reshape(block.shape[0], -1).all(axis=1))
@@ -58,8 +67,9 @@ def check_probs(probs, name: str = "probs") -> np.ndarray:
     """Validate a (n, K) matrix of class probabilities: finite, >= 0, rows sum to 1 (atol 1e-3)."""
     arr = check_2d(probs, name)
     check_finite(arr, name)
-    for start in range(0, arr.shape[0], CHUNK_ROWS):
-        block = np.asarray(arr[start : start + CHUNK_ROWS], dtype=np.float64)
+    step = rows_per_chunk(arr.shape[1])
+    for start in range(0, arr.shape[0], step):
+        block = np.asarray(arr[start : start + step], dtype=np.float64)
         neg = (block < 0).any(axis=1)
         if neg.any():
             row = start + _first_bad_row(neg)
@@ -172,11 +182,30 @@ def check_labels(labels, labeled_idx: np.ndarray, n: int) -> np.ndarray | None:
     return arr
 
 
-def l2_normalize(features: np.ndarray, name: str = "features") -> np.ndarray:
-    """Row-normalise to unit L2 norm; returns a new C-contiguous float32 array.
+def l2_normalize(features: np.ndarray, name: str = "features", *, rows=None, copy: bool = True) -> np.ndarray:
+    """Row-normalise to unit L2 norm, as C-contiguous float32.
 
     Norms are computed in float64 chunk by chunk, so float16 or memory-mapped inputs
-    are never copied whole to float64.
+    are never copied whole to float64; the only full-size array made is the float32
+    result.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n, d)
+    name : str
+        Argument name for error messages.
+    rows : array-like of int, optional
+        Normalise only ``features[rows]`` (gathered chunk by chunk, so the selection is
+        never materialised in the input dtype first).
+    copy : bool, default True
+        ``False`` returns ``features`` itself, as a read-only view, when it already is
+        C-contiguous float32 with unit rows (``|norm - 1| <= 1e-5``) and ``rows`` is
+        None. This saves one (n, d) copy when the caller normalised already.
+
+    Returns
+    -------
+    ndarray of shape (n, d) or (len(rows), d), float32
+        A new array unless ``copy=False`` applied (then a read-only view).
 
     Raises
     ------
@@ -184,15 +213,36 @@ def l2_normalize(features: np.ndarray, name: str = "features") -> np.ndarray:
         A row has zero norm (it has no direction to normalise).
     """
     n, d = features.shape
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        n = rows.shape[0]
+    step = rows_per_chunk(d)
+    if not copy and rows is None and _is_unit_f32(features, step):
+        view = features.view()
+        view.flags.writeable = False
+        return view
     out = np.empty((n, d), dtype=np.float32)
-    for start in range(0, n, CHUNK_ROWS):
-        block = np.asarray(features[start : start + CHUNK_ROWS], dtype=np.float64)
+    for start in range(0, n, step):
+        src = features[start : start + step] if rows is None else features[rows[start : start + step]]
+        block = np.asarray(src, dtype=np.float64)
         norms = np.linalg.norm(block, axis=1)
         zero = norms == 0
         if zero.any():
-            raise VlalInputError(f"{name} row {start + _first_bad_row(zero)} has zero norm and cannot be normalised")
+            bad = start + _first_bad_row(zero)
+            bad = bad if rows is None else int(rows[bad])
+            raise VlalInputError(f"{name} row {bad} has zero norm and cannot be normalised")
         out[start : start + block.shape[0]] = block / norms[:, None]
     return out
+
+
+def _is_unit_f32(features, step: int) -> bool:
+    if not isinstance(features, np.ndarray) or features.dtype != np.float32 or not features.flags.c_contiguous:
+        return False
+    for start in range(0, features.shape[0], step):
+        block = np.asarray(features[start : start + step], dtype=np.float64)
+        if np.abs(np.einsum("ij,ij->i", block, block) - 1.0).max(initial=0.0) > 2e-5:
+            return False
+    return True
 
 
 def rng_from(random_state) -> np.random.Generator:

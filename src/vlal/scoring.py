@@ -14,11 +14,11 @@ import numpy as np
 
 from . import _faiss
 from ._validation import (
-    CHUNK_ROWS,
     check_features,
     check_positive_int,
     check_probs,
     l2_normalize,
+    rows_per_chunk,
     seed_int,
 )
 from .exceptions import VlalInputError
@@ -31,7 +31,20 @@ __all__ = [
     "neighbor_uncertainty",
     "weighted_kmeans",
     "nearest_to_centers",
+    "build_knn_index",
+    "KNN_INDEXES",
+    "KMEANS_MODES",
+    "KMEANS_EXACT_MAX_WORK",
 ]
+
+#: Accepted values of ``knn_index`` (or pass a prebuilt :class:`vlal._faiss.KnnIndex`).
+KNN_INDEXES = _faiss.KNN_KINDS
+#: Accepted values of ``kmeans_mode``.
+KMEANS_MODES = ("auto", "exact", "fast")
+#: ``kmeans_mode="auto"`` runs the exact path while ``n * n_clusters`` is at most this
+#: (one exact Lloyd pass costs ``2 n b d`` flops: 5e7 -> 5e10 flops at d = 512).
+KMEANS_EXACT_MAX_WORK = _faiss.KMEANS_EXACT_MAX_WORK
+
 
 
 def _entropy_block(p: np.ndarray) -> np.ndarray:
@@ -64,8 +77,9 @@ def entropy(probs) -> np.ndarray:
     """
     p = check_probs(probs)
     out = np.empty(p.shape[0], dtype=np.float64)
-    for s in range(0, p.shape[0], CHUNK_ROWS):
-        out[s : s + CHUNK_ROWS] = _entropy_block(p[s : s + CHUNK_ROWS])
+    step = rows_per_chunk(p.shape[1])
+    for s in range(0, p.shape[0], step):
+        out[s : s + step] = _entropy_block(p[s : s + step])
     return out
 
 
@@ -94,11 +108,16 @@ def contextual_prior(probs, top_n: int = 10) -> np.ndarray:
         Invalid ``probs`` (see :func:`entropy`) or ``top_n`` not a positive int.
     """
     p = check_probs(probs)
-    n_top = min(check_positive_int(top_n, "top_n"), p.shape[0])
+    return _contextual_prior(p, check_positive_int(top_n, "top_n"))
+
+
+def _contextual_prior(p, top_n: int) -> np.ndarray:
     # Keep a running top-N per class across chunks: memory O(N*K + chunk*K).
+    n_top = min(top_n, p.shape[0])
     best = None
-    for s in range(0, p.shape[0], CHUNK_ROWS):
-        block = np.asarray(p[s : s + CHUNK_ROWS], dtype=np.float64)
+    step = rows_per_chunk(p.shape[1])
+    for s in range(0, p.shape[0], step):
+        block = np.asarray(p[s : s + step], dtype=np.float64)
         stack = block if best is None else np.vstack([best, block])
         m = min(n_top, stack.shape[0])
         best = -np.partition(-stack, m - 1, axis=0)[:m]
@@ -171,28 +190,93 @@ def calibrated_entropy(probs, top_n: int = 10) -> np.ndarray:
     ------
     ValueError
         As :func:`contextual_prior`.
+
+    Notes
+    -----
+    Works chunk by chunk: the calibrated (n, K) matrix of :func:`calibrate` is never
+    built, and float16 / memory-mapped ``probs`` are never copied whole.
     """
     p = check_probs(probs)
-    q = contextual_prior(p, top_n)
+    q = _contextual_prior(p, check_positive_int(top_n, "top_n"))
     out = np.empty(p.shape[0], dtype=np.float64)
-    for s in range(0, p.shape[0], CHUNK_ROWS):
-        block = np.asarray(p[s : s + CHUNK_ROWS], dtype=np.float64)
-        out[s : s + CHUNK_ROWS] = _entropy_block(_calibrate_block(block, q))
+    step = rows_per_chunk(p.shape[1])
+    for s in range(0, p.shape[0], step):
+        block = np.asarray(p[s : s + step], dtype=np.float64)
+        out[s : s + step] = _entropy_block(_calibrate_block(block, q))
     return out
 
 
-def neighbor_uncertainty(features, scores, k: int = 20, alpha: float = 0.1) -> np.ndarray:
-    """Neighbour uncertainty ``H_NN`` (paper Eq. 6).
+def build_knn_index(features, knn_index: str = "auto", *, n_queries: int | None = None, use_gpu="auto"):
+    """A reusable kNN index over (already L2-normalised) ``features``.
 
-    ``H_NN(x) = (1/k) sum_{x_i in kNN(x)} exp(-alpha ||z_x - z_i||^2) H^(x_i)``, where
-    ``z = f / ||f||`` and kNN are the ``k`` nearest *other* rows by Euclidean distance
-    on the normalised features (faiss exact search; the row itself is excluded, also
-    when identical rows exist).
+    Building the index once and passing it as ``knn_index=`` to
+    :func:`neighbor_uncertainty` and :func:`nearest_to_centers` avoids building it twice
+    (CEC does this).
 
     Parameters
     ----------
     features : array-like of shape (n, d)
-        Image features of the candidate pool; normalised to unit L2 norm internally.
+        Rows to index, as given (float32 C-contiguous input is referenced, not copied).
+    knn_index : {"auto", "exact", "ivf", "hnsw"}, default "auto"
+        ``"exact"``: brute force (faiss). ``"ivf"``: inverted file with flat lists,
+        ``2 sqrt(n)`` lists, 16 probed. ``"hnsw"``: faiss HNSW graph (M = 32, CPU only).
+        ``"auto"``: exact while ``n * n_queries <= vlal._faiss.KNN_EXACT_MAX_ROWS ** 2``
+        (2e4 ** 2; on GPUs 2e6 ** 2), else ``"ivf"``.
+    n_queries : int, optional
+        Expected number of queries, to resolve ``"auto"`` (default ``n``).
+    use_gpu : "auto", bool, default "auto"
+        Search on the GPUs (``"auto"``: when faiss has any; ``True`` without one raises).
+
+    Returns
+    -------
+    vlal._faiss.KnnIndex
+
+    Raises
+    ------
+    ValueError
+        Invalid ``features``, ``knn_index`` or ``use_gpu``.
+    """
+    f = check_features(features, "features")
+    if knn_index not in KNN_INDEXES:
+        raise VlalInputError(f"knn_index must be one of {KNN_INDEXES} or a KnnIndex; got {knn_index!r}")
+    try:
+        return _faiss.KnnIndex(f, knn_index, n_queries=n_queries, use_gpu=use_gpu)
+    except ValueError as exc:
+        raise VlalInputError(str(exc)) from None
+
+
+def _index_for(z: np.ndarray, knn_index, use_gpu, n_queries: int):
+    if isinstance(knn_index, _faiss.KnnIndex):
+        if knn_index.n != z.shape[0] or knn_index.d != z.shape[1]:
+            raise VlalInputError(
+                f"knn_index was built on {knn_index.n} rows of dimension {knn_index.d}, "
+                f"but features has shape {z.shape}"
+            )
+        return knn_index
+    return build_knn_index(z, knn_index, n_queries=n_queries, use_gpu=use_gpu)
+
+
+def neighbor_uncertainty(
+    features,
+    scores,
+    k: int = 20,
+    alpha: float = 0.1,
+    *,
+    knn_index="auto",
+    use_gpu="auto",
+) -> np.ndarray:
+    """Neighbour uncertainty ``H_NN`` (paper Eq. 6).
+
+    ``H_NN(x) = (1/k) sum_{x_i in kNN(x)} exp(-alpha ||z_x - z_i||^2) H^(x_i)``, where
+    ``z = f / ||f||`` and kNN are the ``k`` nearest *other* rows by Euclidean distance
+    on the normalised features (the row itself is excluded, also when identical rows
+    exist). The index is built once and all rows are searched in chunks.
+
+    Parameters
+    ----------
+    features : array-like of shape (n, d)
+        Image features of the candidate pool; normalised to unit L2 norm internally
+        (no copy when they already are unit-norm float32).
     scores : array-like of shape (n,)
         Per-row uncertainty ``H^`` (e.g. :func:`calibrated_entropy`).
     k : int, default 20
@@ -200,6 +284,15 @@ def neighbor_uncertainty(features, scores, k: int = 20, alpha: float = 0.1) -> n
         ``UserWarning``; with ``n = 1`` the result is ``[0.0]``.
     alpha : float, default 0.1
         Similarity bandwidth (>= 0), in units of 1 / squared distance.
+    knn_index : {"auto", "exact", "ivf", "hnsw"} or KnnIndex, default "auto"
+        Neighbour search (see :func:`build_knn_index`). ``"auto"`` is exact up to
+        ``vlal._faiss.KNN_EXACT_MAX_ROWS`` (20,000) rows and IVF above (recall@20
+        >= 0.95 measured at n = 1e6, see ``benchmarks/results/select_scaling.md``).
+        A prebuilt index must have been built on the normalised ``features``. On the
+        approximate paths, the row itself is still excluded (if the index misses it,
+        the farthest hit is dropped instead).
+    use_gpu : "auto", bool, default "auto"
+        Run the search on GPUs (``"auto"``: when faiss has any).
 
     Returns
     -------
@@ -209,7 +302,8 @@ def neighbor_uncertainty(features, scores, k: int = 20, alpha: float = 0.1) -> n
     ------
     ValueError
         Invalid ``features``; ``scores`` of the wrong shape or not finite;
-        ``k`` not a positive int; ``alpha`` negative or not finite.
+        ``k`` not a positive int; ``alpha`` negative or not finite; invalid
+        ``knn_index`` / ``use_gpu``.
     """
     f = check_features(features, "features")
     h = np.asarray(scores, dtype=np.float64)
@@ -227,19 +321,19 @@ def neighbor_uncertainty(features, scores, k: int = 20, alpha: float = 0.1) -> n
     if k >= n:
         warnings.warn(f"k={k} >= number of candidates ({n}); using k={n - 1}", UserWarning, stacklevel=2)
         k = n - 1
-    z = l2_normalize(f, "features")
+    z = l2_normalize(f, "features", copy=False)
+    index = _index_for(z, knn_index, use_gpu, n)
     out = np.empty(n, dtype=np.float64)
     # Search k+1 and drop the row itself (or, when identical rows hide it, the farthest hit).
-    for s in range(0, n, CHUNK_ROWS):
-        q = z[s : s + CHUNK_ROWS]
-        dist, idx = _faiss.knn_search(z, q, k + 1)
-        own = idx == np.arange(s, s + q.shape[0])[:, None]
+    for rows, dist, idx in index.self_search(k + 1):
+        m = rows.shape[0]
+        own = idx == rows[:, None]
         drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
         keep = np.ones_like(own)
-        keep[np.arange(q.shape[0]), drop] = False
-        d = dist[keep].reshape(q.shape[0], k).astype(np.float64)
-        nb = idx[keep].reshape(q.shape[0], k)
-        out[s : s + q.shape[0]] = (np.exp(-alpha * d) * h[nb]).sum(axis=1) / k
+        keep[np.arange(m), drop] = False
+        d = dist[keep].reshape(m, k).astype(np.float64)
+        nb = idx[keep].reshape(m, k)
+        out[rows] = (np.exp(-alpha * d) * h[nb]).sum(axis=1) / k
     return out
 
 
@@ -249,37 +343,57 @@ def weighted_kmeans(
     n_clusters: int = 8,
     random_state=None,
     n_iter: int = 20,
+    *,
+    kmeans_mode: str = "auto",
+    use_gpu="auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Uncertainty-weighted K-Means (paper Sec. 4.3; weighted K-Means as in Kerdprasop et al. [19]).
 
-    Lloyd's algorithm (faiss) where each row counts with its weight when centres
-    are recomputed. Features are clustered as given (CEC passes normalised ones).
+    Lloyd's algorithm where each row counts with its weight when centres are
+    recomputed, i.e. it decreases ``sum_x w(x) ||x - c(x)||^2``. Features are
+    clustered as given (CEC passes normalised ones).
 
     Parameters
     ----------
     features : array-like of shape (n, d)
-        Rows to cluster.
+        Rows to cluster (float16 / memory-mapped inputs are converted to one float32 copy).
     weights : array-like of shape (n,), optional
         Non-negative sample weights, e.g. ``U(x)`` of Eq. 7. ``None`` or all zeros
         -> equal weights (documented fallback).
     n_clusters : int
         Number of clusters ``b``, ``1 <= b <= n``.
     random_state : int, numpy Generator or None
-        Seed of the centre initialisation.
+        Seed of the centre initialisation (and of the fast path's sample).
     n_iter : int, default 20
-        Lloyd iterations.
+        Lloyd iterations (the fast path runs at most
+        ``vlal._faiss.KMEANS_FAST_MAX_ITER`` = 10).
+    kmeans_mode : {"auto", "exact", "fast"}, default "auto"
+        ``"exact"``: faiss K-Means on every row with its weight, exact assignments.
+        ``"fast"``: for many clusters. Lloyd runs on a sample of
+        ``KMEANS_FAST_ROWS_PER_CENTROID * b`` (32 b) draws taken with probability
+        proportional to the weight; each drawn row then counts with its number of draws.
+        That sampled objective is an unbiased estimate of the weighted objective above
+        (importance sampling), so the centres target the same weighted K-Means
+        problem, with sampling noise that shrinks as the sample grows; rows that are
+        never drawn do not move the centres. Assignments inside Lloyd and the
+        returned ones use an approximate (IVF) index over the centres when
+        ``b * rows`` is large. When ``n <= 32 b`` every row is used with its weight.
+        ``"auto"``: exact while ``n * b <= KMEANS_EXACT_MAX_WORK`` (or on a GPU), else fast.
+    use_gpu : "auto", bool, default "auto"
+        Run the assignments on GPUs (``"auto"``: when faiss has any).
 
     Returns
     -------
     centers : ndarray of shape (n_clusters, d), float32
     assignments : ndarray of shape (n,), int64
-        Index of each row's nearest centre.
+        Index of each row's nearest centre (approximate on the fast path: a row near
+        a boundary may get its second nearest centre).
 
     Raises
     ------
     ValueError
         Invalid ``features``; ``weights`` of the wrong shape, not finite or negative;
-        ``n_clusters`` not an int in ``[1, n]``.
+        ``n_clusters`` not an int in ``[1, n]``; invalid ``kmeans_mode`` / ``use_gpu``.
     """
     f = check_features(features, "features")
     n = f.shape[0]
@@ -287,6 +401,12 @@ def weighted_kmeans(
     if b > n:
         raise VlalInputError(f"n_clusters={b} exceeds the number of rows ({n})")
     n_iter = check_positive_int(n_iter, "n_iter")
+    if kmeans_mode not in KMEANS_MODES:
+        raise VlalInputError(f"kmeans_mode must be one of {KMEANS_MODES}; got {kmeans_mode!r}")
+    try:
+        gpu = _faiss.resolve_use_gpu(use_gpu)
+    except ValueError as exc:
+        raise VlalInputError(str(exc)) from None
     w = None
     if weights is not None:
         w = np.asarray(weights, dtype=np.float64)
@@ -300,16 +420,31 @@ def weighted_kmeans(
             w = None  # all zero: equal weights
         else:
             w = w / w.max()  # scale-free; keeps float32 accumulation well conditioned
+    mode = resolve_kmeans_mode(kmeans_mode, n, b, gpu)
     x = np.ascontiguousarray(f, dtype=np.float32)
+    seed = seed_int(random_state)
     if b == n:
         centers = x.copy()
+    elif mode == "fast":
+        centers = _faiss.kmeans_fast(x, b, w, seed, n_iter, use_gpu=gpu)
     else:
-        centers = _faiss.kmeans(x, b, w, seed_int(random_state), n_iter)
-    _, assign = _faiss.knn_search(centers, x, 1)
+        centers = _faiss.kmeans(x, b, w, seed, n_iter, use_gpu=gpu)
+    if mode == "exact" and not gpu:
+        _, assign = _faiss.knn_search(centers, x, 1)
+    else:
+        _, assign = _faiss.KnnIndex(centers, "auto", n_queries=n, use_gpu=gpu, seed=seed).search(x, 1)
     return centers, assign[:, 0]
 
 
-def nearest_to_centers(features, centers) -> np.ndarray:
+def resolve_kmeans_mode(kmeans_mode: str, n: int, n_clusters: int, gpu: bool = False) -> str:
+    """What ``kmeans_mode="auto"`` stands for: ``"exact"`` on GPUs or while
+    ``n * n_clusters <= KMEANS_EXACT_MAX_WORK``, else ``"fast"``."""
+    if kmeans_mode != "auto":
+        return kmeans_mode
+    return "exact" if gpu or n * n_clusters <= KMEANS_EXACT_MAX_WORK else "fast"
+
+
+def nearest_to_centers(features, centers, *, knn_index="auto", use_gpu="auto") -> np.ndarray:
     """For each centre, the closest row not already taken (paper Sec. 4.4).
 
     Centres are served in order of their nearest distance (closest first); a centre
@@ -320,6 +455,13 @@ def nearest_to_centers(features, centers) -> np.ndarray:
     ----------
     features : array-like of shape (n, d)
     centers : array-like of shape (b, d), ``b <= n``
+    knn_index : {"auto", "exact", "ivf", "hnsw"} or KnnIndex, default "auto"
+        Search over the rows, built once (see :func:`build_knn_index`); ``"auto"`` is
+        exact while ``n * b <= KNN_EXACT_MAX_ROWS ** 2``. A prebuilt index must have
+        been built on ``features`` as given here. With an approximate index a centre
+        may get a row that is close but not the closest.
+    use_gpu : "auto", bool, default "auto"
+        Run the search on GPUs (``"auto"``: when faiss has any).
 
     Returns
     -------
@@ -329,7 +471,8 @@ def nearest_to_centers(features, centers) -> np.ndarray:
     Raises
     ------
     ValueError
-        Invalid arrays, different ``d``, or more centres than rows.
+        Invalid arrays, different ``d``, or more centres than rows; invalid
+        ``knn_index`` / ``use_gpu``.
     """
     f = check_features(features, "features")
     c = check_features(centers, "centers")
@@ -339,12 +482,16 @@ def nearest_to_centers(features, centers) -> np.ndarray:
     if b > n:
         raise VlalInputError(f"cannot pick {b} distinct rows for {b} centers from {n} rows")
     x = np.ascontiguousarray(f, dtype=np.float32)
+    c = np.ascontiguousarray(c, dtype=np.float32)
+    index = _index_for(x, knn_index, use_gpu, b)
     taken = np.zeros(n, dtype=bool)
     out = np.full(b, -1, dtype=np.int64)
     pending = np.arange(b)
     m = min(n, 8)
     while pending.size:
-        dist, idx = _faiss.knn_search(x, c[pending], m)
+        # Approximate indexes return -1 for what they cannot fill; KnnIndex redoes those
+        # rows exactly, so this loop ends as the exact one does (m grows to n).
+        dist, idx = index.search(c, m, rows=pending)
         deferred = []
         for row in np.argsort(dist[:, 0], kind="stable"):
             for j in idx[row]:

@@ -7,6 +7,9 @@ import numpy as np
 from .._validation import check_positive_int, l2_normalize, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
+    KMEANS_MODES,
+    KNN_INDEXES,
+    build_knn_index,
     calibrated_entropy,
     entropy,
     nearest_to_centers,
@@ -49,6 +52,16 @@ class CEC(Strategy):
         (an empty cluster is served by the most uncertain candidate still free).
     n_iter : int, default 20
         K-Means iterations.
+    knn_index : {"auto", "exact", "ivf", "hnsw"}, default "auto"
+        Neighbour search of Eq. 6 and of the query step, built once per query (see
+        :func:`vlal.scoring.build_knn_index`). ``"auto"``: exact up to 20,000 candidates,
+        an IVF index above.
+    kmeans_mode : {"auto", "exact", "fast"}, default "auto"
+        K-Means path (see :func:`vlal.weighted_kmeans`). ``"auto"``: exact while
+        ``candidates * budget <= vlal.scoring.KMEANS_EXACT_MAX_WORK`` (5e7), else the
+        fast path (Lloyd on a weight-proportional sample, approximate assignments).
+    use_gpu : "auto", bool, default "auto"
+        Run kNN and K-Means on the GPUs when faiss has any (``"auto"``).
     random_state : int, numpy Generator or None
         Seeds the K-Means initialisation.
 
@@ -67,6 +80,9 @@ class CEC(Strategy):
         neighbor_term: bool = True,
         clustering: str = "weighted",
         n_iter: int = 20,
+        knn_index: str = "auto",
+        kmeans_mode: str = "auto",
+        use_gpu="auto",
         random_state=None,
     ):
         if clustering not in _CLUSTERING:
@@ -76,6 +92,12 @@ class CEC(Strategy):
         check_positive_int(n_iter, "n_iter")
         if not np.isfinite(float(alpha)) or float(alpha) < 0:
             raise VlalInputError(f"alpha must be a finite number >= 0; got {alpha!r}")
+        if knn_index not in KNN_INDEXES:
+            raise VlalInputError(f"knn_index must be one of {KNN_INDEXES}; got {knn_index!r}")
+        if kmeans_mode not in KMEANS_MODES:
+            raise VlalInputError(f"kmeans_mode must be one of {KMEANS_MODES}; got {kmeans_mode!r}")
+        if not (use_gpu == "auto" or isinstance(use_gpu, (bool, np.bool_))):
+            raise VlalInputError(f"use_gpu must be 'auto', True or False; got {use_gpu!r}")
         self.k = k
         self.alpha = alpha
         self.top_n = top_n
@@ -83,6 +105,9 @@ class CEC(Strategy):
         self.neighbor_term = bool(neighbor_term)
         self.clustering = clustering
         self.n_iter = n_iter
+        self.knn_index = knn_index
+        self.kmeans_mode = kmeans_mode
+        self.use_gpu = use_gpu
         self.random_state = random_state
 
     def uncertainty(self, features, probs) -> np.ndarray:
@@ -97,21 +122,35 @@ class CEC(Strategy):
         -------
         ndarray (m,), float64
         """
+        return self._uncertainty(features, probs, self.knn_index)
+
+    def _uncertainty(self, features, probs, index) -> np.ndarray:
         h = calibrated_entropy(probs, self.top_n) if self.calibration else entropy(probs)
         if not self.neighbor_term or features.shape[0] < 2:
             return h
-        return h + neighbor_uncertainty(features, h, self.k, self.alpha)
+        return h + neighbor_uncertainty(features, h, self.k, self.alpha, knn_index=index, use_gpu=self.use_gpu)
 
     def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
         cand = pool.candidates
-        z = l2_normalize(pool.features[cand], "features")
-        u = self.uncertainty(z, pool.probs[cand])
+        everyone = cand.size == pool.n  # no labeled rows: no gathered copies of the pool
+        z = l2_normalize(pool.features, "features", rows=None if everyone else cand, copy=False)
+        probs = pool.probs if everyone else pool.probs[cand]
+        # One index over the candidates serves Eq. 6 and the query step (Sec. 4.4).
+        need_nn = self.neighbor_term and z.shape[0] >= 2
+        need_query = self.clustering != "greedy"
+        index = self.knn_index
+        if need_nn and need_query:
+            index = build_knn_index(z, self.knn_index, use_gpu=self.use_gpu)
+        u = self._uncertainty(z, probs, index)
         seed = seed_int(self.random_state, rng)
         weights = u if self.clustering == "weighted" else None
-        centers, assign = weighted_kmeans(z, weights, budget, random_state=seed, n_iter=self.n_iter)
+        centers, assign = weighted_kmeans(
+            z, weights, budget, random_state=seed, n_iter=self.n_iter,
+            kmeans_mode=self.kmeans_mode, use_gpu=self.use_gpu,
+        )
         if self.clustering == "greedy":
             return cand[_most_uncertain_per_cluster(u, assign, budget)]
-        return cand[nearest_to_centers(z, centers)]
+        return cand[nearest_to_centers(z, centers, knn_index=index, use_gpu=self.use_gpu)]
 
 
 def _most_uncertain_per_cluster(u: np.ndarray, assign: np.ndarray, n_clusters: int) -> np.ndarray:
