@@ -412,3 +412,17 @@ def test_cli_embed(clip, folder, tmp_path):
     missing = str(tmp_path / "ViT-B-32.pt")
     res = runner.invoke(embed, [str(folder), str(out), "--model", "ViT-B-32", "--pretrained", missing])
     assert res.exit_code != 0 and 'pretrained="/path/to/ViT-B-32.pt"' in res.output
+
+
+@pytest.mark.filterwarnings("ignore:k=20 >= number of candidates")
+def test_harness_runs_coop_on_an_embed_file(clip, folder, tmp_path):
+    """`vlal.bench.run_benchmark` takes CoOp through ``tuner_factory`` on an `embed` file."""
+    from vlal.bench import run_benchmark
+    from vlal.clip import CoOp, embed
+    from vlal.data import load_features
+
+    embed(clip, folder, tmp_path / "e.npz", test_images=folder, progress=False)
+    ds = load_features(tmp_path / "e.npz")
+    records = run_benchmark(ds, ["cec"], n_rounds=1, seeds=(0,), budget_fraction=0.5, progress=False,
+                            tuner_factory=lambda w0: CoOp(clip, NAMES, epochs=2))
+    assert [r["n_labeled"] for r in records] == [0, 3]
