@@ -426,3 +426,48 @@ def test_harness_runs_coop_on_an_embed_file(clip, folder, tmp_path):
     records = run_benchmark(ds, ["cec"], n_rounds=1, seeds=(0,), budget_fraction=0.5, progress=False,
                             tuner_factory=lambda w0: CoOp(clip, NAMES, epochs=2))
     assert [r["n_labeled"] for r in records] == [0, 3]
+
+
+def _fake_hf_cache(root, repo_id, files: dict) -> None:
+    """Lay files out as huggingface_hub's cache does (refs/main -> snapshots/<rev>/)."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    rev = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(rev)
+    snap = repo / "snapshots" / rev
+    snap.mkdir(parents=True)
+    for name, write in files.items():
+        write(snap / name)
+
+
+def test_tags_resolve_from_local_caches_only(clip, tmp_path, monkeypatch):
+    from open_clip import pretrained as oc_pretrained
+
+    from vlal.clip import load_clip
+
+    monkeypatch.setitem(oc_pretrained._PRETRAINED, TINY, {
+        "hubtag": {"hf_hub": "vlal-test/tiny/", "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)},
+        "urltag": {"url": "https://example.invalid/tiny-weights.pt"},
+    })
+    state = clip.model.state_dict()
+    with pytest.raises(WeightsNotFoundError, match="vlal-test/tiny"):
+        load_clip(TINY, "hubtag", cache_dir=str(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match="tiny-weights.pt"):
+        load_clip(TINY, "urltag", cache_dir=str(tmp_path))
+
+    _fake_hf_cache(tmp_path, "vlal-test/tiny", {
+        "open_clip_pytorch_model.bin": lambda p: torch.save(state, p),
+        "open_clip_config.json": lambda p: p.write_text(json.dumps({"model_cfg": TINY_CFG})),
+    })
+    from_hub = load_clip(TINY, "hubtag", cache_dir=str(tmp_path))
+    assert from_hub.pretrained == "hubtag" and from_hub.weights_id == "hubtag"
+    assert tuple(from_hub.preprocess_cfg["mean"]) == (0.5, 0.5, 0.5)  # the tag's preprocessing
+    torch.save(state, tmp_path / "tiny-weights.pt")
+    from_url = load_clip(TINY, "urltag", cache_dir=str(tmp_path))
+    for m in (from_hub, from_url):
+        assert all(torch.equal(a, b) for a, b in zip(state.values(), m.model.state_dict().values()))
+    hub = load_clip("hf-hub:vlal-test/tiny", None, cache_dir=str(tmp_path))
+    assert hub.model_name == "hf-hub:vlal-test/tiny" and not hub.is_random
+    assert all(torch.equal(a, b) for a, b in zip(state.values(), hub.model.state_dict().values()))
+    with pytest.raises(WeightsNotFoundError):
+        load_clip("hf-hub:vlal-test/absent", None, cache_dir=str(tmp_path))

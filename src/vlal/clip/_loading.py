@@ -47,7 +47,8 @@ class ClipModel:
         random weights.
     weights_id : str
         What identifies the weights in caches: the tag, ``"<path>|<size>|<mtime_ns>"``
-        for a file, or ``"random:seed=<s>"``.
+        for a file, or ``"random:seed=<s>"``; ``"|quick_gelu"`` is appended when QuickGELU
+        is forced.
     device : torch.device
     preprocess_cfg : dict
         ``size`` (H, W), ``mean``, ``std``, ``interpolation``, ``resize_mode``.
@@ -190,7 +191,9 @@ def load_clip(
     model_name : str
         Any open_clip architecture (``open_clip.list_models()``), e.g. ``"ViT-B-32"``,
         ``"ViT-B-16"``, ``"RN50"``; ``"ViT-B/32"`` is accepted too. ``"local-dir:/path"``
-        (a folder with ``open_clip_config.json`` and weights) works as in open_clip.
+        (a folder with ``open_clip_config.json`` and weights) and ``"hf-hub:org/repo"``
+        (resolved in the local Hugging Face cache unless ``allow_download``) work as in
+        open_clip; ``pretrained`` is then ignored.
     pretrained : str, path or None
         An open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...) resolved against the
         local caches only; or a local checkpoint file (OpenAI TorchScript ``.pt``, open_clip
@@ -234,11 +237,20 @@ def load_clip(
     kwargs: dict[str, Any] = {"device": device}
     weights_only = True
     force_quick_gelu = bool(quick_gelu)
-    if schema == "hf-hub" and not allow_download:
-        name, weights_id = _resolve_hf_hub_dir(name, cache_dir)
+    build_name = name
+    if schema is not None:
+        # the architecture and weights come from the hub repo / the folder; `pretrained` is ignored
+        if schema == "hf-hub" and not allow_download:
+            build_name = _resolve_hf_hub_dir(name, cache_dir)
+        if build_name.startswith("local-dir:"):
+            ckpt = _checkpoint_in_dir(Path(build_name[len("local-dir:"):]))
+            if ckpt is None:
+                raise WeightsNotFoundError(_weights_message(name, "(from the folder)", [build_name]))
+            st = os.stat(ckpt)
+            weights_id = f"{ckpt}|{st.st_size}|{st.st_mtime_ns}"
+        else:
+            weights_id = name
         pretrained_arg, resolved = None, name
-    elif schema is not None:
-        pretrained_arg, resolved, weights_id = None, None, name
     elif pretrained is None:
         pretrained_arg = resolved = None
         weights_id = f"random:seed={int(seed)}"
@@ -278,6 +290,8 @@ def load_clip(
                 f"(tags: {', '.join(tags) or 'none'}); pass a checkpoint path or None for random weights"
             )
 
+    if force_quick_gelu:
+        weights_id += "|quick_gelu"  # same weights, other activation: other features
     if pretrained is None and schema is None:
         msg = (
             f"CLIP model {name!r} is built with RANDOM weights (pretrained=None): its features, "
@@ -293,14 +307,14 @@ def load_clip(
     else:
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained_arg, force_quick_gelu=force_quick_gelu,
+                build_name, pretrained=pretrained_arg, force_quick_gelu=force_quick_gelu,
                 weights_only=weights_only, **kwargs,
             )
-        except FileNotFoundError as err:  # e.g. a local-dir without weights
+        except FileNotFoundError as err:  # safety net: open_clip's own missing-file errors
             raise WeightsNotFoundError(str(err)) from err
     model.eval()
     model.requires_grad_(False)
-    tokenizer = open_clip.get_tokenizer(name)
+    tokenizer = open_clip.get_tokenizer(build_name)
     pcfg = dict(open_clip.get_model_preprocess_cfg(model))
     pcfg.setdefault("interpolation", "bicubic")
     pcfg.setdefault("resize_mode", "shortest")
@@ -316,7 +330,7 @@ def load_clip(
     )
 
 
-def _resolve_hf_hub_dir(name: str, cache_dir: str | None) -> tuple[str, str]:
+def _resolve_hf_hub_dir(name: str, cache_dir: str | None) -> str:
     """``hf-hub:org/repo`` -> ``local-dir:<cached snapshot>`` without network, or raise."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -324,4 +338,15 @@ def _resolve_hf_hub_dir(name: str, cache_dir: str | None) -> tuple[str, str]:
     found = try_to_load_from_cache(repo_id, "open_clip_config.json", cache_dir=cache_dir)
     if not (isinstance(found, str) and os.path.isfile(found)):
         raise WeightsNotFoundError(_weights_message(name, "(from the hub repo)", [f"Hugging Face cache: {repo_id}"]))
-    return "local-dir:" + str(Path(found).parent), name
+    return "local-dir:" + str(Path(found).parent)
+
+
+def _checkpoint_in_dir(folder: Path) -> str | None:
+    """The weights file open_clip would pick in a ``local-dir:`` folder (or None)."""
+    if not (folder / "open_clip_config.json").is_file():
+        return None
+    for pattern in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "*.safetensors", "*.bin", "*.pth"):
+        hits = sorted(folder.glob(pattern))
+        if hits:
+            return str(hits[0].resolve())
+    return None
