@@ -16,8 +16,10 @@ Index kinds (``kind`` of :class:`KnnIndex`)
     centroids are nearest to centroid ``c``. Compared with faiss' ``IndexIVFFlat`` (which
     probes per query and scans lists one vector at a time) this costs slightly more
     distance computations but runs them as matrix products, and it stores only a row
-    permutation, never a second copy of the base. On GPU: faiss ``IndexIVFFlat`` on all
-    GPUs (per-query probing, ``nprobe = IVF_NPROBE``).
+    permutation, never a second copy of the base. Groups run side by side in a thread
+    pool (one faiss thread each). Rows are assigned to lists through
+    :func:`assignment_index` (itself an IVF over the centroids when there are many).
+    On GPU: faiss ``IndexIVFFlat`` on all GPUs (per-query probing, ``nprobe = IVF_NPROBE``).
 ``"hnsw"``
     faiss ``IndexHNSWFlat`` (CPU only; keeps its own float32 copy of the base).
 
@@ -44,6 +46,7 @@ __all__ = [
     "KNN_GPU_EXACT_MAX_ROWS",
     "KNN_KINDS",
     "KnnIndex",
+    "assignment_index",
     "knn_search",
     "kmeans",
     "kmeans_fast",
@@ -63,7 +66,10 @@ KNN_KINDS = ("auto", "exact", "ivf", "hnsw")
 #: IVF: number of lists is ``round(IVF_LISTS_PER_SQRT_N * sqrt(n))`` (at least 1).
 IVF_LISTS_PER_SQRT_N = 2.0
 #: IVF: lists probed for each query group (per query on GPU).
-IVF_NPROBE = 16
+IVF_NPROBE = 12
+#: IVF: lists probed when assigning rows to lists (when the list count itself needs an IVF)
+#: and in the 1-NN assignments of fast K-Means.
+IVF_COARSE_NPROBE = 8
 #: IVF: rows sampled per list to train the coarse quantizer.
 IVF_TRAIN_ROWS_PER_LIST = 32
 #: IVF: Lloyd iterations of the coarse quantizer.
@@ -79,6 +85,13 @@ KMEANS_EXACT_MAX_WORK = 5e7
 KMEANS_FAST_ROWS_PER_CENTROID = 32
 #: Fast K-Means: at most this many Lloyd iterations.
 KMEANS_FAST_MAX_ITER = 10
+#: 1-NN assignments (fast K-Means, IVF lists) are exact while centres x rows is at most this.
+KMEANS_ASSIGN_EXACT_MAX_PAIRS = 2.5e7
+#: ... and always exact with fewer centres than this (nothing for an IVF to prune).
+IVF_MIN_BASE = 1024
+
+#: faiss K-Means with fewer than this many row x centre x iteration steps runs on one thread.
+SMALL_KMEANS_WORK = 5e7
 
 #: Query rows per faiss call (bounds the (rows, k) result blocks and gathered copies).
 SEARCH_CHUNK_ROWS = 16384
@@ -125,14 +138,22 @@ def resolve_use_gpu(use_gpu) -> bool:
     raise ValueError(f"use_gpu must be 'auto', True or False; got {use_gpu!r}")
 
 
-def resolve_knn_kind(kind: str, n_base: int, n_queries: int, gpu: bool = False) -> str:
-    """The concrete index kind ``"auto"`` stands for (other kinds are returned as given)."""
+def resolve_knn_kind(kind: str, n_base: int, n_queries: int, gpu: bool = False,
+                     exact_max_pairs: float | None = None) -> str:
+    """The concrete index kind ``"auto"`` stands for (other kinds are returned as given).
+
+    ``"exact"`` while ``n_base * n_queries <= exact_max_pairs`` (default
+    ``KNN_EXACT_MAX_ROWS ** 2``; ``KNN_GPU_EXACT_MAX_ROWS ** 2`` on GPUs), else ``"ivf"``.
+    """
     if kind not in KNN_KINDS:
         raise ValueError(f"knn_index must be one of {KNN_KINDS}; got {kind!r}")
     if kind != "auto":
         return kind
-    limit = KNN_GPU_EXACT_MAX_ROWS if gpu else KNN_EXACT_MAX_ROWS
-    return "exact" if int(n_base) * int(n_queries) <= limit * limit else "ivf"
+    if gpu:
+        limit = float(KNN_GPU_EXACT_MAX_ROWS) ** 2
+    else:
+        limit = float(KNN_EXACT_MAX_ROWS) ** 2 if exact_max_pairs is None else exact_max_pairs
+    return "exact" if float(n_base) * float(n_queries) <= limit else "ivf"
 
 
 def _to_gpus(index):
@@ -183,6 +204,8 @@ class KnnIndex:
         Seeds the IVF coarse quantizer (the index is deterministic for a given seed).
     nlist, nprobe : int, optional
         IVF overrides (defaults from the module constants).
+    exact_max_pairs : float, optional
+        Override of the ``"auto"`` limit (see :func:`resolve_knn_kind`).
 
     Attributes
     ----------
@@ -193,11 +216,13 @@ class KnnIndex:
     """
 
     def __init__(self, base, kind: str = "auto", *, n_queries: int | None = None, use_gpu="auto",
-                 seed: int = 0, nlist: int | None = None, nprobe: int | None = None):
+                 seed: int = 0, nlist: int | None = None, nprobe: int | None = None,
+                 exact_max_pairs: float | None = None):
         self.base = _as_f32(base)
         self.n, self.d = self.base.shape
         self.gpu = resolve_use_gpu(use_gpu)
-        self.kind = resolve_knn_kind(kind, self.n, self.n if n_queries is None else n_queries, self.gpu)
+        self.kind = resolve_knn_kind(kind, self.n, self.n if n_queries is None else n_queries, self.gpu,
+                                     exact_max_pairs)
         if self.kind == "hnsw":
             self.gpu = False
         self._index = None
@@ -313,6 +338,9 @@ class _GroupedIVF:
             self.centroids = base[:1].copy()
         else:
             self.centroids = kmeans(base[_train_rows(n, nlist, seed)], nlist, None, seed, IVF_TRAIN_ITER)
+        # Coarse assignment through a KnnIndex over the centroids: with many lists and rows
+        # it is itself an IVF (approximate nearest list; any consistent partition is valid).
+        self._quantizer = assignment_index(self.centroids, n, False, seed)
         self.assign = self._coarse(base, None)
         self.order = np.argsort(self.assign, kind="stable")
         self.bounds = np.searchsorted(self.assign[self.order], np.arange(nlist + 1))
@@ -321,13 +349,7 @@ class _GroupedIVF:
         self.probe = knn_search(self.centroids, self.centroids, min(nlist, 4 * self.nprobe))[1]
 
     def _coarse(self, x, rows) -> np.ndarray:
-        m = x.shape[0] if rows is None else len(rows)
-        out = np.empty(m, dtype=np.int64)
-        for s in range(0, m, SEARCH_CHUNK_ROWS):
-            e = min(m, s + SEARCH_CHUNK_ROWS)
-            q = x[s:e] if rows is None else x[rows[s:e]]
-            out[s:e] = knn_search(self.centroids, _as_f32(q), 1)[1][:, 0]
-        return out
+        return self._quantizer.search(x, 1, rows=rows)[1][:, 0]
 
     def _candidates(self, c: int, k: int) -> np.ndarray:
         lists = self.probe[c]
@@ -447,10 +469,33 @@ def kmeans(
         min_points_per_centroid=1,
     )
     w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        km.train(x, weights=w)
+    # Small problems run faster on one thread (no OpenMP start-up and barrier waits,
+    # which dominate when other processes compete for the cores).
+    small = not use_gpu and x.shape[0] * n_clusters * n_iter < SMALL_KMEANS_WORK
+    threads = faiss.omp_get_max_threads()
+    if small:
+        faiss.omp_set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            km.train(x, weights=w)
+    finally:
+        if small:
+            faiss.omp_set_num_threads(threads)
     return np.asarray(km.centroids, dtype=np.float32)
+
+
+def assignment_index(centers: np.ndarray, n_queries: int, use_gpu: bool = False, seed: int = 0) -> KnnIndex:
+    """Index for nearest-centre (1-NN) assignments of ``n_queries`` rows.
+
+    Exact while ``n_centres * n_queries <= KMEANS_ASSIGN_EXACT_MAX_PAIRS`` (or fewer than
+    ``IVF_MIN_BASE`` centres), else IVF probing ``IVF_COARSE_NPROBE`` lists: an occasional
+    second-nearest centre costs a Lloyd step little, while exact assignment of many rows to
+    thousands of centres dominates the run time.
+    """
+    limit = np.inf if len(centers) < IVF_MIN_BASE else KMEANS_ASSIGN_EXACT_MAX_PAIRS
+    return KnnIndex(centers, "auto", n_queries=n_queries, use_gpu=use_gpu, seed=seed,
+                    nprobe=IVF_COARSE_NPROBE, exact_max_pairs=limit)
 
 
 def kmeans_fast(
@@ -471,8 +516,8 @@ def kmeans_fast(
     targets the same problem as exact weighted K-Means, with sampling noise. When
     ``n <= m`` all rows are used with their weights (no sampling).
 
-    Lloyd runs ``min(n_iter, KMEANS_FAST_MAX_ITER)`` iterations; each assignment uses a
-    :class:`KnnIndex` over the current centres (``"auto"``: IVF when large), and centres
+    Lloyd runs ``min(n_iter, KMEANS_FAST_MAX_ITER)`` iterations; each assignment uses
+    :func:`assignment_index` over the current centres (IVF when large), and centres
     are weighted means accumulated in float64 by sparse products, chunk by chunk (the
     sample is never gathered whole). A centre that receives no weight is moved to the
     sampled row with the largest weighted squared distance to its centre.
@@ -512,7 +557,7 @@ def kmeans_fast(
     cw32 = cw.astype(np.float32)
     step = SEARCH_CHUNK_ROWS
     for it in range(max(1, min(int(n_iter), KMEANS_FAST_MAX_ITER))):
-        index = KnnIndex(centers, "auto", n_queries=rows.size, use_gpu=use_gpu, seed=seed + it)
+        index = assignment_index(centers, rows.size, use_gpu, seed + it)
         d2, a = index.search(x, 1, rows=rows)
         d2, a = d2[:, 0].astype(np.float64), a[:, 0]
         wsum = np.bincount(a, weights=cw, minlength=b)

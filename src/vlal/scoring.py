@@ -219,7 +219,7 @@ def build_knn_index(features, knn_index: str = "auto", *, n_queries: int | None 
         Rows to index, as given (float32 C-contiguous input is referenced, not copied).
     knn_index : {"auto", "exact", "ivf", "hnsw"}, default "auto"
         ``"exact"``: brute force (faiss). ``"ivf"``: inverted file with flat lists,
-        ``2 sqrt(n)`` lists, 16 probed. ``"hnsw"``: faiss HNSW graph (M = 32, CPU only).
+        ``2 sqrt(n)`` lists, 12 probed. ``"hnsw"``: faiss HNSW graph (M = 32, CPU only).
         ``"auto"``: exact while ``n * n_queries <= vlal._faiss.KNN_EXACT_MAX_ROWS ** 2``
         (2e4 ** 2; on GPUs 2e6 ** 2), else ``"ivf"``.
     n_queries : int, optional
@@ -432,7 +432,7 @@ def weighted_kmeans(
     if mode == "exact" and not gpu:
         _, assign = _faiss.knn_search(centers, x, 1)
     else:
-        _, assign = _faiss.KnnIndex(centers, "auto", n_queries=n, use_gpu=gpu, seed=seed).search(x, 1)
+        _, assign = _faiss.assignment_index(centers, n, gpu, seed).search(x, 1)
     return centers, assign[:, 0]
 
 

@@ -1,0 +1,781 @@
+"""Speed and scale of one CEC selection round (issue 5).
+
+Synthetic CLIP-like pools (clustered unit vectors, d = 512, K = 100 classes, class
+probabilities from a miscalibrated one-prototype-per-class softmax at T = 0.01), budget
+b = 1 % of n. For every pool size, each method runs in its own subprocess (so that its
+peak RSS, ``ru_maxrss``, is its own) on the same inputs:
+
+* ``cec``       -- ``vlal.CEC`` with its defaults (``knn_index="auto"``, ``kmeans_mode="auto"``):
+                   wall time per stage, kNN recall@20 against exact search on 1,000 sampled
+                   rows, achieved GFLOP/s of the kNN and K-Means stages.
+* ``reference`` -- a plain implementation of the same equations: numpy (Eq. 2-5, 7),
+                   scikit-learn exact ``NearestNeighbors`` (Eq. 6), ``KMeans(sample_weight=U)``
+                   and nearest-to-centre with the same distinct-row rule.
+* ``skal-coreset``, ``skal-badge``, ``skal-clue`` -- scikit-activeml's CoreSet / Badge / Clue
+                   (if installed), fed the same features and probabilities.
+
+Selection quality is measured on 20,000 random pool rows: the ``H^``-weighted mean squared
+distance to the nearest pick (the quantity the weighted K-Means + query step minimise, lower
+is better), the class coverage of the picks, and the accuracy of a nearest-class-mean
+classifier built from the picks' true labels. A method whose run at some n exceeds the time
+cap is not run at larger n (the skip is recorded with an n^2 extrapolation).
+
+Usage::
+
+    python benchmarks/bench_select.py                       # full grid, writes benchmarks/results/
+    python benchmarks/bench_select.py --quick               # smoke run, < 1 min on 2 cores
+    python benchmarks/bench_select.py --sizes 10000,50000 --methods cec,reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+D, K, T = 512, 100, 0.01
+EVAL_ROWS = 20_000
+RECALL_QUERIES = 1_000
+METHODS = ("cec", "reference", "skal-coreset", "skal-badge", "skal-clue")
+DEFAULT_SIZES = (10_000, 50_000, 100_000, 1_000_000)
+QUICK_SIZES = (2_000, 25_000)
+REAL_DATA = HERE.parents[1] / "shared" / "data" / "clip-vitb32"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_clip_like_pool(n: int, d: int = D, n_classes: int = K, seed: int = 0, modes: int = 4, beta: float = 0.9,
+                        chunk: int = 65536):
+    """Clustered unit vectors whose statistics resemble CLIP image embeddings.
+
+    Every row is ``a g + class centre + class mode + within-mode noise + small isotropic
+    noise``, then L2-normalised; ``g`` is a shared direction (CLIP embeddings share a
+    large mean component), centres, modes and noise are Gaussian with a power-law
+    spectrum ``lambda_j ~ j^-beta`` (anisotropic, effective dimension ~ 100). The
+    parameters were set so that, at ~1,600 rows, the norm of the mean, the cosine to the
+    class mean, the effective dimension and the 1-NN / 20-NN cosines are close to the
+    real CLIP ViT-B/32 pools in ``shared/data`` (printed by :func:`data_stats`).
+
+    Returns features (n, d) float32 unit rows, labels (n,) int64 and one extra
+    "prototype" image per class (n_classes, d), drawn the same way but not in the pool.
+    """
+    rng = np.random.default_rng(seed)
+    lam = np.arange(1, d + 1, dtype=np.float64) ** (-beta)
+    lam = np.sqrt(lam / lam.sum())
+    g = rng.normal(size=d)
+    g /= np.linalg.norm(g)
+    centres = 1.6 * g + rng.normal(size=(n_classes, d)) * lam
+    mode_c = centres[:, None, :] + 0.6 * rng.normal(size=(n_classes, modes, d)) * lam
+
+    def draw(y, m):
+        x = mode_c[y, m] + 0.75 * rng.normal(size=(y.size, d)) * lam + 0.02 * rng.normal(size=(y.size, d)) / np.sqrt(d)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    protos = draw(np.arange(n_classes), rng.integers(0, modes, size=n_classes)).astype(np.float32)
+    y = rng.integers(0, n_classes, size=n)
+    m = rng.integers(0, modes, size=n)
+    x = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, chunk):
+        x[s : s + chunk] = draw(y[s : s + chunk], m[s : s + chunk])
+    return x, y.astype(np.int64), protos
+
+
+def prototype_softmax(x, protos, temperature: float = T, chunk: int = 65536) -> np.ndarray:
+    """``softmax(z W0^T / T)`` with one image per class as ``W0`` (the zero-shot proxy), float32."""
+    w = protos / np.linalg.norm(protos, axis=1, keepdims=True)
+    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+    for s in range(0, x.shape[0], chunk):
+        z = np.asarray(x[s : s + chunk], dtype=np.float64)
+        logits = (z / np.linalg.norm(z, axis=1, keepdims=True)) @ w.T / temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        out[s : s + chunk] = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def data_stats(x, y) -> dict:
+    """Summary statistics used to match the synthetic pool to real CLIP features (small n)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    mu = x.mean(0)
+    cm = np.stack([x[y == c].mean(0) for c in np.unique(y)])
+    cm /= np.linalg.norm(cm, axis=1, keepdims=True)
+    within = float(np.mean([(x[y == c] @ cm[i]).mean() for i, c in enumerate(np.unique(y))]))
+    ev = np.linalg.svd(x - mu, compute_uv=False) ** 2
+    ev /= ev.sum()
+    g = x @ x.T
+    np.fill_diagonal(g, -np.inf)
+    nn = -np.sort(-g, axis=1)
+    return {
+        "rows": int(x.shape[0]),
+        "norm_of_mean": round(float(np.linalg.norm(mu)), 3),
+        "cos_to_class_mean": round(within, 3),
+        "effective_dim": round(float(np.exp(-(ev * np.log(ev + 1e-300)).sum())), 1),
+        "nn1_cos": round(float(nn[:, 0].mean()), 3),
+        "nn20_cos": round(float(nn[:, 19].mean()), 3),
+    }
+
+
+def write_pool(n: int, data_dir: Path, seed: int = 0) -> None:
+    x, y, protos = make_clip_like_pool(n, seed=seed)
+    np.save(data_dir / f"x_{n}.npy", x)
+    np.save(data_dir / f"p_{n}.npy", prototype_softmax(x, protos))
+    np.save(data_dir / f"y_{n}.npy", y)
+    np.save(data_dir / f"w0_{n}.npy", protos)
+
+
+def matmul_gflops(size: int = 2048, repeat: int = 5) -> float:
+    """numpy float32 (size x size) @ (size x size) throughput, best of ``repeat``."""
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    b = np.random.default_rng(1).random((size, size), dtype=np.float32)
+    a @ b
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best / 1e9
+
+
+# ----------------------------------------------------------------------------- quality
+
+
+def selection_quality(x, y, h, picks, eval_rows) -> dict:
+    """Quality of a selection on ``eval_rows`` (see the module docstring)."""
+    from vlal import _faiss
+
+    z = np.ascontiguousarray(x[eval_rows], dtype=np.float32)
+    zs = np.ascontiguousarray(x[picks], dtype=np.float32)
+    d2 = _faiss.knn_search(zs, z, 1)[0][:, 0].astype(np.float64)
+    w = h[eval_rows]
+    ys = y[picks]
+    classes = np.unique(ys)
+    means = np.stack([zs[ys == c].mean(0) for c in classes])
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    pred = classes[np.argmax(z @ means.T, axis=1)]
+    return {
+        "weighted_sq_dist": float((w * d2).sum() / w.sum()),
+        "mean_sq_dist": float(d2.mean()),
+        "class_coverage": float(classes.size / K),
+        "ncm_accuracy": float((pred == y[eval_rows]).mean()),
+    }
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB -> GB (Linux)
+
+
+def _load(n: int, data_dir: Path):
+    x = np.load(data_dir / f"x_{n}.npy")
+    p = np.load(data_dir / f"p_{n}.npy")
+    y = np.load(data_dir / f"y_{n}.npy")
+    return x, p, y
+
+
+def _knn_recall(z, index, k: int, rows) -> dict:
+    """recall@k of ``index`` (self excluded) against exact search, and the H_NN error it causes."""
+    from vlal import _faiss
+
+    def drop_self(dist, idx):
+        own = idx == rows[:, None]
+        drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+        keep = np.ones_like(own)
+        keep[np.arange(rows.size), drop] = False
+        return dist[keep].reshape(rows.size, k), idx[keep].reshape(rows.size, k)
+
+    da, ia = drop_self(*index.search(z, k + 1, rows=rows))
+    de, ie = drop_self(*_faiss.knn_search(z, z[rows], k + 1))
+    recall = np.mean([np.intersect1d(a, e).size / k for a, e in zip(ia, ie)])
+    return {"recall": float(recall), "_approx": (da, ia), "_exact": (de, ie)}
+
+
+def worker_cec(n: int, data_dir: Path, seed: int) -> dict:
+    import scipy.sparse  # noqa: F401  (imported before the clock starts)
+
+    import vlal
+    from vlal import _faiss, scoring
+    from vlal.strategies import cec as cec_mod
+
+    x, p, y = _load(n, data_dir)
+    rss_loaded = _rss_gb()
+    b = max(1, n // 100)
+    times = {"calibration": 0.0, "knn_build": 0.0, "knn_search": 0.0, "kmeans": 0.0, "query": 0.0}
+    dists = {"knn": 0, "kmeans": 0}
+    captured = {}
+
+    def timed(name, fn, count=None, keep=False):
+        def wrapper(*args, **kwargs):
+            c0, t0 = _faiss.distances_computed(), time.perf_counter()
+            out = fn(*args, **kwargs)
+            times[name] += time.perf_counter() - t0
+            if count:
+                dists[count] += _faiss.distances_computed() - c0
+            if keep:
+                captured[name] = out
+            return out
+        return wrapper
+
+    cec_mod.calibrated_entropy = timed("calibration", cec_mod.calibrated_entropy)
+    cec_mod.build_knn_index = timed("knn_build", cec_mod.build_knn_index, "knn", keep=True)
+    cec_mod.neighbor_uncertainty = timed("knn_search", cec_mod.neighbor_uncertainty, "knn")
+    cec_mod.weighted_kmeans = timed("kmeans", cec_mod.weighted_kmeans, "kmeans")
+    cec_mod.nearest_to_centers = timed("query", cec_mod.nearest_to_centers)
+
+    strategy = vlal.CEC(random_state=seed)
+    t0 = time.perf_counter()
+    picks = strategy.select(x, p, b)
+    total = time.perf_counter() - t0
+    rss_select = _rss_gb()
+
+    index = captured["knn_build"]
+    kmeans_mode = scoring.resolve_kmeans_mode("auto", n, b)
+    iters = strategy.n_iter if kmeans_mode == "exact" else min(strategy.n_iter, _faiss.KMEANS_FAST_MAX_ITER)
+    if kmeans_mode == "exact":  # faiss' own Lloyd does not pass through the counter
+        dists["kmeans"] += n * b * iters
+    rng = np.random.default_rng(1234)
+    qrows = np.sort(rng.choice(n, size=min(n, RECALL_QUERIES), replace=False))
+    rec = _knn_recall(x, index, strategy.k, qrows)
+    h = vlal.calibrated_entropy(p)
+    hnn_a = (np.exp(-strategy.alpha * rec["_approx"][0]) * h[rec["_approx"][1]]).mean(1)
+    hnn_e = (np.exp(-strategy.alpha * rec["_exact"][0]) * h[rec["_exact"][1]]).mean(1)
+    eval_rows = np.sort(rng.choice(n, size=min(n, EVAL_ROWS), replace=False))
+    quality = selection_quality(x, y, h, picks, eval_rows)
+    random_picks = np.random.default_rng(seed).choice(n, size=b, replace=False)
+    np.save(data_dir / f"picks_cec_{n}.npy", picks)
+    knn_time = times["knn_build"] + times["knn_search"]
+    return {
+        "n": n, "b": b, "method": "cec", "total_s": total,
+        "stages_s": {"calibration": times["calibration"], "knn": knn_time, "knn_build": times["knn_build"],
+                     "kmeans": times["kmeans"], "query": times["query"],
+                     "other": total - sum(times.values())},
+        "knn_index": index.kind, "kmeans_mode": kmeans_mode, "kmeans_iters": iters,
+        "knn_recall20": rec["recall"],
+        "hnn_rel_error": float(np.abs(hnn_a - hnn_e).mean() / hnn_e.mean()),
+        "knn_gflops": 2 * D * dists["knn"] / knn_time / 1e9,
+        "knn_exact_equiv_gflops": 2 * D * n * n / knn_time / 1e9,
+        "kmeans_gflops": 2 * D * dists["kmeans"] / times["kmeans"] / 1e9,
+        "kmeans_exact_equiv_gflops": 2 * D * n * b * strategy.n_iter / times["kmeans"] / 1e9,
+        "peak_rss_gb": rss_select, "rss_after_load_gb": rss_loaded,
+        "features_f32_gb": n * D * 4 / 1e9,
+        "quality": quality,
+        "random_quality": selection_quality(x, y, h, random_picks, eval_rows),
+    }
+
+
+def reference_select(z, probs, b, k=20, alpha=0.1, top_n=10, seed=0, times=None):
+    """The same equations written plainly: numpy + scikit-learn, exact search, no chunking."""
+    from sklearn.cluster import KMeans
+    from sklearn.neighbors import NearestNeighbors
+
+    times = {} if times is None else times
+    t = time.perf_counter()
+    pr = probs.astype(np.float64)
+    q = np.sort(pr, axis=0)[-top_n:].mean(axis=0)  # Eq. 3-4
+    r = pr / q
+    pc = r / r.sum(axis=1, keepdims=True)  # Eq. 5
+    h = -(pc * np.log(np.where(pc > 0, pc, 1.0))).sum(axis=1)  # Eq. 2 on P^
+    times["calibration"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(z)
+    dist, idx = nn.kneighbors(z)
+    n = z.shape[0]
+    own = idx == np.arange(n)[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    keep = np.ones_like(own)
+    keep[np.arange(n), drop] = False
+    d2 = dist[keep].reshape(n, k) ** 2
+    hnn = (np.exp(-alpha * d2) * h[idx[keep].reshape(n, k)]).mean(axis=1)  # Eq. 6
+    u = h + hnn  # Eq. 7
+    times["knn"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    km = KMeans(n_clusters=b, n_init=1, random_state=seed).fit(z, sample_weight=u)
+    times["kmeans"] = time.perf_counter() - t
+    times["kmeans_iters"] = int(km.n_iter_)
+
+    t = time.perf_counter()
+    centres = km.cluster_centers_.astype(np.float32)
+    taken = np.zeros(n, dtype=bool)
+    out = np.full(b, -1, dtype=np.int64)
+    pending, m = np.arange(b), min(n, 8)
+    finder = NearestNeighbors().fit(z)
+    while pending.size:
+        cd, ci = finder.kneighbors(centres[pending], n_neighbors=m)
+        deferred = []
+        for row in np.argsort(cd[:, 0], kind="stable"):
+            for j in ci[row]:
+                if not taken[j]:
+                    taken[j] = True
+                    out[pending[row]] = j
+                    break
+            else:
+                deferred.append(pending[row])
+        pending, m = np.asarray(deferred, dtype=np.int64), min(n, m * 4)
+    times["query"] = time.perf_counter() - t
+    return out, h
+
+
+def worker_reference(n: int, data_dir: Path, seed: int) -> dict:
+    import sklearn.cluster  # noqa: F401  (imported before the clock starts)
+    import sklearn.neighbors  # noqa: F401
+
+    x, p, y = _load(n, data_dir)
+    rss_loaded = _rss_gb()
+    b = max(1, n // 100)
+    times = {}
+    t0 = time.perf_counter()
+    picks, h = reference_select(x, p, b, seed=seed, times=times)
+    total = time.perf_counter() - t0
+    rss_select = _rss_gb()
+    rng = np.random.default_rng(1234)
+    rng.choice(n, size=min(n, RECALL_QUERIES), replace=False)  # keep the eval rows identical to cec's
+    eval_rows = np.sort(rng.choice(n, size=min(n, EVAL_ROWS), replace=False))
+    np.save(data_dir / f"picks_reference_{n}.npy", picks)
+    iters = times.pop("kmeans_iters")
+    return {
+        "n": n, "b": b, "method": "reference", "total_s": total,
+        "stages_s": {**times, "other": total - sum(times.values())},
+        "kmeans_iters": iters,
+        "knn_gflops": 2 * D * n * n / times["knn"] / 1e9,
+        "kmeans_gflops": 2 * D * n * b * iters / times["kmeans"] / 1e9,
+        "peak_rss_gb": rss_select, "rss_after_load_gb": rss_loaded,
+        "quality": selection_quality(x, y, h, picks, eval_rows),
+    }
+
+
+def _skal_classifier(protos):
+    from skactiveml.base import SkactivemlClassifier
+
+    class PrototypeSoftmax(SkactivemlClassifier):
+        """The benchmark's zero-shot proxy as a scikit-activeml classifier (no training)."""
+
+        def __init__(self, prototypes=None, temperature=T, classes=None, missing_label=np.nan, random_state=None):
+            super().__init__(classes=classes, missing_label=missing_label, random_state=random_state)
+            self.prototypes = prototypes
+            self.temperature = temperature
+
+        def fit(self, X, y, sample_weight=None):
+            self.classes_ = np.arange(len(self.prototypes))
+            return self
+
+        def predict_proba(self, X, return_embeddings=False):
+            probs = prototype_softmax(np.asarray(X), self.prototypes, self.temperature).astype(np.float64)
+            return (probs, np.asarray(X)) if return_embeddings else probs
+
+    clf = PrototypeSoftmax(protos, classes=np.arange(len(protos)))
+    return clf.fit(None, None)
+
+
+def worker_skal(method: str, n: int, data_dir: Path, seed: int) -> dict:
+    import sklearn.cluster  # noqa: F401  (imported before the clock starts)
+
+    import vlal
+    from skactiveml.pool import Badge, Clue, CoreSet
+
+    x, p, y = _load(n, data_dir)
+    protos = np.load(data_dir / f"w0_{n}.npy")
+    rss_loaded = _rss_gb()
+    b = max(1, n // 100)
+    y_missing = np.full(n, np.nan)
+    clf = _skal_classifier(protos)
+    t0 = time.perf_counter()
+    if method == "skal-coreset":
+        picks = CoreSet(random_state=seed).query(x, y_missing, batch_size=b)
+    elif method == "skal-badge":
+        picks = Badge(clf_embedding_flag_name="return_embeddings", random_state=seed).query(
+            x, y_missing, clf, fit_clf=False, batch_size=b)
+    else:
+        picks = Clue(random_state=seed, cluster_algo_dict={"n_init": 1}).query(
+            x, y_missing, clf, fit_estimator=False, batch_size=b)
+    total = time.perf_counter() - t0
+    rss_select = _rss_gb()
+    picks = np.asarray(picks, dtype=np.int64)
+    rng = np.random.default_rng(1234)
+    rng.choice(n, size=min(n, RECALL_QUERIES), replace=False)
+    eval_rows = np.sort(rng.choice(n, size=min(n, EVAL_ROWS), replace=False))
+    h = vlal.calibrated_entropy(p)
+    return {
+        "n": n, "b": b, "method": method, "total_s": total,
+        "peak_rss_gb": rss_select, "rss_after_load_gb": rss_loaded,
+        "quality": selection_quality(x, y, h, picks, eval_rows),
+    }
+
+
+# ----------------------------------------------------------------------------- ANN choice
+
+
+def ann_compare(n: int, data_dir: Path, search_rows: int = 10_000) -> list[dict]:
+    """IVF (query-grouped, vlal's), faiss IndexIVFFlat and faiss HNSW at one n.
+
+    Build time is measured in full; search time on ``search_rows`` sampled rows and
+    extrapolated to all n rows (all-vs-all graph); recall@20 on 1,000 rows.
+    """
+    import faiss
+
+    from vlal import _faiss
+
+    x = np.load(data_dir / f"x_{n}.npy")
+    k = 21
+    rng = np.random.default_rng(7)
+    qrows = np.sort(rng.choice(n, size=RECALL_QUERIES, replace=False))
+    srows = np.sort(rng.choice(n, size=min(n, search_rows), replace=False))
+    _, exact = _faiss.knn_search(x, x[qrows], k)
+    nlist = _faiss.default_nlist(n)
+    out = []
+
+    def recall(idx):
+        return float(np.mean([np.intersect1d(a, e).size / k for a, e in zip(idx, exact)]))
+
+    def record(name, params, build_s, search_fn):
+        t = time.perf_counter()
+        search_fn(srows)
+        per_row = (time.perf_counter() - t) / srows.size
+        out.append({"index": name, "params": params, "build_s": build_s, "search_all_s_est": per_row * n,
+                    "total_s_est": build_s + per_row * n, "recall20": recall(search_fn(qrows))})
+        print(f"  ann {name} {params}: {out[-1]}", flush=True)
+
+    # vlal's query-grouped IVF. Its real cost is an all-vs-all pass (self_search), which
+    # groups rows by list; searching a sparse sample pays one group search per list, so
+    # time the full self_search instead of extrapolating.
+    t = time.perf_counter()
+    index = _faiss.KnnIndex(x, "ivf")
+    build = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in index.self_search(k):
+        pass
+    full = time.perf_counter() - t
+    out.append({"index": "ivf (vlal, query-grouped)", "params": f"nlist={nlist}, nprobe={_faiss.IVF_NPROBE}",
+                "build_s": build, "search_all_s_est": full, "total_s_est": build + full,
+                "recall20": recall(index.search(x, k, rows=qrows)[1])})
+    print(f"  ann {out[-1]}", flush=True)
+    for nprobe in (4, 8, 32):
+        index._ivf.nprobe = nprobe
+        out.append({"index": "ivf (vlal, query-grouped)", "params": f"nlist={nlist}, nprobe={nprobe}",
+                    "build_s": None, "search_all_s_est": None, "total_s_est": None,
+                    "recall20": recall(index.search(x, k, rows=qrows)[1])})
+    del index
+
+    t = time.perf_counter()
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(D), D, nlist)
+    ivf.cp.min_points_per_centroid = 1
+    ivf.train(x[np.sort(rng.choice(n, size=min(n, 32 * nlist), replace=False))])
+    ivf.add(x)
+    build = time.perf_counter() - t
+    for nprobe in (8, 16):
+        ivf.nprobe = nprobe
+        record("faiss IndexIVFFlat", f"nlist={nlist}, nprobe={nprobe}", build, lambda r: ivf.search(x[r], k)[1])
+    del ivf
+
+    t = time.perf_counter()
+    hnsw = faiss.IndexHNSWFlat(D, _faiss.HNSW_M)
+    hnsw.hnsw.efConstruction = _faiss.HNSW_EF_CONSTRUCTION
+    hnsw.add(x)
+    build = time.perf_counter() - t
+    for ef in (64, 128):
+        hnsw.hnsw.efSearch = ef
+        record("faiss IndexHNSWFlat", f"M={_faiss.HNSW_M}, efC={_faiss.HNSW_EF_CONSTRUCTION}, efS={ef}", build,
+               lambda r: hnsw.search(x[r], k)[1])
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_worker(args) -> None:
+    data_dir = Path(args.data_dir)
+    if args.worker == "cec":
+        res = worker_cec(args.n, data_dir, args.seed)
+    elif args.worker == "reference":
+        res = worker_reference(args.n, data_dir, args.seed)
+    elif args.worker == "ann":
+        res = {"ann": ann_compare(args.n, data_dir)}
+    else:
+        res = worker_skal(args.worker, args.n, data_dir, args.seed)
+    Path(args.result).write_text(json.dumps(res, default=float))
+
+
+def spawn(method: str, n: int, data_dir: Path, seed: int, cap: float | None) -> dict:
+    result = data_dir / f"res_{method}_{n}.json"
+    result.unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--n", str(n),
+           "--data-dir", str(data_dir), "--seed", str(seed), "--result", str(result)]
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, timeout=cap, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        return {"n": n, "method": method, "status": "timeout", "cap_s": cap}
+    if proc.returncode != 0 or not result.exists():
+        tail = (proc.stderr or proc.stdout)[-1500:]
+        return {"n": n, "method": method, "status": "error", "error": tail, "wall_s": time.perf_counter() - t}
+    res = json.loads(result.read_text())
+    res["status"] = "ok"
+    return res
+
+
+def _fmt(v, spec=".1f"):
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# CEC selection at scale (issue 5)",
+        "",
+        f"Date: {report['date']}. Machine: {report['machine']}. "
+        f"numpy float32 matmul (2048^3, 2 threads): {report['matmul_gflops_start']:.0f} GFLOP/s at the start"
+        + (f", {report['matmul_gflops_end']:.0f} GFLOP/s at the end of the run" if "matmul_gflops_end" in report
+           else " (run in progress)")
+        + f"; 1-min load average {report['loadavg_start'][0]:.1f} at the start"
+        + (f", {report['loadavg_end'][0]:.1f} at the end." if "loadavg_end" in report else "."),
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        "The machine's 2 cores were shared with other jobs during the run, so wall times are noisy "
+        "(compare the matmul figures above with the ~137 GFLOP/s measured on an idle machine).",
+        "",
+        "Pools: synthetic CLIP-like unit vectors (d = 512, K = 100 classes, probabilities from a "
+        "one-prototype softmax at T = 0.01), budget b = 1 % of n, float32 features (the caller's array). "
+        "Each method ran in its own process; peak RSS is that process' `ru_maxrss` after selection, "
+        "including the loaded inputs (features + probabilities).",
+        "",
+        "## Wall time and memory",
+        "",
+        "| n | b | method | total s | calibration s | kNN s | K-Means s | query s | peak RSS GB | "
+        "RSS / f32 features | kNN index | recall@20 | H_NN rel. err | K-Means mode (iters) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["runs"]:
+        if r.get("status") != "ok":
+            reason = r.get("reason") or (f"timed out after {r.get('cap_s')} s" if r.get("status") == "timeout"
+                                         else f"error: {str(r.get('error', ''))[-200:]!r}")
+            lines.append(f"| {r['n']:,} | {max(1, r['n'] // 100):,} | {r['method']} | not run: {reason} "
+                         "| | | | | | | | | | |")
+            continue
+        st = r.get("stages_s", {})
+        f32 = r["n"] * D * 4 / 1e9
+        lines.append(
+            f"| {r['n']:,} | {r['b']:,} | {r['method']} | {r['total_s']:.1f} | {_fmt(st.get('calibration'))} | "
+            f"{_fmt(st.get('knn'))} | {_fmt(st.get('kmeans'))} | {_fmt(st.get('query'))} | "
+            f"{r['peak_rss_gb']:.2f} | {r['peak_rss_gb'] / f32:.1f} | {r.get('knn_index', 'exact' if r['method'] == 'reference' else '–')} | "
+            f"{_fmt(r.get('knn_recall20'), '.4f')} | {_fmt(r.get('hnn_rel_error'), '.2e')} | "
+            f"{r.get('kmeans_mode', 'sklearn') if r['method'] in ('cec', 'reference') else '–'}"
+            f"{' (' + str(r['kmeans_iters']) + ')' if 'kmeans_iters' in r else ''} |"
+        )
+    lines += ["", "## Throughput", "",
+              "Achieved GFLOP/s = 2 d x (distances actually computed) / stage time; exact-equivalent = the flops "
+              "exact search (n^2) or exact Lloyd (n b iters, CEC's n_iter = 20) would need / stage time.", "",
+              "| n | method | kNN GFLOP/s | kNN exact-equiv. GFLOP/s | K-Means GFLOP/s | K-Means exact-equiv. GFLOP/s |",
+              "|---|---|---|---|---|---|"]
+    for r in report["runs"]:
+        if r.get("status") == "ok" and r["method"] in ("cec", "reference"):
+            lines.append(f"| {r['n']:,} | {r['method']} | {_fmt(r.get('knn_gflops'))} | "
+                         f"{_fmt(r.get('knn_exact_equiv_gflops', r.get('knn_gflops')))} | {_fmt(r.get('kmeans_gflops'))} | "
+                         f"{_fmt(r.get('kmeans_exact_equiv_gflops'))} |")
+    lines += ["", "## Selection quality", "",
+              "On 20,000 random pool rows (all rows when n is smaller): `H^-wtd sq. dist` = H^-weighted mean "
+              "squared distance to the nearest pick (lower = better coverage of uncertain regions); "
+              "`mean sq. dist` = unweighted; class coverage = share of the 100 classes among the picks; "
+              "NCM acc. = accuracy of a nearest-class-mean classifier built from the picks' true labels. "
+              "`random` = b uniform picks, for scale.", "",
+              "| n | method | H^-wtd sq. dist | mean sq. dist | class coverage | NCM acc. | overlap with reference |",
+              "|---|---|---|---|---|---|---|"]
+    for r in report["runs"]:
+        if r.get("status") != "ok":
+            continue
+        q = r["quality"]
+        ov = report.get("overlap", {}).get(f"{r['method']}_{r['n']}")
+        lines.append(f"| {r['n']:,} | {r['method']} | {q['weighted_sq_dist']:.4f} | {q['mean_sq_dist']:.4f} | "
+                     f"{q['class_coverage']:.2f} | {q['ncm_accuracy']:.3f} | {_fmt(ov, '.3f')} |")
+        if "random_quality" in r:
+            q = r["random_quality"]
+            lines.append(f"| {r['n']:,} | random | {q['weighted_sq_dist']:.4f} | {q['mean_sq_dist']:.4f} | "
+                         f"{q['class_coverage']:.2f} | {q['ncm_accuracy']:.3f} | |")
+    if report.get("speedup"):
+        lines += ["", "## CEC vs the plain reference", "", "| n | reference s / CEC s |", "|---|---|"]
+        for n, s in report["speedup"].items():
+            lines.append(f"| {int(n):,} | {s:.1f}x |")
+    if report.get("ann"):
+        a = report["ann"]
+        lines += ["", f"## Approximate index choice (n = {a['n']:,}, d = 512, k = 20)", "",
+                  "Build measured in full; all-vs-all search time measured in full for vlal's IVF and "
+                  "extrapolated from 10,000 sampled rows for the faiss indexes; recall@20 on 1,000 rows "
+                  "(self included in both lists here).", "",
+                  "| index | parameters | build s | all-vs-all search s | total s | recall@20 |", "|---|---|---|---|---|---|"]
+        for r in a["rows"]:
+            lines.append(f"| {r['index']} | {r['params']} | {_fmt(r['build_s'])} | {_fmt(r['search_all_s_est'])} | "
+                         f"{_fmt(r['total_s_est'])} | {r['recall20']:.4f} |")
+    if report.get("stats"):
+        lines += ["", "## Synthetic vs real CLIP statistics", "",
+                  "| pool | rows | norm of mean | cos to class mean | effective dim | 1-NN cos | 20-NN cos |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, s in report["stats"].items():
+            lines.append(f"| {name} | {s['rows']} | {s['norm_of_mean']} | {s['cos_to_class_mean']} | "
+                         f"{s['effective_dim']} | {s['nn1_cos']} | {s['nn20_cos']} |")
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", help="comma-separated pool sizes (default 10000,50000,100000,1000000)")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    ap.add_argument("--quick", action="store_true", help="smoke run: n in {2000, 25000}, 10 s cap, no ANN comparison")
+    ap.add_argument("--cap", type=float, default=900.0, help="time cap (s) per baseline run (default 900)")
+    ap.add_argument("--ann-compare", type=int, default=None, metavar="N",
+                    help="also compare IVF / IndexIVFFlat / HNSW at this n (default: the largest size, not with --quick)")
+    ap.add_argument("--no-ann", action="store_true", help="skip the index comparison")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(RESULTS), help="directory for select_scaling.{md,json}")
+    ap.add_argument("--prefix", default="select_scaling")
+    ap.add_argument("--data-dir", default=None, help="scratch directory for the generated pools")
+    # worker mode (internal)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return
+
+    sizes = tuple(int(float(s)) for s in args.sizes.split(",")) if args.sizes else (
+        QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    cap = 10.0 if args.quick else args.cap
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        ap.error(f"unknown methods {sorted(unknown)}")
+    notes = []
+    try:
+        import skactiveml  # noqa: F401
+    except ImportError:
+        if any(m.startswith("skal") for m in methods):
+            notes.append("scikit-activeml is not installed: its CoreSet / Badge / Clue were not run.")
+        methods = [m for m in methods if not m.startswith("skal")]
+
+    scratch = Path(args.data_dir or tempfile.mkdtemp(prefix="vlal_bench_"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    report = {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+                   f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
+                   f"Python {platform.python_version()}, numpy {np.__version__}",
+        "cpu_count": os.cpu_count(),
+        "command": "python benchmarks/bench_select.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "sizes": list(sizes), "methods": methods, "cap_s": cap, "runs": [], "notes": notes,
+    }
+    import faiss
+    report["machine"] += f", faiss {faiss.__version__}"
+    report["matmul_gflops_start"] = matmul_gflops()
+    report["loadavg_start"] = os.getloadavg()
+    print(f"matmul {report['matmul_gflops_start']:.0f} GFLOP/s; scratch {scratch}", flush=True)
+
+    stats = {}
+    x, y, _ = make_clip_like_pool(1600, seed=args.seed)
+    stats["synthetic (this benchmark)"] = data_stats(x, y)
+    for name in ("dtd", "caltech101", "flowers102"):
+        path = REAL_DATA / f"{name}.npz"
+        if path.exists():
+            with np.load(path) as f:
+                stats[f"real {name} (CLIP ViT-B/32)"] = data_stats(f["pool_features"], f["pool_labels"])
+    report["stats"] = stats
+
+    skipped: dict[str, tuple[int, float]] = {}  # method -> (n, seconds) of the run that hit the cap
+    for n in sizes:
+        t = time.perf_counter()
+        write_pool(n, scratch, seed=args.seed)
+        print(f"n={n:,}: pool written in {time.perf_counter() - t:.1f} s", flush=True)
+        for method in methods:
+            if method in skipped:
+                n0, s0 = skipped[method]
+                report["runs"].append({"n": n, "method": method, "status": "skipped",
+                                       "reason": f"previous size n={n0:,} took > {s0:.0f} s; ~n^2 scaling "
+                                                 f"-> > {s0 * (n / n0) ** 2 / 60:.0f} min estimated"})
+                continue
+            if method == "skal-badge" and n * K * D * 8 > 8e9:
+                report["runs"].append({"n": n, "method": method, "status": "skipped",
+                                       "reason": f"scikit-activeml Badge builds the (n, K*d) float64 gradient "
+                                                 f"embedding: {n * K * D * 8 / 1e9:.0f} GB"})
+                continue
+            if method == "reference" and n > 200_000:
+                last = [r for r in report["runs"] if r["method"] == "reference" and r.get("status") == "ok"]
+                est = f"; ~n^2 from n={last[-1]['n']:,} ({last[-1]['total_s']:.0f} s) -> " \
+                      f"{last[-1]['total_s'] * (n / last[-1]['n']) ** 2 / 3600:.1f} h" if last else ""
+                report["runs"].append({"n": n, "method": method, "status": "skipped",
+                                       "reason": f"exact all-pairs kNN needs {2 * D * n * n / 1e12:.0f} TFLOP{est}"})
+                continue
+            prev = [r for r in report["runs"] if r["method"] == method and r.get("status") == "ok"]
+            if method != "cec" and prev and prev[-1]["total_s"] * (n / prev[-1]["n"]) ** 2 > cap:
+                est = prev[-1]["total_s"] * (n / prev[-1]["n"]) ** 2
+                report["runs"].append({"n": n, "method": method, "status": "skipped",
+                                       "reason": f"~n^2 from n={prev[-1]['n']:,} ({prev[-1]['total_s']:.0f} s) -> "
+                                                 f"~{est / 60:.0f} min estimated, over the {cap:.0f} s cap"})
+                continue
+            res = spawn(method, n, scratch, args.seed, None if method == "cec" else cap)
+            report["runs"].append(res)
+            print(f"  {method}: {json.dumps({k: v for k, v in res.items() if k != 'error'}, default=float)[:400]}",
+                  flush=True)
+            if res.get("status") == "error":
+                print(res.get("error"), flush=True)
+            if res.get("status") == "timeout":
+                skipped[method] = (n, cap)
+        for m in methods:
+            picks = scratch / f"picks_{m}_{n}.npy"
+            ref = scratch / f"picks_reference_{n}.npy"
+            if picks.exists() and ref.exists() and m != "reference":
+                a, r = np.load(picks), np.load(ref)
+                report.setdefault("overlap", {})[f"{m}_{n}"] = float(np.intersect1d(a, r).size / r.size)
+        runs = {r["method"]: r for r in report["runs"] if r["n"] == n and r.get("status") == "ok"}
+        if "cec" in runs and "reference" in runs:
+            report.setdefault("speedup", {})[str(n)] = runs["reference"]["total_s"] / runs["cec"]["total_s"]
+        for f in scratch.glob(f"*_{n}.npy"):
+            f.unlink()
+        write_report(report, args)  # after every size, so a long run leaves partial results
+
+    ann_n = None if args.no_ann or args.quick else (args.ann_compare or max(sizes))
+    if ann_n:
+        t = time.perf_counter()
+        write_pool(ann_n, scratch, seed=args.seed)
+        print(f"ANN comparison at n={ann_n:,}", flush=True)
+        res = spawn("ann", ann_n, scratch, args.seed, None)
+        if res.get("status") == "ok":
+            report["ann"] = {"n": ann_n, "rows": res["ann"]}
+        else:
+            report["notes"].append(f"ANN comparison failed: {res.get('error', res.get('status'))}")
+        for f in scratch.glob(f"*_{ann_n}.npy"):
+            f.unlink()
+
+    report["matmul_gflops_end"] = matmul_gflops()
+    report["loadavg_end"] = os.getloadavg()
+    write_report(report, args)
+    if not args.data_dir:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"wrote {Path(args.out) / (args.prefix + '.md')}", flush=True)
+
+
+def write_report(report: dict, args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.prefix}.json").write_text(json.dumps(report, indent=1, default=float))
+    (out / f"{args.prefix}.md").write_text(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
