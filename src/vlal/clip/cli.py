@@ -23,7 +23,8 @@ __all__ = ["embed"]
               help="A local checkpoint file (e.g. /path/to/ViT-B-32.pt), an open_clip tag whose weights are "
                    "already cached, or 'none' for random weights (testing only: features are meaningless).")
 @click.option("--test-images", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Folder of the test split (same class sub-folders): adds test_features / test_labels.")
+              help="Folder of the test split (same class sub-folders): adds test_features / test_labels "
+                   "(which `vlal bench` needs).")
 @click.option("--class-names", "class_names_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Text file, one class name per line in label order (default: sub-folder names).")
 @click.option("--template", default="a photo of a {}.", show_default=True, help="Prompt of the text features.")
