@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrained", default=None,
                     help="local checkpoint file (e.g. /path/to/ViT-B-32.pt) or cached open_clip tag; "
                          "default: random weights (results meaningless)")
-    ap.add_argument("--images", type=Path, default=None, help="pool folder of class sub-folders (default: Fashion-MNIST)")
+    ap.add_argument("--images", type=Path, default=None,
+                    help="pool folder of class sub-folders (default: Fashion-MNIST)")
     ap.add_argument("--test-images", type=Path, default=None, help="test folder (same classes); default: the pool")
     ap.add_argument("--fashion-mnist", type=Path, default=FASHION_DIR, help="where the Fashion-MNIST .gz files are")
     ap.add_argument("--per-class", type=int, default=16, help="Fashion-MNIST pool images per class (test: half)")

@@ -143,7 +143,9 @@ def zero_shot_proba(image_features, text_features, temperature: float = 0.01) ->
     vlal.VlalInputError
         Shapes that are not (n, d) and (K, d), non-finite values, ``temperature <= 0``.
     """
-    x, w = (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)) for v in (image_features, text_features))
+    x, w = (
+        v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)) for v in (image_features, text_features)
+    )
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
         raise VlalInputError(
             f"image_features (n, d) and text_features (K, d) must share d; got {tuple(x.shape)} and {tuple(w.shape)}"
