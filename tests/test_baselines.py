@@ -321,8 +321,8 @@ def test_balanced_picks_by_hand():
     pred = np.array([0, 0, 2, 1, 2, 0, 1])
     picks = balanced_picks(pred, np.array([2, 0, 1]), 5)
     # c1 (0) -> pos 3; counts 2,1,1 -> c1 -> pos 6; 2,2,1 -> c2 -> pos 2; 2,2,2 -> c0 -> pos 0;
-    # 3,2,2 -> c1 has none left -> first remaining proposal (pos 1, class 0)
-    np.testing.assert_array_equal(picks, [3, 6, 2, 0, 1])
+    # 3,2,2 -> c1 has none left, so the least-labeled class with proposals, c2 -> pos 4
+    np.testing.assert_array_equal(picks, [3, 6, 2, 0, 4])
 
 
 class _Fixed(Random):
