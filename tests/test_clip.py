@@ -471,3 +471,27 @@ def test_tags_resolve_from_local_caches_only(clip, tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(state.values(), hub.model.state_dict().values()))
     with pytest.raises(WeightsNotFoundError):
         load_clip("hf-hub:vlal-test/absent", None, cache_dir=str(tmp_path))
+
+
+@pytest.mark.filterwarnings("ignore:k=20 >= number of candidates")
+@pytest.mark.filterwarnings("ignore::vlal.clip.RandomWeightsWarning")
+@pytest.mark.parametrize("kind", ["coop", "vpt"])
+def test_bench_cli_with_clip_tuner(kind, clip, folder, tmp_path):
+    """`vlal bench --tuner coop|vpt` runs the loop with a CLIP prompt tuner on an `embed` file
+    (VPT consumes the stored image paths)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vlal.cli import main
+    from vlal.clip import embed
+
+    embed(clip, folder, tmp_path / "e.npz", test_images=folder, progress=False)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["bench", "--data", str(tmp_path / "e.npz"), "--strategies", "random,cec",
+                                    "--rounds", "1", "--seeds", "1", "--budget-fraction", "0.5", "--tuner", kind,
+                                    "--clip-model", TINY, "--pretrained", "none", "--epochs", "1", "--quiet",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = json.loads((out / "bench.json").read_text())["records"]
+    assert sorted({r["n_labeled"] for r in recs}) == [0, 3]

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .data import FeatureDataset, zero_shot_proxy
+from .exceptions import VlalInputError
 from .loop import round_budget, run_active_learning
 from .registry import make_strategy
 from .tuners import FeatureSpaceTuner
@@ -32,6 +33,7 @@ def run_benchmark(
     seeds: Iterable[int] = (0, 1, 2),
     budget_fraction: float = 0.01,
     tuner_factory: Callable[[np.ndarray], object] | None = None,
+    tuner_inputs: str = "features",
     progress: bool = True,
 ) -> list[dict]:
     """Run every strategy for every seed on ``dataset``; one record per (strategy, seed, round).
@@ -48,7 +50,11 @@ def run_benchmark(
     budget_fraction : float, default 0.01
         Queries per round as a fraction of the initial pool (at least 1).
     tuner_factory : callable ``W0 -> Tuner``, optional
-        Default: :class:`~vlal.tuners.FeatureSpaceTuner`.
+        Default: :class:`~vlal.tuners.FeatureSpaceTuner`. E.g.
+        ``lambda w0: vlal.clip.CoOp(clip, class_names)`` for the paper's CoOp.
+    tuner_inputs : {"features", "paths"}, default "features"
+        What the tuner consumes: the cached features (feature-space tuner, CoOp), or the
+        image paths stored by ``vlal embed`` (VPT, MaPLe, which run the image encoder).
     progress : bool
         tqdm progress bar over (seed, strategy) runs.
 
@@ -61,6 +67,11 @@ def run_benchmark(
     from tqdm.auto import tqdm
 
     make_tuner = tuner_factory or FeatureSpaceTuner
+    if tuner_inputs not in ("features", "paths"):
+        raise VlalInputError(f"tuner_inputs must be 'features' or 'paths'; got {tuner_inputs!r}")
+    if tuner_inputs == "paths" and (dataset.pool_paths is None or dataset.test_paths is None):
+        raise VlalInputError(f"tuner_inputs='paths' needs pool_paths and test_paths in {dataset.name!r} "
+                             "(write the file with `vlal embed`)")
     seeds = list(seeds)
     strategies = list(strategies)
     for name in strategies:  # fail before any work on a typo
@@ -71,6 +82,9 @@ def run_benchmark(
         w0, keep = zero_shot_proxy(dataset, random_state=seed)
         pool_x, pool_y = dataset.pool_features[keep], dataset.pool_labels[keep]
         b = round_budget(pool_x.shape[0], budget_fraction)
+        paths = tuner_inputs == "paths"
+        pool_inputs = np.asarray(dataset.pool_paths)[keep].tolist() if paths else None
+        test_inputs = np.asarray(dataset.test_paths).tolist() if paths else dataset.test_features
         for name in strategies:
             bar.set_postfix_str(f"seed={seed} {name}")
             result = run_active_learning(
@@ -81,10 +95,11 @@ def run_benchmark(
                 make_tuner(w0),
                 pool_x,
                 pool_y,
-                dataset.test_features,
+                test_inputs,
                 dataset.test_labels,
                 n_rounds=n_rounds,
                 budget=b,
+                pool_inputs=pool_inputs,
             )
             for r in result.rounds:
                 records.append(

@@ -86,9 +86,19 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
 @click.option("--out", default="bench-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--prefix", default="bench", show_default=True, help="File name stem of the outputs.")
 @click.option("--report-rounds", default="1,2,5", show_default=True, help="Rounds shown in the table.")
+@click.option("--tuner", type=click.Choice(["feature", "coop", "vpt", "maple"]), default="feature", show_default=True,
+              help="feature = the feature-space stand-in for CoOp; coop/vpt/maple = CLIP prompt tuners "
+                   "(need the [clip] extra, --clip-model/--pretrained, and a file from `vlal embed`).")
+@click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name (CLIP tuners).")
+@click.option("--pretrained", default=None, help="open_clip tag or local checkpoint path (CLIP tuners); none = random weights.")
+@click.option("--epochs", default=None, type=click.IntRange(min=1), help="Override the CLIP tuner's epochs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, report_rounds, quiet):
-    """Run the paper's protocol (Sec. 5-6; method.md) and write CSV, JSON, a Markdown table and a plot."""
+def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, report_rounds, tuner, clip_model,
+              pretrained, epochs, quiet):
+    """Run the paper's benchmark protocol and write CSV, JSON, a Markdown table and a plot.
+
+    See docs/benchmark.md (paper Sec. 5-6).
+    """
     from .bench import run_benchmark, write_results
     from .data import load_features, make_synthetic
 
@@ -106,8 +116,9 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
     records = []
     try:
         for ds in datasets:
-            records += run_benchmark(ds, names, n_rounds=rounds, seeds=range(seeds),
-                                     budget_fraction=budget_fraction, progress=not quiet)
+            factory, inputs = _clip_tuner(tuner, ds, clip_model, pretrained, epochs)
+            records += run_benchmark(ds, names, n_rounds=rounds, seeds=range(seeds), budget_fraction=budget_fraction,
+                                     tuner_factory=factory, tuner_inputs=inputs, progress=not quiet)
     except VlalInputError as err:
         raise click.UsageError(str(err)) from err
     rr = [r for r in rr if r <= rounds] or [rounds]
@@ -115,6 +126,21 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
     paths = write_results(records, out, prefix, command=command, report_rounds=rr, note=note)
     click.echo(paths["md"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _clip_tuner(kind, ds, model_name, pretrained, epochs):
+    """``(tuner_factory, tuner_inputs)`` for ``vlal bench --tuner``; the feature tuner is the default."""
+    if kind == "feature":
+        return None, "features"
+    if ds.class_names is None:
+        raise VlalInputError(f"--tuner {kind} needs class names in {ds.name!r}: write it with `vlal embed` from a folder of class sub-folders (or --class-names)")
+    from . import clip  # needs the [clip] extra
+
+    model = clip.load_clip(model_name, None if pretrained in (None, "none") else pretrained)
+    cls = {"coop": clip.CoOp, "vpt": clip.VPT, "maple": clip.MaPLe}[kind]
+    kw = {} if epochs is None else {"epochs": epochs}
+    names = [str(n) for n in ds.class_names]
+    return (lambda w0: cls(model, names, **kw)), ("features" if kind == "coop" else "paths")
 
 
 def _split_top_level(s: str) -> list[str]:
@@ -133,6 +159,10 @@ def _split_top_level(s: str) -> list[str]:
     parts.append(cur)
     return parts
 
+
+from .clip.cli import embed as _embed_cmd  # noqa: E402  (click only; torch loads when it runs)
+
+main.add_command(_embed_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -33,6 +33,9 @@ class FeatureDataset:
     test_labels : ndarray (n_test,), int64
     shot_features, shot_labels : optional labeled images from a disjoint split
     class_embeddings : optional (K, d) zero-shot text embeddings, when known
+    class_names : optional (K,) class names (from ``vlal embed``)
+    pool_paths, test_paths : optional image paths of the rows (from ``vlal embed``), the
+        inputs of image-level tuners (VPT, MaPLe)
     synthetic : bool — True for the generated default
     """
 
@@ -45,6 +48,9 @@ class FeatureDataset:
     shot_labels: np.ndarray | None = None
     class_embeddings: np.ndarray | None = None
     synthetic: bool = False
+    class_names: np.ndarray | None = None
+    pool_paths: np.ndarray | None = None
+    test_paths: np.ndarray | None = None
 
     @property
     def n_classes(self) -> int:
@@ -64,7 +70,8 @@ class FeatureDataset:
 def load_features(path) -> FeatureDataset:
     """Load a dataset from an ``.npz`` with keys ``pool_features``, ``pool_labels``,
     ``test_features``, ``test_labels`` and optionally ``shot_features``, ``shot_labels``,
-    ``text_features`` (zero-shot class embeddings).
+    ``text_features`` (zero-shot class embeddings), ``class_names``, ``pool_paths`` and
+    ``test_paths`` (as written by ``vlal embed``).
 
     Raises
     ------
@@ -90,6 +97,9 @@ def load_features(path) -> FeatureDataset:
             shot_features=get("shot_features"),
             shot_labels=None if get("shot_labels") is None else z["shot_labels"].astype(np.int64),
             class_embeddings=get("text_features"),
+            class_names=get("class_names"),
+            pool_paths=get("pool_paths"),
+            test_paths=get("test_paths"),
         )
 
 
