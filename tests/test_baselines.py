@@ -1,5 +1,7 @@
 """Baselines (Margin, LeastConfidence, CoreSet, BADGE, ALFA-Mix, GCNAL) and the PCB wrapper."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,10 @@ class TestALFAMixLargeCap(StrategyTemplate):
     make = staticmethod(lambda rs: ALFAMix(alpha_cap=0.5, random_state=rs))
 
 
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="GCNAL needs torch ([clip] extra)")
+
+
+@needs_torch
 class TestGCNAL(StrategyTemplate):
     make = staticmethod(lambda rs: GCNAL(n_neighbors=5, hidden=16, n_steps=5, random_state=rs))
 
@@ -250,6 +256,7 @@ def test_requires_labels_round_one_is_random(make):
 # --------------------------------------------------------------------------- GCNAL
 
 
+@needs_torch
 def test_gcnal_deterministic():
     x, p, y = make_pool(n=80, d=8)
     lab = np.arange(0, 80, 8)
@@ -259,6 +266,7 @@ def test_gcnal_deterministic():
     np.testing.assert_array_equal(a, b)
 
 
+@needs_torch
 def test_gcnal_does_not_touch_global_torch_rng():
     torch = pytest.importorskip("torch")
     x, p, y = make_pool(n=40)
@@ -269,6 +277,7 @@ def test_gcnal_does_not_touch_global_torch_rng():
     assert torch.equal(torch.rand(3), expected)
 
 
+@needs_torch
 def test_gcnal_graph_is_sparse_and_normalised():
     rng = np.random.default_rng(0)
     n, k = 500, 10
@@ -284,6 +293,7 @@ def test_gcnal_graph_is_sparse_and_normalised():
     assert eigsh(a.astype(np.float64), k=1, which="LA", return_eigenvectors=False)[0] == pytest.approx(1.0, abs=1e-4)
 
 
+@needs_torch
 def test_gcnal_duplicate_rows_graph():
     z = np.ones((6, 3), np.float32) / np.sqrt(3)
     a = _knn_adjacency(z, 10)  # k reduced to n - 1
@@ -302,8 +312,15 @@ def test_gcnal_missing_torch_message(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
     x, p, y = make_pool(n=30)
-    with pytest.raises(ImportError, match=r"pip install vlal\[clip\]"):
+    with pytest.raises(ImportError, match=r"pip install 'vlal\[clip\]'"):
         GCNAL(n_steps=2).select(x, p, 2, labeled=np.arange(3), labels=y[:3])
+    with pytest.raises(ImportError, match="GCNAL needs PyTorch"):
+        vlal.make_strategy("pcb(gcnal)").check_dependencies()
+    with pytest.raises(ImportError, match="GCNAL needs PyTorch"):  # before any round runs
+        from vlal.bench import run_benchmark
+        from vlal.data import make_synthetic
+
+        run_benchmark(make_synthetic(n_pool=50, n_test=10, n_classes=2, dim=4), ["random", "gcnal"], progress=False)
 
 
 def test_gcnal_bad_params():
@@ -406,7 +423,9 @@ def test_registry_names(name, cls):
 def test_registry_pcb_wrapper(inner, cls):
     s = vlal.make_strategy(f"pcb({inner})", random_state=2)
     assert isinstance(s, PCB) and type(s.base_strategy) is cls and s.random_state == 2
-    assert "pcb(base)" in vlal.available_strategies()
+    assert "pcb(<base>)" in vlal.available_strategies()
+    g = vlal.make_strategy(f"PCB[gamma=0.5]({inner})")
+    assert g.gamma == 0.5 and type(g.base_strategy) is cls
 
 
 def test_pcb_skips_classes_without_proposals():

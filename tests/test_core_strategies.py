@@ -104,3 +104,38 @@ def test_registry_parameters_in_names():
         vlal.make_strategy("cec[foo=1]")
     with pytest.raises(ValueError, match="bad parameter"):
         vlal.make_strategy("cec[10]")
+
+
+def test_registry_literal_values_keep_their_case():
+    # "False" must stay the literal False (a lower-cased "false" would be a truthy string)
+    assert vlal.make_strategy("cec[calibration=False]").calibration is False
+    assert vlal.make_strategy("CEC[neighbor_term=False]").neighbor_term is False
+    with pytest.raises(ValueError, match="calibration must be True or False"):
+        vlal.make_strategy("cec[calibration=maybe]")
+    with pytest.raises(ValueError, match="given twice"):
+        vlal.make_strategy("cec[k=5,k=6]")
+
+
+def test_negative_seed_named():
+    x, p, _ = make_pool()
+    with pytest.raises(ValueError, match="random_state"):
+        Random(random_state=-1).select(x, p, 3)
+
+
+def test_labels_beyond_classes_rejected():
+    x, p, _ = make_pool()
+    with pytest.raises(ValueError, match="only 4 classes"):
+        Random().select(x, p, 3, labeled=[0, 1], labels=[0, 9])
+
+
+def test_int_mask_hint():
+    x, p, _ = make_pool()
+    with pytest.raises(ValueError, match="boolean"):
+        Random().select(x, p, 3, labeled=np.r_[np.ones(5, int), np.zeros(55, int)])
+
+
+def test_huge_feature_values_normalised():
+    x, p, _ = make_pool(n=30, dtype=np.float64)
+    a = CEC(k=5, random_state=0).select(x * 1e300, p, 4)
+    b = CEC(k=5, random_state=0).select(x, p, 4)
+    np.testing.assert_array_equal(a, b)

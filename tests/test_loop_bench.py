@@ -164,3 +164,29 @@ def test_benchmark_gives_strategies_a_generator(monkeypatch):
     ds = make_synthetic(n_pool=100, n_test=20, n_classes=3, dim=4)
     bench.run_benchmark(ds, ["random"], n_rounds=1, seeds=[0], progress=False)
     assert any(isinstance(r, np.random.Generator) for r in seen)
+
+
+def test_budget_pct_when_pool_runs_out():
+    ds = make_synthetic(n_pool=40, n_test=20, n_classes=2, dim=4)
+    rec = run_benchmark(ds, ["random"], n_rounds=3, seeds=[0], budget_fraction=0.6, progress=False)
+    assert [r["budget_pct"] for r in rec] == [0.0, 60.0, 100.0]
+    table = markdown_table(rec, report_rounds=(1, 2, 3))
+    assert "| 100 |" in table and "nan" not in table
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    np.save(tmp_path / "f.npy", np.ones((3, 2)))
+    np.save(tmp_path / "p.npy", np.full((3, 2), 0.5))
+    cases = [
+        (["bench", "--data", str(tmp_path / "f.npy"), "--rounds", "1", "--seeds", "1"], "expected an .npz"),
+        (["bench", "--strategies", "", "--rounds", "1", "--seeds", "1", "--out", str(tmp_path)], "strategies is empty"),
+        (["select", "--features", str(tmp_path / "f.npy"), "--probs", str(tmp_path / "f.npy"), "--budget", "1",
+          "--out", str(tmp_path / "q.json")], ".npy, .txt or .csv"),
+        (["select", "--features", str(tmp_path / "f.npy"), "--probs", str(tmp_path / "p.npy"), "--budget", "1",
+          "--seed", "-1", "--out", str(tmp_path / "q.npy")], "random_state"),
+    ]
+    for args, msg in cases:
+        res = runner.invoke(main, args)
+        assert res.exit_code != 0 and msg in res.output, (args, res.output)
+        assert "Traceback" not in res.output

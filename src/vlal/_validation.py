@@ -151,11 +151,14 @@ def check_labeled(labeled, n: int) -> np.ndarray:
     uniq = np.unique(idx)
     if uniq.size != idx.size:
         vals, counts = np.unique(idx, return_counts=True)
-        raise VlalInputError(f"labeled holds duplicated index {int(vals[counts > 1][0])}")
+        hint = ""
+        if idx.size == n and set(vals.tolist()) <= {0, 1}:
+            hint = " (it looks like a 0/1 mask: pass it as a boolean array, labeled.astype(bool))"
+        raise VlalInputError(f"labeled holds duplicated index {int(vals[counts > 1][0])}{hint}")
     return idx
 
 
-def check_labels(labels, labeled_idx: np.ndarray, n: int) -> np.ndarray | None:
+def check_labels(labels, labeled_idx: np.ndarray, n: int, n_classes: int | None = None) -> np.ndarray | None:
     """Validate the classes of the labeled rows; aligned with ``labeled`` as the caller gave it.
 
     ``labels`` may have one entry per labeled row (in the order of ``labeled``, or of
@@ -179,6 +182,10 @@ def check_labels(labels, labeled_idx: np.ndarray, n: int) -> np.ndarray | None:
     arr = arr.astype(np.int64)
     if arr.size and arr.min() < 0:
         raise VlalInputError(f"labels must be non-negative class ids; got {int(arr.min())}")
+    if arr.size and n_classes is not None and arr.max() >= n_classes:
+        raise VlalInputError(
+            f"labels holds class {int(arr.max())}, but probs has only {n_classes} classes (columns)"
+        )
     return arr
 
 
@@ -225,6 +232,9 @@ def l2_normalize(features: np.ndarray, name: str = "features", *, rows=None, cop
     for start in range(0, n, step):
         src = features[start : start + step] if rows is None else features[rows[start : start + step]]
         block = np.asarray(src, dtype=np.float64)
+        # divide by the largest magnitude first: huge values (1e300) would overflow the norm
+        scale = np.abs(block).max(axis=1, keepdims=True)
+        block = np.divide(block, scale, out=np.zeros_like(block), where=scale > 0)
         norms = np.linalg.norm(block, axis=1)
         zero = norms == 0
         if zero.any():
@@ -249,7 +259,11 @@ def rng_from(random_state) -> np.random.Generator:
     """A numpy Generator from None, an int seed, a SeedSequence or a Generator."""
     if isinstance(random_state, np.random.Generator):
         return random_state
-    if random_state is None or isinstance(random_state, (numbers.Integral, np.random.SeedSequence)):
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, (bool, np.bool_)):
+        if random_state < 0:
+            raise VlalInputError(f"random_state must be a non-negative int; got {random_state}")
+        return np.random.default_rng(int(random_state))
+    if random_state is None or isinstance(random_state, np.random.SeedSequence):
         return np.random.default_rng(random_state)
     raise VlalInputError(f"random_state must be None, an int or a numpy Generator; got {type(random_state).__name__}")
 

@@ -74,14 +74,17 @@ def run_benchmark(
                              "(write the file with `vlal embed`)")
     seeds = list(seeds)
     strategies = list(strategies)
-    for name in strategies:  # fail before any work on a typo
-        make_strategy(name)
+    if not strategies:
+        raise VlalInputError("strategies is empty: name at least one (see `vlal strategies`)")
+    for name in strategies:  # fail before any work: a typo, or a missing extra (GCNAL: torch)
+        make_strategy(name).check_dependencies()
     records: list[dict] = []
     bar = tqdm(total=len(seeds) * len(strategies), desc=dataset.name, disable=not progress)
     for seed in seeds:
         w0, keep = zero_shot_proxy(dataset, random_state=seed)
         pool_x, pool_y = dataset.pool_features[keep], dataset.pool_labels[keep]
-        b = round_budget(pool_x.shape[0], budget_fraction)
+        n_pool = pool_x.shape[0]
+        b = round_budget(n_pool, budget_fraction)
         paths = tuner_inputs == "paths"
         pool_inputs = np.asarray(dataset.pool_paths)[keep].tolist() if paths else None
         test_inputs = np.asarray(dataset.test_paths).tolist() if paths else dataset.test_features
@@ -109,7 +112,8 @@ def run_benchmark(
                         "seed": int(seed),
                         "round": r.round,
                         "n_labeled": r.n_labeled,
-                        "budget_pct": round(100.0 * r.round * budget_fraction, 6),
+                        # nominal B (round x fraction), or the true share once the pool ran out
+                        "budget_pct": round(100.0 * min(r.round * budget_fraction, r.n_labeled / n_pool), 6),
                         "accuracy": 100.0 * r.accuracy,
                         "select_seconds": r.select_seconds,
                     }
@@ -148,6 +152,8 @@ def markdown_table(records: list[dict], report_rounds: Sequence[int] = (1, 2, 5)
         zs_mean = float(np.mean(zs)) if zs else float("nan")
         avg.setdefault(("zs",), []).append(zs_mean)
         for i, r in enumerate(report_rounds):
+            if not any((ds, s, r) in stats for s in strategies):
+                continue  # the pool ran out before this round
             cells = []
             best = max((stats[(ds, s, r)][0] for s in strategies if (ds, s, r) in stats), default=None)
             for s in strategies:
@@ -163,6 +169,8 @@ def markdown_table(records: list[dict], report_rounds: Sequence[int] = (1, 2, 5)
     if len(datasets) > 1:
         for i, r in enumerate(report_rounds):
             means = {s: float(np.mean(avg[(s, i)])) for s in strategies if len(avg.get((s, i), [])) == len(datasets)}
+            if not means:
+                continue
             best = max(means.values(), default=None)
             cells = [("-" if s not in means else (f"**{means[s]:.1f}**" if means[s] == best else f"{means[s]:.1f}")) for s in strategies]
             pct = _pct(pct_of.get((datasets[0], r), float("nan")))
@@ -208,8 +216,8 @@ def write_results(records: list[dict], out_dir, prefix: str = "bench", command: 
     Returns the paths written, by kind.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"{prefix}.{k}" for k in ("csv", "json", "md", "png")}
+    paths["csv"].parent.mkdir(parents=True, exist_ok=True)
     with open(paths["csv"], "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         w.writeheader()

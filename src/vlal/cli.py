@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -57,21 +58,20 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     """Choose BUDGET pool rows to label and write their indices."""
     from .registry import make_strategy
 
-    try:
+    outp = Path(out)
+    if outp.suffix not in (".npy", ".txt", ".csv"):
+        raise click.BadParameter(f"{out}: use a .npy, .txt or .csv file name", param_hint="--out")
+    with _user_errors():
         strat = make_strategy(strategy, random_state=seed)
         f = _load_array(features, "pool_features")
         p = _load_array(probs, "probs")
         lab = None if labeled is None else _load_array(labeled, "labeled")
         lbl = None if labels is None else _load_array(labels, "labels")
         idx = strat.select(f, p, budget, labeled=lab, labels=lbl)
-    except VlalInputError as err:
-        raise click.UsageError(str(err)) from err
-    outp = Path(out)
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    if outp.suffix in (".txt", ".csv"):
-        np.savetxt(outp, idx, fmt="%d")
-    else:
-        np.save(outp, idx)
+        if outp.suffix == ".npy":
+            np.save(outp, idx)
+        else:
+            np.savetxt(outp, idx, fmt="%d")
     click.echo(f"{strat!r}: queried {idx.size} of {f.shape[0]} rows -> {outp}")
 
 
@@ -107,25 +107,38 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
         rr = [int(x) for x in report_rounds.split(",") if x.strip()]
     except ValueError as err:
         raise click.BadParameter(f"--report-rounds must be comma-separated integers: {report_rounds!r}") from err
-    datasets = [load_features(p) for p in data] if data else [make_synthetic()]
+    with _user_errors():
+        datasets = [load_features(p) for p in data] if data else [make_synthetic()]
     note = None
     if not data:
         note = ("**Synthetic data**: the embedded default pool of `vlal.data.make_synthetic()` (clustered unit "
                 "vectors, long-tailed classes, one-shot prototype zero-shot proxy); not CLIP features.")
         click.echo("No --data given: running on the embedded SYNTHETIC pool (not CLIP features).")
     records = []
-    try:
+    with _user_errors():
         for ds in datasets:
             factory, inputs = _clip_tuner(tuner, ds, clip_model, pretrained, epochs)
             records += run_benchmark(ds, names, n_rounds=rounds, seeds=range(seeds), budget_fraction=budget_fraction,
                                      tuner_factory=factory, tuner_inputs=inputs, progress=not quiet)
-    except VlalInputError as err:
-        raise click.UsageError(str(err)) from err
+    dropped = [r for r in rr if r > rounds]
+    if dropped:
+        click.echo(f"note: --report-rounds {dropped} exceed --rounds {rounds} and are not shown", err=True)
     rr = [r for r in rr if r <= rounds] or [rounds]
     command = "vlal " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    paths = write_results(records, out, prefix, command=command, report_rounds=rr, note=note)
+    with _user_errors():
+        paths = write_results(records, out, prefix, command=command, report_rounds=rr, note=note)
     click.echo(paths["md"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Show bad input, missing files/extras and unwritable outputs as one-line CLI errors."""
+    try:
+        yield
+    except (VlalInputError, FileNotFoundError, ImportError, PermissionError, IsADirectoryError,
+            NotADirectoryError) as err:
+        raise click.ClickException(str(err)) from err
 
 
 def _clip_tuner(kind, ds, model_name, pretrained, epochs):
@@ -133,7 +146,7 @@ def _clip_tuner(kind, ds, model_name, pretrained, epochs):
     if kind == "feature":
         return None, "features"
     if ds.class_names is None:
-        raise VlalInputError(f"--tuner {kind} needs class names in {ds.name!r}: write it with `vlal embed` from a folder of class sub-folders (or --class-names)")
+        raise VlalInputError(f"--tuner {kind} needs class names in {ds.name!r}: write it with `vlal embed` from a folder of class sub-folders (or `vlal embed --class-names`)")
     from . import clip  # needs the [clip] extra
 
     model = clip.load_clip(model_name, None if pretrained in (None, "none") else pretrained)

@@ -83,6 +83,8 @@ def load_features(path) -> FeatureDataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no feature file at {path}")
+    if path.suffix != ".npz":
+        raise VlalInputError(f"{path}: expected an .npz with pool_features, pool_labels, test_features, test_labels")
     with np.load(path, allow_pickle=False) as z:
         missing = [k for k in _REQUIRED if k not in z.files]
         if missing:

@@ -45,36 +45,45 @@ def register(name: str, factory: Callable[..., Strategy], *, wrapper: bool = Fal
 
 
 def available_strategies() -> list[str]:
-    """Names accepted by :func:`make_strategy` (wrappers shown as ``name(base)``)."""
-    return sorted(_FACTORIES) + [f"{w}(base)" for w in sorted(_WRAPPERS)]
+    """Names accepted by :func:`make_strategy` (wrappers shown as ``name(<base>)``)."""
+    return sorted(_FACTORIES) + [f"{w}(<base>)" for w in sorted(_WRAPPERS)]
+
+
+_NAME = r"\s*([A-Za-z0-9_\-]+)\s*"
 
 
 def make_strategy(name: str, random_state=None) -> Strategy:
-    """Build the strategy called ``name`` (e.g. ``"cec"``, ``"pcb(entropy)"``, ``"cec[k=10,alpha=0.05]"``).
+    """Build a strategy from its name.
 
-    ``name[key=value,...]`` passes constructor parameters (Python literals; bare words
-    are strings); ``wrapper(base)`` wraps another strategy.
+    Forms: ``"cec"``; ``"cec[k=10,alpha=0.05]"`` (constructor parameters as Python
+    literals, e.g. ``False``, ``0.1``, ``'greedy'``; bare words are strings);
+    ``"pcb(entropy)"`` (a wrapper around a base strategy); ``"pcb[gamma=0.2](cec[k=10])"``.
+    Strategy names are case-insensitive; parameter values are not.
 
     Raises
     ------
     ValueError
-        Unknown name (the message lists the known ones).
+        Unknown name (the message lists the known ones), malformed or unknown parameters.
     """
-    key = name.strip().lower()
-    m = re.fullmatch(r"([a-z0-9_\-]+)\((.+)\)", key)
+    if not isinstance(name, str):
+        raise VlalInputError(f"strategy name must be a string; got {type(name).__name__}")
+    m = re.fullmatch(_NAME + r"(?:\[(.*?)\])?\s*\((.+)\)\s*", name)
     if m:
-        outer, inner = m.group(1), m.group(2)
+        outer, params, inner = m.group(1).lower(), _parse_params(m.group(2) or "", name), m.group(3)
         if outer not in _WRAPPERS:
             raise VlalInputError(f"unknown wrapper strategy {outer!r}; known: {available_strategies()}")
-        return _WRAPPERS[outer](make_strategy(inner, random_state), random_state=random_state)
-    params = {}
-    m = re.fullmatch(r"([a-z0-9_\-]+)\[(.*)\]", key)
-    if m:
-        key, params = m.group(1), _parse_params(m.group(2), name)
+        base = make_strategy(inner, random_state)
+        return _build(_WRAPPERS[outer], name, base, random_state=random_state, **params)
+    m = re.fullmatch(_NAME + r"(?:\[(.*)\])?\s*", name)
+    key = m.group(1).lower() if m else None
     if key not in _FACTORIES:
         raise VlalInputError(f"unknown strategy {name!r}; known: {available_strategies()}")
+    return _build(_FACTORIES[key], name, random_state=random_state, **_parse_params(m.group(2) or "", name))
+
+
+def _build(factory, name, *args, **kwargs) -> Strategy:
     try:
-        return _FACTORIES[key](random_state=random_state, **params)
+        return factory(*args, **kwargs)
     except TypeError as err:
         raise VlalInputError(f"bad parameters in {name!r}: {err}") from err
 
@@ -84,12 +93,15 @@ def _parse_params(text: str, name: str) -> dict:
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
         k, sep, v = item.partition("=")
-        if not sep or not k.strip().isidentifier():
+        k = k.strip()
+        if not sep or not k.isidentifier():
             raise VlalInputError(f"bad parameter {item!r} in {name!r}; use name[key=value,...]")
+        if k in out:
+            raise VlalInputError(f"parameter {k!r} given twice in {name!r}")
         try:
-            out[k.strip()] = ast.literal_eval(v.strip())
+            out[k] = ast.literal_eval(v.strip())
         except (ValueError, SyntaxError):
-            out[k.strip()] = v.strip()  # bare words, e.g. clustering=greedy
+            out[k] = v.strip()  # bare words, e.g. clustering=greedy
     return out
 
 

@@ -21,13 +21,16 @@ def _class_anchors(z_lab: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     return classes, anchors.astype(np.float32)
 
 
-def _predict(model, x: np.ndarray) -> np.ndarray:
+def _predict(model, x: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     """``argmax model.predict_proba(x)`` with the output shape checked."""
     p = np.asarray(model.predict_proba(x))
-    if p.ndim != 2 or p.shape[0] != x.shape[0]:
+    if p.ndim != 2 or p.shape[0] != x.shape[0] or (n_classes is not None and p.shape[1] != n_classes):
+        k = "n_classes" if n_classes is None else n_classes
         raise VlalInputError(
-            f"model.predict_proba returned shape {p.shape} for {x.shape[0]} rows; expected (n_rows, n_classes)"
+            f"model.predict_proba returned shape {p.shape} for {x.shape[0]} rows; expected ({x.shape[0]}, {k})"
         )
+    if not np.isfinite(p).all():
+        raise VlalInputError("model.predict_proba returned NaN or inf")
     return p.argmax(axis=1)
 
 

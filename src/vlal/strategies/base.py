@@ -111,7 +111,7 @@ class Strategy(abc.ABC):
         f, p = check_pool(features, probs)
         n = f.shape[0]
         labeled_idx = check_labeled(labeled, n)
-        lab = check_labels(labels, labeled_idx, n)
+        lab = check_labels(labels, labeled_idx, n, n_classes=p.shape[1])
         mask = np.ones(n, dtype=bool)
         mask[labeled_idx] = False
         candidates = np.flatnonzero(mask).astype(np.int64)
@@ -139,6 +139,13 @@ class Strategy(abc.ABC):
             raise RuntimeError("strategy returned duplicated indices")
         if chosen.min() < 0 or chosen.max() >= candidate_mask.size or not candidate_mask[chosen].all():
             raise RuntimeError("strategy returned an index outside the unlabeled pool")
+
+    def check_dependencies(self) -> None:
+        """Raise ``ImportError`` naming the missing extra if :meth:`select` could not run.
+
+        Harnesses call it before a long run; strategies with optional dependencies
+        (GCNAL: torch) override it.
+        """
 
     def get_params(self) -> dict:
         """The constructor parameters (as stored), e.g. for logging."""

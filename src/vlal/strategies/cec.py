@@ -101,6 +101,9 @@ class CEC(Strategy):
         self.k = k
         self.alpha = alpha
         self.top_n = top_n
+        for flag, value in (("calibration", calibration), ("neighbor_term", neighbor_term)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise VlalInputError(f"{flag} must be True or False; got {value!r}")
         self.calibration = bool(calibration)
         self.neighbor_term = bool(neighbor_term)
         self.clustering = clustering

@@ -21,7 +21,8 @@ def _import_torch():
         import torch
     except ImportError as err:  # pragma: no cover - torch is installed in the dev environment
         raise ImportError(
-            "GCNAL needs PyTorch, which is not installed; install it with `pip install vlal[clip]`"
+            "GCNAL needs PyTorch, which is not installed; install it with `pip install 'vlal[clip]'` "
+            "(in a source checkout: `pip install -e '.[clip]'`)"
         ) from err
     return torch
 
@@ -166,6 +167,10 @@ class GCNAL(Strategy):
     """
 
     requires_labels = True
+
+    def check_dependencies(self) -> None:
+        """Raise ``ImportError`` (with the install command) when torch is missing."""
+        _import_torch()
 
     def __init__(
         self,

@@ -97,6 +97,9 @@ class PCB(Strategy):
         self.gamma = gamma
         self.random_state = random_state
 
+    def check_dependencies(self) -> None:
+        self.base_strategy.check_dependencies()
+
     def n_proposals(self, budget: int, n_candidates: int) -> int:
         """``min(n_candidates, max(budget, ceil(gamma * n_candidates)))``."""
         return min(n_candidates, max(budget, math.ceil(float(self.gamma) * n_candidates)))
