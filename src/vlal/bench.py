@@ -191,14 +191,16 @@ def plot_curves(records: list[dict], path) -> None:
     strategies = list(dict.fromkeys(r["strategy"] for r in records))
     rounds = sorted({r["round"] for r in records})
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2), squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(strategies) <= 10 else "tab20")
+    colors = {s: ("black" if s == "cec" else cmap(i % cmap.N)) for i, s in enumerate(strategies)}
     for ax, ds in zip(axes[0], datasets):
         for s in strategies:
             pts = [(r, *stats[(ds, s, r)][:2]) for r in rounds if (ds, s, r) in stats]
             if not pts:
                 continue
             x, m, sd = map(np.asarray, zip(*pts))
-            ax.plot(x, m, marker="o", ms=3, label=s, lw=2.2 if s == "cec" else 1.3)
-            ax.fill_between(x, m - sd, m + sd, alpha=0.12)
+            ax.plot(x, m, marker="o", ms=3, label=s, color=colors[s], lw=2.4 if s == "cec" else 1.3)
+            ax.fill_between(x, m - sd, m + sd, color=colors[s], alpha=0.10)
         ax.set_title(ds)
         ax.set_xlabel("round (0 = zero-shot)")
         ax.set_ylabel("test accuracy (%)")
