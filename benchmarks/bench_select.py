@@ -3,7 +3,7 @@
 Synthetic CLIP-like pools (clustered unit vectors, d = 512, K = 100 classes, class
 probabilities from a miscalibrated one-prototype-per-class softmax at T = 0.01), budget
 b = 1 % of n. For every pool size, each method runs in its own subprocess (so that its
-peak RSS, ``ru_maxrss``, is its own) on the same inputs:
+peak RSS, ``VmHWM``, is its own) on the same inputs:
 
 * ``cec``       -- ``vlal.CEC`` with its defaults (``knn_index="auto"``, ``kmeans_mode="auto"``):
                    wall time per stage, kNN recall@20 against exact search on 1,000 sampled
@@ -13,6 +13,10 @@ peak RSS, ``ru_maxrss``, is its own) on the same inputs:
                    and nearest-to-centre with the same distinct-row rule.
 * ``skal-coreset``, ``skal-badge``, ``skal-clue`` -- scikit-activeml's CoreSet / Badge / Clue
                    (if installed), fed the same features and probabilities.
+* ``cec-exact``   -- (only when asked for) CEC with ``knn_index="exact", kmeans_mode="exact"``:
+                   isolates what the approximate paths change.
+* ``cec-f16-memmap`` -- (only when asked for) CEC on float16 features and probabilities read
+                   through ``np.load(mmap_mode="r")``: the low-memory input path.
 
 Selection quality is measured on 20,000 random pool rows: the ``H^``-weighted mean squared
 distance to the nearest pick (the quantity the weighted K-Means + query step minimise, lower
@@ -50,6 +54,8 @@ D, K, T = 512, 100, 0.01
 EVAL_ROWS = 20_000
 RECALL_QUERIES = 1_000
 METHODS = ("cec", "reference", "skal-coreset", "skal-badge", "skal-clue")
+#: Not run by default: CEC with the fast paths forced off (exact kNN, exact K-Means).
+EXTRA_METHODS = ("cec-exact", "cec-f16-memmap")
 DEFAULT_SIZES = (10_000, 50_000, 100_000, 1_000_000)
 QUICK_SIZES = (2_000, 25_000)
 REAL_DATA = HERE.parents[1] / "shared" / "data" / "clip-vitb32"
@@ -130,10 +136,14 @@ def data_stats(x, y) -> dict:
     }
 
 
-def write_pool(n: int, data_dir: Path, seed: int = 0) -> None:
+def write_pool(n: int, data_dir: Path, seed: int = 0, float16: bool = False) -> None:
     x, y, protos = make_clip_like_pool(n, seed=seed)
     np.save(data_dir / f"x_{n}.npy", x)
-    np.save(data_dir / f"p_{n}.npy", prototype_softmax(x, protos))
+    p = prototype_softmax(x, protos)
+    np.save(data_dir / f"p_{n}.npy", p)
+    if float16:
+        np.save(data_dir / f"x16_{n}.npy", x.astype(np.float16))
+        np.save(data_dir / f"p16_{n}.npy", p.astype(np.float16))
     np.save(data_dir / f"y_{n}.npy", y)
     np.save(data_dir / f"w0_{n}.npy", protos)
 
@@ -179,7 +189,21 @@ def selection_quality(x, y, h, picks, eval_rows) -> dict:
 
 
 def _rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB -> GB (Linux)
+    """Peak resident memory of this process, GB.
+
+    ``VmHWM`` from ``/proc/self/status`` (Linux): the high-water mark of this program since
+    it started. ``ru_maxrss`` is not used where ``VmHWM`` exists: after fork + exec it
+    starts from the parent's own peak, which here (the parent generates the pools) would
+    hide the worker's figure.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB -> GB (Linux)
 
 
 def _load(n: int, data_dir: Path):
@@ -206,14 +230,19 @@ def _knn_recall(z, index, k: int, rows) -> dict:
     return {"recall": float(recall), "_approx": (da, ia), "_exact": (de, ie)}
 
 
-def worker_cec(n: int, data_dir: Path, seed: int) -> dict:
+def worker_cec(n: int, data_dir: Path, seed: int, exact: bool = False, f16_memmap: bool = False) -> dict:
     import scipy.sparse  # noqa: F401  (imported before the clock starts)
 
     import vlal
     from vlal import _faiss, scoring
     from vlal.strategies import cec as cec_mod
 
-    x, p, y = _load(n, data_dir)
+    if f16_memmap:
+        x = np.load(data_dir / f"x16_{n}.npy", mmap_mode="r")
+        p = np.load(data_dir / f"p16_{n}.npy", mmap_mode="r")
+        y = np.load(data_dir / f"y_{n}.npy")
+    else:
+        x, p, y = _load(n, data_dir)
     rss_loaded = _rss_gb()
     b = max(1, n // 100)
     times = {"calibration": 0.0, "knn_build": 0.0, "knn_search": 0.0, "kmeans": 0.0, "query": 0.0}
@@ -238,19 +267,22 @@ def worker_cec(n: int, data_dir: Path, seed: int) -> dict:
     cec_mod.weighted_kmeans = timed("kmeans", cec_mod.weighted_kmeans, "kmeans")
     cec_mod.nearest_to_centers = timed("query", cec_mod.nearest_to_centers)
 
-    strategy = vlal.CEC(random_state=seed)
+    params = {"knn_index": "exact", "kmeans_mode": "exact"} if exact else {}
+    strategy = vlal.CEC(random_state=seed, **params)
     t0 = time.perf_counter()
     picks = strategy.select(x, p, b)
     total = time.perf_counter() - t0
     rss_select = _rss_gb()
 
     index = captured["knn_build"]
-    kmeans_mode = scoring.resolve_kmeans_mode("auto", n, b)
+    kmeans_mode = scoring.resolve_kmeans_mode(strategy.kmeans_mode, n, b)
     iters = strategy.n_iter if kmeans_mode == "exact" else min(strategy.n_iter, _faiss.KMEANS_FAST_MAX_ITER)
     if kmeans_mode == "exact":  # faiss' own Lloyd does not pass through the counter
         dists["kmeans"] += n * b * iters
     rng = np.random.default_rng(1234)
     qrows = np.sort(rng.choice(n, size=min(n, RECALL_QUERIES), replace=False))
+    if f16_memmap:  # checks below compare against the float32 unit rows the index was built on
+        x = index.base
     rec = _knn_recall(x, index, strategy.k, qrows)
     h = vlal.calibrated_entropy(p)
     hnn_a = (np.exp(-strategy.alpha * rec["_approx"][0]) * h[rec["_approx"][1]]).mean(1)
@@ -258,10 +290,11 @@ def worker_cec(n: int, data_dir: Path, seed: int) -> dict:
     eval_rows = np.sort(rng.choice(n, size=min(n, EVAL_ROWS), replace=False))
     quality = selection_quality(x, y, h, picks, eval_rows)
     random_picks = np.random.default_rng(seed).choice(n, size=b, replace=False)
-    np.save(data_dir / f"picks_cec_{n}.npy", picks)
+    name = "cec-exact" if exact else "cec-f16-memmap" if f16_memmap else "cec"
+    np.save(data_dir / f"picks_{name}_{n}.npy", picks)
     knn_time = times["knn_build"] + times["knn_search"]
     return {
-        "n": n, "b": b, "method": "cec", "total_s": total,
+        "n": n, "b": b, "method": name, "total_s": total,
         "stages_s": {"calibration": times["calibration"], "knn": knn_time, "knn_build": times["knn_build"],
                      "kmeans": times["kmeans"], "query": times["query"],
                      "other": total - sum(times.values())},
@@ -501,8 +534,9 @@ def ann_compare(n: int, data_dir: Path, search_rows: int = 10_000) -> list[dict]
 
 def run_worker(args) -> None:
     data_dir = Path(args.data_dir)
-    if args.worker == "cec":
-        res = worker_cec(args.n, data_dir, args.seed)
+    if args.worker in ("cec", "cec-exact", "cec-f16-memmap"):
+        res = worker_cec(args.n, data_dir, args.seed, exact=args.worker == "cec-exact",
+                         f16_memmap=args.worker == "cec-f16-memmap")
     elif args.worker == "reference":
         res = worker_reference(args.n, data_dir, args.seed)
     elif args.worker == "ann":
@@ -534,6 +568,15 @@ def _fmt(v, spec=".1f"):
     return "–" if v is None else format(v, spec)
 
 
+def _ordered(runs):
+    order = {m: i for i, m in enumerate(METHODS + EXTRA_METHODS)}
+    return sorted(runs, key=lambda r: (r["n"], r.get("batch", 0), order.get(r["method"], 99)))
+
+
+def _label(r) -> str:
+    return r["method"] + (f" (appended run {r['batch']})" if r.get("batch") else "")
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# CEC selection at scale (issue 5)",
@@ -547,13 +590,24 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`",
         "",
-        "The machine's 2 cores were shared with other jobs during the run, so wall times are noisy "
-        "(compare the matmul figures above with the ~137 GFLOP/s measured on an idle machine).",
+    ] + [
+        f"Appended runs ({a['date']}): `{a['command']}`; matmul {a['matmul_gflops_start']:.0f}"
+        + (f" / {a['matmul_gflops_end']:.0f}" if "matmul_gflops_end" in a else "")
+        + f" GFLOP/s, load average {a['loadavg_start'][0]:.1f}"
+        + (f" / {a['loadavg_end'][0]:.1f}." if "loadavg_end" in a else ".")
+        for a in report.get("appended", [])
+    ] + [
+        "",
+        "The machine's 2 cores were shared with other engineers' jobs during the runs (see the load "
+        "averages), so wall times are noisy: the same run can differ by 2x between a busy and a quiet moment.",
         "",
         "Pools: synthetic CLIP-like unit vectors (d = 512, K = 100 classes, probabilities from a "
         "one-prototype softmax at T = 0.01), budget b = 1 % of n, float32 features (the caller's array). "
-        "Each method ran in its own process; peak RSS is that process' `ru_maxrss` after selection, "
-        "including the loaded inputs (features + probabilities).",
+        "Each method ran in its own process; peak RSS is that process' high-water mark (`VmHWM`) after selection, "
+        "including the loaded inputs (features + probabilities; for `cec-f16-memmap` the float16 "
+        "files are memory-mapped and their pages count once touched). The synthetic features are unit-norm "
+        "float32, which CEC uses in place; features that still need normalising cost one more float32 "
+        "(n, d) copy (see `cec-f16-memmap`).",
         "",
         "## Wall time and memory",
         "",
@@ -561,21 +615,21 @@ def markdown(report: dict) -> str:
         "RSS / f32 features | kNN index | recall@20 | H_NN rel. err | K-Means mode (iters) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in report["runs"]:
+    for r in _ordered(report["runs"]):
         if r.get("status") != "ok":
             reason = r.get("reason") or (f"timed out after {r.get('cap_s')} s" if r.get("status") == "timeout"
                                          else f"error: {str(r.get('error', ''))[-200:]!r}")
-            lines.append(f"| {r['n']:,} | {max(1, r['n'] // 100):,} | {r['method']} | not run: {reason} "
+            lines.append(f"| {r['n']:,} | {max(1, r['n'] // 100):,} | {_label(r)} | not run: {reason} "
                          "| | | | | | | | | | |")
             continue
         st = r.get("stages_s", {})
         f32 = r["n"] * D * 4 / 1e9
         lines.append(
-            f"| {r['n']:,} | {r['b']:,} | {r['method']} | {r['total_s']:.1f} | {_fmt(st.get('calibration'))} | "
+            f"| {r['n']:,} | {r['b']:,} | {_label(r)} | {r['total_s']:.1f} | {_fmt(st.get('calibration'))} | "
             f"{_fmt(st.get('knn'))} | {_fmt(st.get('kmeans'))} | {_fmt(st.get('query'))} | "
             f"{r['peak_rss_gb']:.2f} | {r['peak_rss_gb'] / f32:.1f} | {r.get('knn_index', 'exact' if r['method'] == 'reference' else '–')} | "
             f"{_fmt(r.get('knn_recall20'), '.4f')} | {_fmt(r.get('hnn_rel_error'), '.2e')} | "
-            f"{r.get('kmeans_mode', 'sklearn') if r['method'] in ('cec', 'reference') else '–'}"
+            f"{r.get('kmeans_mode', 'sklearn') if r['method'] in ('cec', 'cec-exact', 'reference') else '–'}"
             f"{' (' + str(r['kmeans_iters']) + ')' if 'kmeans_iters' in r else ''} |"
         )
     lines += ["", "## Throughput", "",
@@ -583,9 +637,9 @@ def markdown(report: dict) -> str:
               "exact search (n^2) or exact Lloyd (n b iters, CEC's n_iter = 20) would need / stage time.", "",
               "| n | method | kNN GFLOP/s | kNN exact-equiv. GFLOP/s | K-Means GFLOP/s | K-Means exact-equiv. GFLOP/s |",
               "|---|---|---|---|---|---|"]
-    for r in report["runs"]:
-        if r.get("status") == "ok" and r["method"] in ("cec", "reference"):
-            lines.append(f"| {r['n']:,} | {r['method']} | {_fmt(r.get('knn_gflops'))} | "
+    for r in _ordered(report["runs"]):
+        if r.get("status") == "ok" and r["method"] in ("cec", "cec-exact", "reference"):
+            lines.append(f"| {r['n']:,} | {_label(r)} | {_fmt(r.get('knn_gflops'))} | "
                          f"{_fmt(r.get('knn_exact_equiv_gflops', r.get('knn_gflops')))} | {_fmt(r.get('kmeans_gflops'))} | "
                          f"{_fmt(r.get('kmeans_exact_equiv_gflops'))} |")
     lines += ["", "## Selection quality", "",
@@ -594,19 +648,21 @@ def markdown(report: dict) -> str:
               "`mean sq. dist` = unweighted; class coverage = share of the 100 classes among the picks; "
               "NCM acc. = accuracy of a nearest-class-mean classifier built from the picks' true labels. "
               "`random` = b uniform picks, for scale.", "",
-              "| n | method | H^-wtd sq. dist | mean sq. dist | class coverage | NCM acc. | overlap with reference |",
-              "|---|---|---|---|---|---|---|"]
-    for r in report["runs"]:
+              "| n | method | H^-wtd sq. dist | mean sq. dist | class coverage | NCM acc. | overlap with reference "
+              "| overlap with cec-exact |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in _ordered(report["runs"]):
         if r.get("status") != "ok":
             continue
         q = r["quality"]
         ov = report.get("overlap", {}).get(f"{r['method']}_{r['n']}")
-        lines.append(f"| {r['n']:,} | {r['method']} | {q['weighted_sq_dist']:.4f} | {q['mean_sq_dist']:.4f} | "
-                     f"{q['class_coverage']:.2f} | {q['ncm_accuracy']:.3f} | {_fmt(ov, '.3f')} |")
-        if "random_quality" in r:
+        ove = report.get("overlap_exact", {}).get(f"{r['method']}_{r['n']}")
+        lines.append(f"| {r['n']:,} | {_label(r)} | {q['weighted_sq_dist']:.4f} | {q['mean_sq_dist']:.4f} | "
+                     f"{q['class_coverage']:.2f} | {q['ncm_accuracy']:.3f} | {_fmt(ov, '.3f')} | {_fmt(ove, '.3f')} |")
+        if "random_quality" in r and r["method"] == "cec" and not r.get("batch"):
             q = r["random_quality"]
             lines.append(f"| {r['n']:,} | random | {q['weighted_sq_dist']:.4f} | {q['mean_sq_dist']:.4f} | "
-                         f"{q['class_coverage']:.2f} | {q['ncm_accuracy']:.3f} | |")
+                         f"{q['class_coverage']:.2f} | {q['ncm_accuracy']:.3f} | | |")
     if report.get("speedup"):
         lines += ["", "## CEC vs the plain reference", "", "| n | reference s / CEC s |", "|---|---|"]
         for n, s in report["speedup"].items():
@@ -636,7 +692,8 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", help="comma-separated pool sizes (default 10000,50000,100000,1000000)")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"subset of {','.join(METHODS + EXTRA_METHODS)} (default: all but {','.join(EXTRA_METHODS)})")
     ap.add_argument("--quick", action="store_true", help="smoke run: n in {2000, 25000}, 10 s cap, no ANN comparison")
     ap.add_argument("--cap", type=float, default=900.0, help="time cap (s) per baseline run (default 900)")
     ap.add_argument("--ann-compare", type=int, default=None, metavar="N",
@@ -645,6 +702,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS), help="directory for select_scaling.{md,json}")
     ap.add_argument("--prefix", default="select_scaling")
+    ap.add_argument("--append", action="store_true",
+                    help="add these runs to the existing {out}/{prefix}.json report instead of starting a new one")
     ap.add_argument("--data-dir", default=None, help="scratch directory for the generated pools")
     # worker mode (internal)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -659,7 +718,7 @@ def main(argv=None) -> None:
         QUICK_SIZES if args.quick else DEFAULT_SIZES)
     cap = 10.0 if args.quick else args.cap
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(METHODS) - set(EXTRA_METHODS)
     if unknown:
         ap.error(f"unknown methods {sorted(unknown)}")
     notes = []
@@ -685,9 +744,15 @@ def main(argv=None) -> None:
     report["machine"] += f", faiss {faiss.__version__}"
     report["matmul_gflops_start"] = matmul_gflops()
     report["loadavg_start"] = os.getloadavg()
+    previous = Path(args.out) / f"{args.prefix}.json"
+    if args.append and previous.exists():
+        old = json.loads(previous.read_text())
+        extra = {k: report[k] for k in ("date", "command", "matmul_gflops_start", "loadavg_start", "sizes", "methods")}
+        report = old
+        report.setdefault("appended", []).append(extra)
     print(f"matmul {report['matmul_gflops_start']:.0f} GFLOP/s; scratch {scratch}", flush=True)
 
-    stats = {}
+    stats = report.get("stats", {}) if args.append else {}
     x, y, _ = make_clip_like_pool(1600, seed=args.seed)
     stats["synthetic (this benchmark)"] = data_stats(x, y)
     for name in ("dtd", "caltech101", "flowers102"):
@@ -700,7 +765,7 @@ def main(argv=None) -> None:
     skipped: dict[str, tuple[int, float]] = {}  # method -> (n, seconds) of the run that hit the cap
     for n in sizes:
         t = time.perf_counter()
-        write_pool(n, scratch, seed=args.seed)
+        write_pool(n, scratch, seed=args.seed, float16="cec-f16-memmap" in methods)
         print(f"n={n:,}: pool written in {time.perf_counter() - t:.1f} s", flush=True)
         for method in methods:
             if method in skipped:
@@ -729,6 +794,8 @@ def main(argv=None) -> None:
                                                  f"~{est / 60:.0f} min estimated, over the {cap:.0f} s cap"})
                 continue
             res = spawn(method, n, scratch, args.seed, None if method == "cec" else cap)
+            if args.append and report.get("appended"):
+                res["batch"] = len(report["appended"])  # which appended command produced it
             report["runs"].append(res)
             print(f"  {method}: {json.dumps({k: v for k, v in res.items() if k != 'error'}, default=float)[:400]}",
                   flush=True)
@@ -738,10 +805,11 @@ def main(argv=None) -> None:
                 skipped[method] = (n, cap)
         for m in methods:
             picks = scratch / f"picks_{m}_{n}.npy"
-            ref = scratch / f"picks_reference_{n}.npy"
-            if picks.exists() and ref.exists() and m != "reference":
-                a, r = np.load(picks), np.load(ref)
-                report.setdefault("overlap", {})[f"{m}_{n}"] = float(np.intersect1d(a, r).size / r.size)
+            for other, key in (("reference", "overlap"), ("cec-exact", "overlap_exact")):
+                ref = scratch / f"picks_{other}_{n}.npy"
+                if picks.exists() and ref.exists() and m != other:
+                    a, r = np.load(picks), np.load(ref)
+                    report.setdefault(key, {})[f"{m}_{n}"] = float(np.intersect1d(a, r).size / r.size)
         runs = {r["method"]: r for r in report["runs"] if r["n"] == n and r.get("status") == "ok"}
         if "cec" in runs and "reference" in runs:
             report.setdefault("speedup", {})[str(n)] = runs["reference"]["total_s"] / runs["cec"]["total_s"]
@@ -762,8 +830,12 @@ def main(argv=None) -> None:
         for f in scratch.glob(f"*_{ann_n}.npy"):
             f.unlink()
 
-    report["matmul_gflops_end"] = matmul_gflops()
-    report["loadavg_end"] = os.getloadavg()
+    if args.append and report.get("appended"):
+        report["appended"][-1]["matmul_gflops_end"] = matmul_gflops()
+        report["appended"][-1]["loadavg_end"] = os.getloadavg()
+    else:
+        report["matmul_gflops_end"] = matmul_gflops()
+        report["loadavg_end"] = os.getloadavg()
     write_report(report, args)
     if not args.data_dir:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -60,6 +60,8 @@ __all__ = [
 KNN_EXACT_MAX_ROWS = 20_000
 #: The same limit when the search runs on GPUs (brute force is cheap there).
 KNN_GPU_EXACT_MAX_ROWS = 2_000_000
+#: faiss GPU indexes return at most this many neighbours; larger k is searched on the CPU.
+GPU_MAX_K = 2048
 #: Index kinds accepted by :class:`KnnIndex`.
 KNN_KINDS = ("auto", "exact", "ivf", "hnsw")
 
@@ -299,7 +301,7 @@ class KnnIndex:
             yield rows, dist, idx
 
     def _search_block(self, q: np.ndarray, k: int):
-        if self._index is None:  # exact on CPU
+        if self._index is None or (self.gpu and k > GPU_MAX_K):  # exact on CPU
             return knn_search(self.base, q, k)
         if self.kind == "hnsw":
             self._index.hnsw.efSearch = max(HNSW_EF_SEARCH, k + 1)
@@ -521,7 +523,11 @@ def kmeans_fast(
     are weighted means accumulated in float64 by sparse products, chunk by chunk (the
     sample is never gathered whole). A centre that receives no weight is moved to the
     sampled row with the largest weighted squared distance to its centre.
-    Initial centres: ``n_clusters`` distinct sampled rows, uniformly.
+    Initial centres: ``n_clusters`` distinct rows of the weighted sample, drawn uniformly
+    among them, so (like weighted seeding) they start where the weight is. The exact path
+    (faiss) starts from rows drawn uniformly from the whole pool; with 10-20 Lloyd
+    iterations the start shows in the result: on the synthetic benchmark the fast path
+    reaches a lower weighted objective and places fewer centres in low-weight regions.
 
     Returns the centres, shape (n_clusters, d), float32.
     """

@@ -378,6 +378,8 @@ def weighted_kmeans(
         never drawn do not move the centres. Assignments inside Lloyd and the
         returned ones use an approximate (IVF) index over the centres when
         ``b * rows`` is large. When ``n <= 32 b`` every row is used with its weight.
+        Initial centres are drawn from the weighted sample (the exact path draws them
+        uniformly from all rows), see :func:`vlal._faiss.kmeans_fast`.
         ``"auto"``: exact while ``n * b <= KMEANS_EXACT_MAX_WORK`` (or on a GPU), else fast.
     use_gpu : "auto", bool, default "auto"
         Run the assignments on GPUs (``"auto"``: when faiss has any).
