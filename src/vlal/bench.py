@@ -113,7 +113,8 @@ def run_benchmark(
                         "round": r.round,
                         "n_labeled": r.n_labeled,
                         # nominal B (round x fraction), or the true share once the pool ran out
-                        "budget_pct": round(100.0 * min(r.round * budget_fraction, r.n_labeled / n_pool), 6),
+                        "budget_pct": round(100.0 * (r.round * budget_fraction if r.n_labeled == r.round * b
+                                                     else r.n_labeled / n_pool), 6),
                         "accuracy": 100.0 * r.accuracy,
                         "select_seconds": r.select_seconds,
                     }
