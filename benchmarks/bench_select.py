@@ -847,7 +847,9 @@ def main(argv=None) -> None:
                 if picks.exists() and ref.exists() and m != other:
                     a, r = np.load(picks), np.load(ref)
                     report.setdefault(key, {})[f"{m}_{n}"] = float(np.intersect1d(a, r).size / r.size)
-        runs = {r["method"]: r for r in report["runs"] if r["n"] == n and r.get("status") == "ok"}
+        batch = len(report.get("appended", [])) if args.append else 0
+        runs = {r["method"]: r for r in report["runs"]
+                if r["n"] == n and r.get("status") == "ok" and r.get("batch", 0) == batch}
         if "cec" in runs and "reference" in runs:
             report.setdefault("speedup", {})[str(n)] = runs["reference"]["total_s"] / runs["cec"]["total_s"]
         for f in scratch.glob(f"*_{n}.npy"):
