@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
-from ._validation import check_features, check_positive_int, l2_normalize
+from ._validation import check_features, check_positive_int, l2_normalize, rows_per_chunk
 from .exceptions import VlalInputError
 
 __all__ = ["ZeroShotClassifier", "FeatureSpaceTuner", "cosine_softmax"]
@@ -50,8 +50,9 @@ def cosine_softmax(features, class_embeddings, temperature: float = 0.01) -> np.
     if not temperature > 0:
         raise VlalInputError(f"temperature must be > 0; got {temperature}")
     out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
-    for s in range(0, x.shape[0], 65536):
-        out[s : s + 65536] = softmax((x[s : s + 65536] @ w.T).astype(np.float64) / temperature, axis=1)
+    step = rows_per_chunk(w.shape[0])
+    for s in range(0, x.shape[0], step):
+        out[s : s + step] = softmax((x[s : s + step] @ w.T).astype(np.float64) / temperature, axis=1)
     return out
 
 
