@@ -188,3 +188,13 @@ def test_alfamix_model_with_fewer_columns_names_align_probs():
         ALFAMix(random_state=0).select(
             x, p, 3, labeled=lab, labels=y[lab], model=_Model(lambda f: np.full((len(f), 3), 1 / 3))
         )
+
+
+def test_zero_norm_rule_float16_and_negative_zero():
+    x, p, y = make_pool(n=40)
+    x16 = np.asfortranarray(x.astype(np.float16))
+    x16[17] = -0.0  # all (negative) zeros: no direction either
+    with pytest.raises(ValueError, match=r"features row 17 has zero norm"):
+        Random(random_state=0).select(x16, p, 3)
+    x16[17] = np.float16(1e-7)  # a float16 subnormal is not zero
+    assert Random(random_state=0).select(x16, p, 3).shape == (3,)
