@@ -97,18 +97,49 @@ class ClipModel:
         }
 
 
-def _weights_message(model_name: str, pretrained: str, looked_in: list[str]) -> str:
+def _weights_message(model_name: str, pretrained: str, looked_in: list[str], interface: str = "python") -> str:
+    """The missing-weights message, with the way out in the words of the interface in use.
+
+    ``interface``: ``"python"`` (arguments of :func:`load_clip`), ``"embed"`` (flags of
+    ``vlal embed``) or ``"bench"`` (flags of ``vlal bench``).
+    """
     where = "".join(f"\n  - {p}" for p in looked_in) or "\n  - (nowhere: unknown source)"
-    return (
+    head = (
         f"CLIP weights for model {model_name!r} with pretrained={pretrained!r} are not on this machine, "
         "and vlal does not download weights (the machine may be offline). Looked in:"
         f"{where}\n"
+    )
+    kinds = "(an OpenAI .pt file, an open_clip .bin/.pt or a .safetensors file all work)"
+    if interface == "embed":
+        return head + (
+            f"Pass a local checkpoint file instead: --pretrained /path/to/{model_name}.pt {kinds}, "
+            "or add --allow-download where a network exists."
+        )
+    if interface == "bench":
+        return head + (
+            f"Pass a local checkpoint file instead: --pretrained /path/to/{model_name}.pt {kinds} "
+            "(the weights that embedded the --data file)."
+        )
+    return head + (
         "Pass a local checkpoint file instead, e.g.\n"
         f'  load_clip("{model_name}", pretrained="/path/to/{model_name}.pt")\n'
-        f"  vlal embed IMAGES OUT.npz --model {model_name} --pretrained /path/to/{model_name}.pt\n"
-        "(an OpenAI .pt file, an open_clip .bin/.pt or a .safetensors file all work), or allow the "
-        "download where a network exists: load_clip(..., allow_download=True)."
+        f"{kinds}, or allow the download where a network exists: load_clip(..., allow_download=True)."
     )
+
+
+def _missing(model_name: str, pretrained: str, looked_in: list[str]) -> WeightsNotFoundError:
+    """A :class:`WeightsNotFoundError` whose ``details`` let a CLI re-word it with its flags."""
+    err = WeightsNotFoundError(_weights_message(model_name, pretrained, looked_in))
+    err.details = (model_name, pretrained, list(looked_in))
+    return err
+
+
+def weights_message_for(err: BaseException, interface: str) -> str:
+    """``str(err)``, re-worded for ``interface`` ("embed", "bench") when it is a missing-weights error."""
+    details = getattr(err, "details", None)
+    if isinstance(err, WeightsNotFoundError) and details:
+        return _weights_message(*details, interface=interface)
+    return str(err)
 
 
 def _is_torchscript(path: str) -> bool:
@@ -320,7 +351,7 @@ def load_clip(
         if build_name.startswith("local-dir:"):
             ckpt = _checkpoint_in_dir(Path(build_name[len("local-dir:"):]))
             if ckpt is None:
-                raise WeightsNotFoundError(_weights_message(name, "(from the folder)", [build_name]))
+                raise _missing(name, "(from the folder)", [build_name])
             st = os.stat(ckpt)
             weights_id = f"{ckpt}|{st.st_size}|{st.st_mtime_ns}"
         else:
@@ -352,13 +383,13 @@ def load_clip(
             else:
                 local, looked = _find_cached_tag_file(open_clip, name, spec, cache_dir)
                 if local is None:
-                    raise WeightsNotFoundError(_weights_message(name, spec, looked))
+                    raise _missing(name, spec, looked)
                 pretrained_arg = local
                 kwargs.update(_tag_preprocess_kwargs(cfg))
                 if _is_torchscript(local):
                     torchscript_file = local
         elif os.sep in spec or "/" in spec or spec.lower().endswith(_CHECKPOINT_SUFFIXES):
-            raise WeightsNotFoundError(_weights_message(name, spec, [os.path.abspath(spec) + " (no such file)"]))
+            raise _missing(name, spec, [os.path.abspath(spec) + " (no such file)"])
         else:
             tags = open_clip.list_pretrained_tags_by_model(name)
             raise VlalInputError(
@@ -429,7 +460,7 @@ def _resolve_hf_hub_dir(name: str, cache_dir: str | None) -> str:
     repo_id = name[len("hf-hub:"):]
     found = try_to_load_from_cache(repo_id, "open_clip_config.json", cache_dir=cache_dir)
     if not (isinstance(found, str) and os.path.isfile(found)):
-        raise WeightsNotFoundError(_weights_message(name, "(from the hub repo)", [f"Hugging Face cache: {repo_id}"]))
+        raise _missing(name, "(from the hub repo)", [f"Hugging Face cache: {repo_id}"])
     return "local-dir:" + str(Path(found).parent)
 
 
