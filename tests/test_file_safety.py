@@ -60,6 +60,19 @@ def test_atomic_helpers_write_exact_content(tmp_path):
     assert not (tmp_path / "f.npy").exists() and not (tmp_path / "g.npz").exists()
 
 
+def test_atomic_files_get_the_mode_open_would_give(tmp_path):
+    old = os.umask(0o022)
+    try:
+        vio.write_text_atomic(tmp_path / "new.txt", "x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        (tmp_path / "kept.txt").write_text("y")
+        os.chmod(tmp_path / "kept.txt", 0o640)
+        vio.write_text_atomic(tmp_path / "kept.txt", "z")
+        assert (tmp_path / "kept.txt").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
 def test_atomic_write_failure_keeps_old_file(tmp_path):
     target = tmp_path / "t.txt"
     target.write_text("old")

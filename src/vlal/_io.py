@@ -16,6 +16,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -46,6 +47,20 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _chmod_like_open(fd: int, target: Path) -> None:
+    """Give the temporary file the mode ``open(target, "w")`` would (mkstemp makes it 0600)."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)  # replacing a file: keep its mode
+    except OSError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        mode = 0o666 & ~mask
+    fchmod = getattr(os, "fchmod", None)  # not on every platform
+    if fchmod is not None:
+        with contextlib.suppress(OSError, NotImplementedError):
+            fchmod(fd, mode)
 
 
 @contextlib.contextmanager
@@ -81,6 +96,7 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None, newline
     folder = target.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
+        _chmod_like_open(fd, target)
         if mode == "w":
             fh = open(fd, "w", encoding=encoding or "utf-8", newline=newline)
         else:
