@@ -135,3 +135,17 @@ def test_plain_state_dict_checkpoint_still_loads(tiny, tmp_path):
     loaded = load_clip(tiny, str(tmp_path / "w.pt"))
     a = next(iter(src.state_dict().values()))
     assert torch.equal(a, next(iter(loaded.model.state_dict().values())))
+
+
+def test_bench_missing_weights_message_names_cli_flags(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    np.savez(tmp_path / "e.npz", pool_features=x, pool_labels=np.arange(12) % 3, test_features=x,
+             test_labels=np.arange(12) % 3, class_names=np.array(["a", "b", "c"]), model_name=np.array("ViT-B-32"))
+    res = CliRunner().invoke(main, ["bench", "--data", str(tmp_path / "e.npz"), "--tuner", "coop", "--pretrained",
+                                    str(tmp_path / "nope" / "ViT-B-32.pt"), "--rounds", "1", "--seeds", "1",
+                                    "--quiet", "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "--pretrained /path/to/ViT-B-32.pt" in res.output
+    assert "load_clip(" not in res.output and "allow_download" not in res.output
