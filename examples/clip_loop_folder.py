@@ -129,7 +129,7 @@ def main(argv=None) -> int:
 
     def report(r):
         extra = f", fit {r.fit_seconds:.1f} s" if r.round else ""
-        print(f"round {r.round}: {r.n_labeled:3d} labels, test accuracy {100 * r.accuracy:5.1f} %{extra}", flush=True)
+        print(f"round {r.round}: {r.n_labeled:3d} labels, test accuracy {r.accuracy:5.1f} %{extra}", flush=True)
 
     result = run_active_learning(CEC(k=min(20, len(pool_y) - 1), random_state=args.seed), tuner, pool_x, pool_y,
                                  test_x, test_y, n_rounds=args.rounds, budget=budget, callback=report)

@@ -8,21 +8,34 @@ the loop of :func:`vlal.loop.run_active_learning` with a fresh feature-space tun
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
+import os
+import re
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ._io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .data import FeatureDataset, zero_shot_proxy
 from .exceptions import VlalInputError
 from .loop import round_budget, run_active_learning
 from .registry import make_strategy
 from .tuners import FeatureSpaceTuner
 
-__all__ = ["run_benchmark", "summarize", "markdown_table", "plot_curves", "write_results"]
+__all__ = ["run_benchmark", "summarize", "markdown_table", "plot_curves", "write_results", "check_prefix",
+           "default_report_rounds", "RUN_FILE_FORMAT"]
 
-FIELDS = ["dataset", "strategy", "seed", "round", "n_labeled", "budget_pct", "accuracy", "select_seconds"]
+FIELDS = ["dataset", "strategy", "seed", "round", "n_labeled", "budget_pct", "accuracy", "select_seconds",
+          "zero_shot", "proxy_removed"]
+
+#: ``format`` of the per-run files that ``run_benchmark(run_dir=...)`` writes.
+RUN_FILE_FORMAT = "vlal-bench-run"
+_RUN_FILE_VERSION = 1
+#: Stored precision: accuracy in percent to 4 decimals, seconds to microseconds.
+_ACC_DECIMALS, _SEC_DECIMALS = 4, 6
 
 
 def run_benchmark(
@@ -35,6 +48,9 @@ def run_benchmark(
     tuner_factory: Callable[[np.ndarray], object] | None = None,
     tuner_inputs: str = "features",
     progress: bool = True,
+    run_dir=None,
+    resume: bool = False,
+    settings: dict | None = None,
 ) -> list[dict]:
     """Run every strategy for every seed on ``dataset``; one record per (strategy, seed, round).
 
@@ -55,14 +71,36 @@ def run_benchmark(
     tuner_inputs : {"features", "paths"}, default "features"
         What the tuner consumes: the cached features (feature-space tuner, CoOp), or the
         image paths stored by ``vlal embed`` (VPT, MaPLe, which run the image encoder).
+        With ``"paths"``, strategies that probe the model in feature space (ALFA-Mix) are
+        refused before any work (see :func:`check_strategy_tuner`).
     progress : bool
-        tqdm progress bar over (seed, strategy) runs.
+        tqdm progress bar that advances once per round, with an ETA.
+    run_dir : path, optional
+        Folder where each finished (dataset, strategy, seed) run is written at once, as a
+        JSON file (atomically): its records, settings, and the queried rows as rows of
+        the *file* (``labeled_file_rows``, in query order, with their ``labels``).
+    resume : bool, default False
+        With ``run_dir``: runs whose file exists there are read back instead of being run
+        again (their settings must match, else :class:`~vlal.VlalInputError`); the records
+        then equal those of an uninterrupted run, in the same order.
+    settings : dict, optional
+        JSON-able description of what else defines a run (tuner, CLIP weights, ...); stored
+        in the run files and compared on resume.
 
     Returns
     -------
     list of dict
-        Keys: dataset, strategy, seed, round, n_labeled, budget_pct, accuracy (percent),
-        select_seconds. Round 0 is zero-shot.
+        Keys (``FIELDS``): dataset, strategy, seed, round, n_labeled, budget_pct,
+        accuracy (test accuracy in **percent**, 4 decimals, as
+        :class:`~vlal.loop.RoundResult`), select_seconds, zero_shot (``"text"``: the file's
+        text embeddings; ``"proxy"``: the one-shot prototype proxy) and proxy_removed
+        (pool rows the proxy took out). Round 0 is zero-shot.
+
+    Raises
+    ------
+    vlal.VlalInputError
+        Unknown strategy, empty ``strategies``, bad ``tuner_inputs``, a strategy that cannot
+        work with the tuner, a run file of other settings on resume.
     """
     from tqdm.auto import tqdm
 
@@ -72,56 +110,180 @@ def run_benchmark(
     if tuner_inputs == "paths" and (dataset.pool_paths is None or dataset.test_paths is None):
         raise VlalInputError(f"tuner_inputs='paths' needs pool_paths and test_paths in {dataset.name!r} "
                              "(write the file with `vlal embed`)")
-    seeds = list(seeds)
+    seeds = [int(s) for s in seeds]
     strategies = list(strategies)
     if not strategies:
         raise VlalInputError("strategies is empty: name at least one (see `vlal strategies`)")
     for name in strategies:  # fail before any work: a typo, or a missing extra (GCNAL: torch)
         make_strategy(name).check_dependencies()
+    check_strategy_tuner(strategies, tuner_inputs)
+
+    run_settings = None
+    done: dict = {}
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_settings = json.loads(json.dumps({
+            "n_rounds": int(n_rounds), "budget_fraction": float(budget_fraction), "tuner_inputs": tuner_inputs,
+            "data_fingerprint": _fingerprint(dataset), **(settings or {}),
+        }))
+        if resume:
+            for seed in seeds:
+                for name in strategies:
+                    path = run_dir / _run_file_name(dataset.name, name, seed)
+                    if path.exists():
+                        done[(seed, name)] = _read_run_file(path, dataset.name, name, seed, run_settings)
+
     records: list[dict] = []
-    bar = tqdm(total=len(seeds) * len(strategies), desc=dataset.name, disable=not progress)
-    for seed in seeds:
-        w0, keep = zero_shot_proxy(dataset, random_state=seed)
-        pool_x, pool_y = dataset.pool_features[keep], dataset.pool_labels[keep]
-        n_pool = pool_x.shape[0]
-        b = round_budget(n_pool, budget_fraction)
-        paths = tuner_inputs == "paths"
-        pool_inputs = np.asarray(dataset.pool_paths)[keep].tolist() if paths else None
-        test_inputs = np.asarray(dataset.test_paths).tolist() if paths else dataset.test_features
-        for name in strategies:
-            bar.set_postfix_str(f"seed={seed} {name}")
-            result = run_active_learning(
-                # A Generator, not the int: every round then draws afresh (reproducibly). An
-                # int seed would repeat the same draws each round, and on a pool stored in
-                # class order Random would keep querying the same few classes.
-                make_strategy(name, random_state=np.random.default_rng(seed)),
-                make_tuner(w0),
-                pool_x,
-                pool_y,
-                test_inputs,
-                dataset.test_labels,
-                n_rounds=n_rounds,
-                budget=b,
-                pool_inputs=pool_inputs,
-            )
-            for r in result.rounds:
-                records.append(
+    bar = tqdm(total=len(seeds) * len(strategies) * n_rounds, initial=len(done) * n_rounds,
+               desc=dataset.name, unit="round", disable=not progress)
+    try:
+        for seed in seeds:
+            if all((seed, name) in done for name in strategies):
+                for name in strategies:
+                    records += done[(seed, name)]
+                continue
+            w0, keep = zero_shot_proxy(dataset, random_state=seed)
+            pool_x, pool_y = dataset.pool_features[keep], dataset.pool_labels[keep]
+            file_rows = np.flatnonzero(keep)
+            n_pool = pool_x.shape[0]
+            b = round_budget(n_pool, budget_fraction)
+            paths = tuner_inputs == "paths"
+            pool_inputs = np.asarray(dataset.pool_paths)[keep].tolist() if paths else None
+            test_inputs = np.asarray(dataset.test_paths).tolist() if paths else dataset.test_features
+            zs_kind = "text" if dataset.class_embeddings is not None else "proxy"
+            for name in strategies:
+                if (seed, name) in done:
+                    records += done[(seed, name)]
+                    continue
+                bar.set_postfix_str(f"seed={seed} {name}")
+                ticks = []
+
+                def tick(res, _ticks=ticks):
+                    if res.round > 0:
+                        _ticks.append(res.round)
+                        bar.update()
+
+                result = run_active_learning(
+                    # A Generator, not the int: every round then draws afresh (reproducibly). An
+                    # int seed would repeat the same draws each round, and on a pool stored in
+                    # class order Random would keep querying the same few classes.
+                    make_strategy(name, random_state=np.random.default_rng(seed)),
+                    make_tuner(w0),
+                    pool_x,
+                    pool_y,
+                    test_inputs,
+                    dataset.test_labels,
+                    n_rounds=n_rounds,
+                    budget=b,
+                    pool_inputs=pool_inputs,
+                    callback=tick,
+                )
+                bar.update(n_rounds - len(ticks))  # the pool ran out early
+                run_records = [
                     {
                         "dataset": dataset.name,
                         "strategy": name,
-                        "seed": int(seed),
+                        "seed": seed,
                         "round": r.round,
                         "n_labeled": r.n_labeled,
                         # nominal B (round x fraction), or the true share once the pool ran out
                         "budget_pct": round(100.0 * (r.round * budget_fraction if r.n_labeled == r.round * b
                                                      else r.n_labeled / n_pool), 6),
-                        "accuracy": 100.0 * r.accuracy,
-                        "select_seconds": r.select_seconds,
+                        "accuracy": round(float(r.accuracy), _ACC_DECIMALS),  # percent (loop convention)
+                        "select_seconds": round(float(r.select_seconds), _SEC_DECIMALS),
+                        "zero_shot": zs_kind,
+                        "proxy_removed": int(keep.size - n_pool),
                     }
-                )
-            bar.update()
-    bar.close()
+                    for r in result.rounds
+                ]
+                if run_dir is not None:
+                    _write_run_file(run_dir / _run_file_name(dataset.name, name, seed), dataset.name, name, seed,
+                                    run_settings, run_records, file_rows[result.labeled], result.labels)
+                records += run_records
+    finally:
+        bar.close()
     return records
+
+
+def check_strategy_tuner(strategies: Sequence, tuner_inputs: str) -> None:
+    """Refuse strategy/tuner pairs that cannot work, before any work starts.
+
+    ALFA-Mix probes the model with feature vectors (``model.predict_proba(features)``,
+    the anchors' mixes). Image-level tuners (VPT, MaPLe; ``tuner_inputs="paths"``) take
+    images, not features, so no model exists that ALFA-Mix could probe: the pair is
+    refused rather than failing in round 2 (or silently using another classifier).
+    ``strategies``: names or :class:`~vlal.strategies.base.Strategy` objects.
+
+    Raises
+    ------
+    vlal.VlalInputError
+        Naming the strategies and the way out (a feature tuner: ``feature`` or ``coop``).
+    """
+    if tuner_inputs != "paths":
+        return
+    from .strategies.alfamix import ALFAMix
+
+    bad = [n if isinstance(n, str) else type(n).__name__ for n in strategies
+           if isinstance(make_strategy(n) if isinstance(n, str) else n, ALFAMix)]
+    if bad:
+        raise VlalInputError(
+            f"strategy {', '.join(bad)} probes the model with feature vectors, but image-level tuners "
+            "(VPT, MaPLe) take images: use --tuner feature or --tuner coop with it, or drop it from --strategies"
+        )
+
+
+def _fingerprint(ds: FeatureDataset) -> str:
+    """SHA-256 of the arrays that define a dataset (for resume: same data, same runs)."""
+    h = hashlib.sha256()
+    for key in ("pool_features", "pool_labels", "test_features", "test_labels", "shot_features", "shot_labels",
+                "class_embeddings"):
+        arr = getattr(ds, key)
+        h.update(key.encode())
+        if arr is None:
+            continue
+        arr = np.asarray(arr)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        step = max(1, (1 << 24) // max(1, arr[:1].nbytes))
+        for i in range(0, max(arr.shape[0], 1), step):
+            h.update(np.ascontiguousarray(arr[i:i + step]).tobytes())
+    return h.hexdigest()
+
+
+def _run_file_name(dataset: str, strategy: str, seed: int) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{dataset}__{strategy}")[:80].strip(".")
+    tag = hashlib.sha256(json.dumps([dataset, strategy, int(seed)]).encode()).hexdigest()[:10]
+    return f"{stem}__seed{int(seed)}__{tag}.json"
+
+
+def _write_run_file(path: Path, dataset: str, strategy: str, seed: int, settings: dict, records: list[dict],
+                    file_rows: np.ndarray, labels: np.ndarray) -> None:
+    write_json_atomic(path, {
+        "format": RUN_FILE_FORMAT, "version": _RUN_FILE_VERSION, "dataset": dataset, "strategy": strategy,
+        "seed": int(seed), "settings": settings, "records": records,
+        "labeled_file_rows": [int(i) for i in file_rows], "labels": [int(v) for v in labels],
+    }, indent=1)
+
+
+def _read_run_file(path: Path, dataset: str, strategy: str, seed: int, settings: dict) -> list[dict]:
+    try:
+        blob = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise VlalInputError(f"cannot resume from {path}: unreadable ({err}); delete it to redo that run") from err
+    if not isinstance(blob, dict) or blob.get("format") != RUN_FILE_FORMAT:
+        raise VlalInputError(f"cannot resume from {path}: not a vlal bench run file")
+    if (blob.get("dataset"), blob.get("strategy"), blob.get("seed")) != (dataset, strategy, int(seed)):
+        raise VlalInputError(f"cannot resume from {path}: it holds another run "
+                             f"({blob.get('dataset')}, {blob.get('strategy')}, seed {blob.get('seed')})")
+    old = blob.get("settings") or {}
+    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if diff:
+        raise VlalInputError(
+            f"cannot resume: {path} was made with other settings ({', '.join(diff)} differ: "
+            + "; ".join(f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now" for k in diff[:3])
+            + "); run without --resume (after deleting that folder) to start afresh"
+        )
+    return list(blob["records"])
 
 
 def summarize(records: list[dict]) -> dict:
@@ -136,15 +298,35 @@ def _pct(p: float) -> str:
     return f"{p:g}"
 
 
-def markdown_table(records: list[dict], report_rounds: Sequence[int] = (1, 2, 5)) -> str:
+def default_report_rounds(last_round: int) -> list[int]:
+    """The table's rounds: the paper's 1, 2, 5 (B = 1, 2, 5 %) where they exist, and always the last."""
+    last = int(last_round)
+    return sorted({r for r in (1, 2, 5) if r <= last} | ({last} if last >= 1 else set()))
+
+
+def _cell(m: float, sd: float, n: int) -> str:
+    return f"{m:.1f} ± {sd:.1f}" if n > 1 else f"{m:.1f}"  # one seed: no spread to show
+
+
+def markdown_table(records: list[dict], report_rounds: Sequence[int] | None = None) -> str:
     """Table-1 layout: one block of rows per dataset (B = budget %), one column per strategy,
-    ``mean ± std`` over seeds, the zero-shot accuracy in the last column; with several
-    datasets an ``Average`` block (mean of the per-dataset means) closes the table.
+    ``mean ± std`` over seeds (the mean alone with one seed), the zero-shot accuracy in the
+    last column; with several datasets an ``Average`` block (mean of the per-dataset means)
+    closes the table.
+
+    ``report_rounds`` default: :func:`default_report_rounds` of the last round present.
+    When the zero-shot of a dataset is the one-shot prototype proxy (records with
+    ``zero_shot == "proxy"``: the file has no ``text_features``), its zero-shot cell is
+    marked † and a line under the table says so, with the number of pool rows the proxy
+    removed.
     """
     stats = summarize(records)
+    if report_rounds is None:
+        report_rounds = default_report_rounds(max((r["round"] for r in records), default=0))
     datasets = list(dict.fromkeys(r["dataset"] for r in records))
     strategies = list(dict.fromkeys(r["strategy"] for r in records))
     pct_of = {(r["dataset"], r["round"]): r["budget_pct"] for r in records}
+    proxy = {r["dataset"]: int(r.get("proxy_removed", 0)) for r in records if r.get("zero_shot") == "proxy"}
     header = "| Dataset | B (%) | " + " | ".join(strategies) + " | Zero-shot |"
     lines = [header, "|" + "---|" * (len(strategies) + 3)]
     avg: dict = {}
@@ -152,6 +334,8 @@ def markdown_table(records: list[dict], report_rounds: Sequence[int] = (1, 2, 5)
         zs = [stats[(ds, s, 0)][0] for s in strategies if (ds, s, 0) in stats]
         zs_mean = float(np.mean(zs)) if zs else float("nan")
         avg.setdefault(("zs",), []).append(zs_mean)
+        zs_cell = f"{zs_mean:.1f}" + (" †" if ds in proxy else "")
+        first = True
         for i, r in enumerate(report_rounds):
             if not any((ds, s, r) in stats for s in strategies):
                 continue  # the pool ran out before this round
@@ -161,13 +345,15 @@ def markdown_table(records: list[dict], report_rounds: Sequence[int] = (1, 2, 5)
                 if (ds, s, r) not in stats:
                     cells.append("-")
                     continue
-                m, sd, _ = stats[(ds, s, r)]
+                m, sd, n = stats[(ds, s, r)]
                 avg.setdefault((s, i), []).append(m)
-                cell = f"{m:.1f} ± {sd:.1f}"
+                cell = _cell(m, sd, n)
                 cells.append(f"**{cell}**" if best is not None and m == best else cell)
             pct = _pct(pct_of.get((ds, r), float("nan")))
-            lines.append(f"| {ds if i == 0 else ''} | {pct} | " + " | ".join(cells) + f" | {f'{zs_mean:.1f}' if i == 0 else ''} |")
+            lines.append(f"| {ds if first else ''} | {pct} | " + " | ".join(cells) + f" | {zs_cell if first else ''} |")
+            first = False
     if len(datasets) > 1:
+        first = True
         for i, r in enumerate(report_rounds):
             means = {s: float(np.mean(avg[(s, i)])) for s in strategies if len(avg.get((s, i), [])) == len(datasets)}
             if not means:
@@ -175,13 +361,24 @@ def markdown_table(records: list[dict], report_rounds: Sequence[int] = (1, 2, 5)
             best = max(means.values(), default=None)
             cells = [("-" if s not in means else (f"**{means[s]:.1f}**" if means[s] == best else f"{means[s]:.1f}")) for s in strategies]
             pct = _pct(pct_of.get((datasets[0], r), float("nan")))
-            zs = f"{np.mean(avg[('zs',)]):.1f}" if i == 0 else ""
-            lines.append(f"| {'Average' if i == 0 else ''} | {pct} | " + " | ".join(cells) + f" | {zs} |")
-    return "\n".join(lines) + "\n"
+            zs = f"{np.mean(avg[('zs',)]):.1f}" if first else ""
+            lines.append(f"| {'Average' if first else ''} | {pct} | " + " | ".join(cells) + f" | {zs} |")
+            first = False
+    out = "\n".join(lines) + "\n"
+    if proxy:
+        removed = ", ".join(f"{n} from {ds}" for ds, n in proxy.items())
+        out += (f"\n† Zero-shot = the one-shot prototype proxy, not CLIP text embeddings (the file has no "
+                f"text_features): one image per class is the class embedding; pool rows removed by the proxy: "
+                f"{removed}.\n")
+    return out
 
 
 def plot_curves(records: list[dict], path) -> None:
-    """Accuracy vs round (mean ± std over seeds), one panel per dataset, like the paper's Fig. 5."""
+    """Accuracy vs round (mean ± std over seeds), one panel per dataset, like the paper's Fig. 5.
+
+    ``path``: a file name or a binary file object; PNG is written. (Written as is: use
+    :func:`write_results` for an atomic file.)
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,32 +405,76 @@ def plot_curves(records: list[dict], path) -> None:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
 
+def check_prefix(prefix: str) -> str:
+    """A file-name stem for the outputs: no folder part, no ``..``, nothing hidden or empty.
+
+    Raises
+    ------
+    vlal.VlalInputError
+        ``prefix`` contains a path separator, is ``.``/``..``, starts with ``.`` or ``-``, or
+        is empty (outputs must land inside the output folder).
+    """
+    p = str(prefix)
+    seps = [os.sep] + ([os.altsep] if os.altsep else []) + ["/", "\\"]
+    if not p or any(c in p for c in seps) or p.startswith((".", "-")) or "\0" in p or p != p.strip():
+        raise VlalInputError(
+            f"prefix must be a plain file-name stem (letters, digits, '_', '-', '.'; no folders, not starting "
+            f"with '.' or '-'); got {prefix!r}. Choose the folder with --out / out_dir"
+        )
+    return p
+
+
+def _render_png(records: list[dict]) -> bytes:
+    buf = io.BytesIO()
+    plot_curves(records, buf)
+    return buf.getvalue()
+
+
 def write_results(records: list[dict], out_dir, prefix: str = "bench", command: str | None = None,
-                  report_rounds: Sequence[int] = (1, 2, 5), note: str | None = None) -> dict[str, Path]:
+                  report_rounds: Sequence[int] | None = None, note: str | None = None) -> dict[str, Path]:
     """Write ``{prefix}.csv``, ``{prefix}.json``, ``{prefix}.md`` and ``{prefix}.png`` to ``out_dir``.
 
+    Every file is rendered in memory first, then each is written to a temporary name in
+    ``out_dir``, fsync-ed and renamed over its target (:mod:`vlal._io`): a crash never
+    leaves a truncated file, and a failure while rendering leaves all old files as they
+    were. Stored figures are rounded (accuracy: 4 decimals of a percent).
+
     Returns the paths written, by kind.
+
+    Raises
+    ------
+    vlal.VlalInputError
+        ``prefix`` is not a plain file-name stem (see :func:`check_prefix`).
+    OSError
+        ``out_dir`` cannot be created or written (nothing is half-written).
     """
+    prefix = check_prefix(prefix)
     out = Path(out_dir)
     paths = {k: out / f"{prefix}.{k}" for k in ("csv", "json", "md", "png")}
-    paths["csv"].parent.mkdir(parents=True, exist_ok=True)
-    with open(paths["csv"], "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(records)
-    paths["json"].write_text(json.dumps({"command": command, "records": records}, indent=1))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(records)
+    csv_text = buf.getvalue()
+    json_text = json.dumps({"command": command, "records": records}, indent=1)
     md = [f"# {prefix}", ""]
     if note:
         md += [note, ""]
     if command:
         md += ["Command:", "", f"    {command}", ""]
     seeds = sorted({r["seed"] for r in records})
-    md += [f"Test accuracy (%), mean ± std over seeds {seeds}; B = labeled budget as % of the pool; best per row in bold.", ""]
+    spread = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"one seed ({seeds[0] if seeds else '-'}), no spread"
+    md += [f"Test accuracy (%), {spread}; B = labeled budget as % of the pool; best per row in bold.", ""]
     md.append(markdown_table(records, report_rounds))
-    paths["md"].write_text("\n".join(md))
-    plot_curves(records, paths["png"])
+    md_text = "\n".join(md)
+    png = _render_png(records)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(paths["csv"], csv_text, newline="")
+    write_text_atomic(paths["json"], json_text)
+    write_bytes_atomic(paths["png"], png)
+    write_text_atomic(paths["md"], md_text)
     return paths

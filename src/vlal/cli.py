@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
+import zipfile
 from pathlib import Path
 
 import click
@@ -13,21 +14,48 @@ import numpy as np
 from .exceptions import VlalInputError
 
 
-def _load_array(spec: str, default_key: str) -> np.ndarray:
-    """``file.npy`` or ``file.npz`` (key ``default_key``) or ``file.npz:key``; memory-mapped for .npy."""
+def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
+    """``file.npy`` or ``file.npz`` (key ``default_key``) or ``file.npz:key``; memory-mapped for .npy.
+
+    Never unpickles (``allow_pickle=False``): object arrays, truncated or non-numpy files
+    and broken zips are refused with a one-line error naming ``flag``.
+    """
     path, _, key = spec.partition(":") if spec.count(":") == 1 and not Path(spec).exists() else (spec, "", "")
     p = Path(path)
     if not p.exists():
-        raise click.BadParameter(f"no such file: {p}")
-    if p.suffix == ".npy":
-        return np.load(p, mmap_mode="r")
-    if p.suffix == ".npz":
-        with np.load(p) as z:
+        raise click.BadParameter(f"no such file: {p}", param_hint=flag)
+    if p.suffix not in (".npy", ".npz"):
+        raise click.BadParameter(f"{p}: expected a .npy or .npz file", param_hint=flag)
+    try:
+        if p.suffix == ".npy":
+            return np.load(p, mmap_mode="r", allow_pickle=False)
+        with np.load(p, allow_pickle=False) as z:
             k = key or default_key
             if k not in z.files:
-                raise click.BadParameter(f"{p} has no key {k!r}; keys: {z.files} (use FILE.npz:KEY)")
+                raise click.BadParameter(f"{p} has no key {k!r}; keys: {z.files} (use FILE.npz:KEY)", param_hint=flag)
             return z[k]
-    raise click.BadParameter(f"{p}: expected a .npy or .npz file")
+    except click.BadParameter:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "allow_pickle" in why or "pickled" in why:
+            why = "it holds an object array (Python objects), which vlal never unpickles"
+        raise click.BadParameter(f"cannot read {p} as a numpy file: {why}", param_hint=flag) from err
+
+
+def _write_indices(path: Path, idx: np.ndarray) -> None:
+    """Indices to ``.npy`` (binary) or ``.txt``/``.csv`` (one per line), atomically."""
+    from ._io import save_npy_atomic, write_text_atomic
+
+    if path.suffix == ".npy":
+        save_npy_atomic(path, idx)
+    else:
+        write_text_atomic(path, "".join(f"{int(i)}\n" for i in idx))
+
+
+#: Python argument names of ``Strategy.select`` -> the ``vlal select`` flags.
+_SELECT_FLAGS = {"features": "--features", "probs": "--probs", "budget": "--budget", "labeled": "--labeled",
+                 "labels": "--labels", "random_state": "--seed"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,22 +84,32 @@ def strategies_cmd():
 @click.option("--out", default="queried.npy", show_default=True, type=click.Path(dir_okay=False), help="Where to write the chosen indices (.npy; .txt/.csv for text).")
 def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     """Choose BUDGET pool rows to label and write their indices."""
+    from ._io import check_writable_dir
     from .registry import make_strategy
 
     outp = Path(out)
     if outp.suffix not in (".npy", ".txt", ".csv"):
         raise click.BadParameter(f"{out}: use a .npy, .txt or .csv file name", param_hint="--out")
     with _user_errors():
+        check_writable_dir(outp.parent if str(outp.parent) else ".", "folder of --out")
         strat = make_strategy(strategy, random_state=seed)
-        f = _load_array(features, "pool_features")
-        p = _load_array(probs, "probs")
-        lab = None if labeled is None else _load_array(labeled, "labeled")
-        lbl = None if labels is None else _load_array(labels, "labels")
-        idx = strat.select(f, p, budget, labeled=lab, labels=lbl)
-        if outp.suffix == ".npy":
-            np.save(outp, idx)
-        else:
-            np.savetxt(outp, idx, fmt="%d")
+        f = _load_array(features, "pool_features", "--features")
+        p = _load_array(probs, "probs", "--probs")
+        lab = None if labeled is None else _load_array(labeled, "labeled", "--labeled")
+        lbl = None if labels is None else _load_array(labels, "labels", "--labels")
+        if lbl is not None and not (np.issubdtype(lbl.dtype, np.integer) or lbl.size == 0):
+            # as --labeled: class ids are integers; 1.0 or 0.7 in a file is a mistake upstream
+            raise click.BadParameter(f"must hold integer class ids; got dtype {lbl.dtype} "
+                                     f"(save them with an integer dtype, e.g. labels.astype(int))", param_hint="--labels")
+        try:
+            idx = strat.select(f, p, budget, labeled=lab, labels=lbl)
+        except VlalInputError as err:  # name the CLI flag, not the Python argument
+            arg = str(err).split(" ", 1)[0].split("=", 1)[0].rstrip(":,")
+            flag = _SELECT_FLAGS.get(arg)
+            if flag is None:
+                raise
+            raise click.BadParameter(str(err), param_hint=flag) from err
+        _write_indices(outp, idx)
     click.echo(f"{strat!r}: queried {idx.size} of {f.shape[0]} rows -> {outp}")
 
 
@@ -84,30 +122,72 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
 @click.option("--budget-fraction", default=0.01, type=click.FloatRange(0, 1, min_open=True), show_default=True,
               help="Queries per round as a fraction of the initial pool.")
 @click.option("--out", default="bench-out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--prefix", default="bench", show_default=True, help="File name stem of the outputs.")
-@click.option("--report-rounds", default="1,2,5", show_default=True, help="Rounds shown in the table.")
+@click.option("--prefix", default="bench", show_default=True,
+              help="File name stem of the outputs (a name, not a path: the files go to --out).")
+@click.option("--report-rounds", default=None,
+              help="Rounds shown in the table, comma-separated. Default: 1, 2, 5 where they exist, and the last round.")
 @click.option("--tuner", type=click.Choice(["feature", "coop", "vpt", "maple"]), default="feature", show_default=True,
               help="feature = the feature-space stand-in for CoOp; coop/vpt/maple = CLIP prompt tuners "
-                   "(need the [clip] extra, --clip-model/--pretrained, and a file from `vlal embed`).")
-@click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name (CLIP tuners).")
+                   "(need the [clip] extra, --pretrained, and a file from `vlal embed`).")
+@click.option("--clip-model", default=None,
+              help="open_clip model name (CLIP tuners). Default: the model recorded in the --data file "
+                   "(ViT-B-32 if none is recorded); a different one is an error.")
 @click.option("--pretrained", default=None, help="open_clip tag or local checkpoint path (CLIP tuners); none = random weights.")
 @click.option("--epochs", default=None, type=click.IntRange(min=1), help="Override the CLIP tuner's epochs.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run in --out: finished (dataset, strategy, seed) runs kept in "
+                   "OUT/PREFIX.runs are read back, not redone (the final tables equal an uninterrupted run's).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, report_rounds, tuner, clip_model,
-              pretrained, epochs, quiet):
+              pretrained, epochs, resume, quiet):
     """Run the paper's benchmark protocol and write CSV, JSON, a Markdown table and a plot.
 
-    See docs/benchmark.md (paper Sec. 5-6).
+    Each finished (dataset, strategy, seed) run is written at once to OUT/PREFIX.runs/, so
+    an interrupted run (Ctrl-C, a kill, a crash) continues with --resume. See
+    docs/benchmark.md (paper Sec. 5-6).
     """
-    from .bench import run_benchmark, write_results
+    from ._io import check_writable_dir, write_text_atomic
+    from .bench import check_prefix, check_strategy_tuner, run_benchmark, write_results
     from .data import load_features, make_synthetic
 
     names = [s.strip() for s in _split_top_level(strategies) if s.strip()]
+    rr = None
+    if report_rounds is not None:
+        try:
+            rr = [int(x) for x in report_rounds.split(",") if x.strip()]
+        except ValueError as err:
+            raise click.BadParameter(f"must be comma-separated integers: {report_rounds!r}",
+                                     param_hint="--report-rounds") from err
+        bad = [r for r in rr if not 1 <= r <= rounds]
+        if bad or not rr:
+            raise click.BadParameter(f"{bad or report_rounds!r}: rounds must lie in 1..--rounds ({rounds})",
+                                     param_hint="--report-rounds")
     try:
-        rr = [int(x) for x in report_rounds.split(",") if x.strip()]
-    except ValueError as err:
-        raise click.BadParameter(f"--report-rounds must be comma-separated integers: {report_rounds!r}") from err
-    with _user_errors():
+        prefix = check_prefix(prefix)
+    except VlalInputError as err:
+        raise click.BadParameter(str(err), param_hint="--prefix") from err
+    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    command = "vlal " + " ".join(shlex.quote(a) for a in argv)
+    out_dir = Path(out)
+    run_dir = out_dir / f"{prefix}.runs"
+    complete = run_dir / "COMPLETE"
+    with _user_errors("bench"):
+        # before any work: an unusable output folder fails now, not after hours
+        check_writable_dir(out_dir, "--out folder")
+        for kind in ("csv", "json", "md", "png"):
+            if (out_dir / f"{prefix}.{kind}").is_dir():
+                raise VlalInputError(f"{out_dir / f'{prefix}.{kind}'} is a folder; choose another --out or --prefix")
+        kept = sorted(run_dir.glob("*.json")) if run_dir.is_dir() else []
+        if kept and not resume:
+            if not complete.exists():
+                raise VlalInputError(
+                    f"{run_dir} holds {len(kept)} finished run(s) of an interrupted `vlal bench`: add --resume to "
+                    "continue it, or delete that folder to start afresh"
+                )
+            for f in kept + [complete]:  # the previous run completed: its tables are written; start afresh
+                f.unlink()
+        check_writable_dir(run_dir, "run folder")
+        check_strategy_tuner(names, "paths" if tuner in ("vpt", "maple") else "features")
         datasets = [load_features(p) for p in data] if data else [make_synthetic()]
     note = None
     if not data:
@@ -115,45 +195,79 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
                 "vectors, long-tailed classes, one-shot prototype zero-shot proxy); not CLIP features.")
         click.echo("No --data given: running on the embedded SYNTHETIC pool (not CLIP features).")
     records = []
-    with _user_errors():
-        for ds in datasets:
-            factory, inputs = _clip_tuner(tuner, ds, clip_model, pretrained, epochs)
-            records += run_benchmark(ds, names, n_rounds=rounds, seeds=range(seeds), budget_fraction=budget_fraction,
-                                     tuner_factory=factory, tuner_inputs=inputs, progress=not quiet)
-    dropped = [r for r in rr if r > rounds]
-    if dropped:
-        click.echo(f"note: --report-rounds {dropped} exceed --rounds {rounds} and are not shown", err=True)
-    rr = [r for r in rr if r <= rounds] or [rounds]
-    command = "vlal " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with _user_errors():
-        paths = write_results(records, out, prefix, command=command, report_rounds=rr, note=note)
+    n_total = len(datasets) * len(names) * seeds
+    try:
+        with _user_errors("bench"):
+            for i, ds in enumerate(datasets):
+                recorded = _recorded_model(data[i]) if data else None
+                factory, inputs, model_used = _clip_tuner(tuner, ds, clip_model, pretrained, epochs, recorded)
+                settings = {"tuner": tuner, "clip_model": model_used, "pretrained": pretrained, "epochs": epochs}
+                records += run_benchmark(ds, names, n_rounds=rounds, seeds=range(seeds),
+                                         budget_fraction=budget_fraction, tuner_factory=factory, tuner_inputs=inputs,
+                                         progress=not quiet, run_dir=run_dir, resume=resume, settings=settings)
+    except KeyboardInterrupt:
+        n_kept = len(list(run_dir.glob("*.json"))) if run_dir.is_dir() else 0
+        click.echo(f"interrupted: {n_kept} of {n_total} finished run(s) kept in {run_dir}; "
+                   f"continue with: {command} --resume", err=True)
+        sys.exit(130)
+    with _user_errors("bench"):
+        paths = write_results(records, out_dir, prefix, command=command, report_rounds=rr, note=note)
+        write_text_atomic(complete, "all runs finished; tables written\n")
     click.echo(paths["md"].read_text())
-    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()) + f" (runs: {run_dir})")
 
 
 @contextlib.contextmanager
-def _user_errors():
+def _user_errors(interface: str = "python"):
     """Show bad input, missing files/extras and unwritable outputs as one-line CLI errors."""
+    from .exceptions import WeightsNotFoundError
+
     try:
         yield
-    except (VlalInputError, FileNotFoundError, ImportError, PermissionError, IsADirectoryError,
-            NotADirectoryError) as err:
+    except click.ClickException:
+        raise
+    except WeightsNotFoundError as err:
+        from .clip._loading import weights_message_for
+
+        raise click.ClickException(weights_message_for(err, interface)) from err
+    except (VlalInputError, ImportError, zipfile.BadZipFile) as err:
         raise click.ClickException(str(err)) from err
+    except OSError as err:  # missing file, read-only or full disk, not a folder, ...
+        from ._io import describe_os_error
+
+        raise click.ClickException(describe_os_error(err)) from err
 
 
-def _clip_tuner(kind, ds, model_name, pretrained, epochs):
-    """``(tuner_factory, tuner_inputs)`` for ``vlal bench --tuner``; the feature tuner is the default."""
+def _recorded_model(path) -> str | None:
+    """The open_clip model that embedded a ``vlal embed`` file (its ``model_name`` key), if any."""
+    with np.load(path, allow_pickle=False) as z:
+        return str(z["model_name"]) if "model_name" in z.files else None
+
+
+def _clip_tuner(kind, ds, model_name, pretrained, epochs, recorded=None):
+    """``(tuner_factory, tuner_inputs, model_name)`` for ``vlal bench --tuner``; the feature tuner is the default.
+
+    The CLIP model defaults to the one recorded in the file; another ``--clip-model`` is an
+    error (its text tower would meet image features of another model).
+    """
     if kind == "feature":
-        return None, "features"
+        return None, "features", None
     if ds.class_names is None:
         raise VlalInputError(f"--tuner {kind} needs class names in {ds.name!r}: write it with `vlal embed` from a folder of class sub-folders (or `vlal embed --class-names`)")
+    norm = lambda m: str(m).replace("/", "-")  # noqa: E731  ("ViT-B/32" = "ViT-B-32")
+    if recorded is not None and model_name is not None and norm(model_name) != norm(recorded):
+        raise VlalInputError(
+            f"--clip-model {model_name} differs from {recorded}, the model that embedded {ds.name!r}: a CLIP tuner "
+            "needs the text tower of the model that made the image features (omit --clip-model to use the file's)"
+        )
+    name = norm(model_name or recorded or "ViT-B-32")
     from . import clip  # needs the [clip] extra
 
-    model = clip.load_clip(model_name, None if pretrained in (None, "none") else pretrained)
+    model = clip.load_clip(name, None if pretrained in (None, "none") else pretrained)
     cls = {"coop": clip.CoOp, "vpt": clip.VPT, "maple": clip.MaPLe}[kind]
     kw = {} if epochs is None else {"epochs": epochs}
     names = [str(n) for n in ds.class_names]
-    return (lambda w0: cls(model, names, **kw)), ("features" if kind == "coop" else "paths")
+    return (lambda w0: cls(model, names, **kw)), ("features" if kind == "coop" else "paths"), name
 
 
 def _split_top_level(s: str) -> list[str]:

@@ -7,6 +7,7 @@ which the zero-shot proxy uses (see :func:`zero_shot_proxy`).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,13 +79,27 @@ def load_features(path) -> FeatureDataset:
     FileNotFoundError
         No such file.
     ValueError
-        A required key is missing or shapes disagree.
+        (:class:`~vlal.VlalInputError`) A required key is missing, shapes disagree, or the
+        file is not a readable ``.npz`` (broken zip, truncated, object arrays: never
+        unpickled).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no feature file at {path}")
     if path.suffix != ".npz":
         raise VlalInputError(f"{path}: expected an .npz with pool_features, pool_labels, test_features, test_labels")
+    try:
+        return _read_feature_file(path)
+    except VlalInputError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if "allow_pickle" in why or "pickled" in why:
+            why = "it holds an object array (Python objects), which vlal never unpickles"
+        raise VlalInputError(f"cannot read {path} as a feature .npz: {why}") from err
+
+
+def _read_feature_file(path: Path) -> FeatureDataset:
     with np.load(path, allow_pickle=False) as z:
         missing = [k for k in _REQUIRED if k not in z.files]
         if missing:

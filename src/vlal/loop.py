@@ -37,7 +37,12 @@ class Tuner(Protocol):
 
 @dataclass
 class RoundResult:
-    """One round of the loop. Round 0 is the zero-shot model before any query."""
+    """One round of the loop. Round 0 is the zero-shot model before any query.
+
+    ``accuracy`` is the test accuracy in **percent** (0-100), as in ``vlal bench``'s
+    records and tables; ``queried`` holds positions in the ``pool_features`` given to
+    :func:`run_active_learning`.
+    """
 
     round: int
     n_labeled: int
@@ -49,7 +54,14 @@ class RoundResult:
 
 @dataclass
 class LoopResult:
-    """All rounds, plus the final labeled set (pool positions, in query order) and its labels."""
+    """All rounds, plus the final labeled set and its labels.
+
+    ``labeled`` holds row positions in the ``pool_features`` passed to
+    :func:`run_active_learning`, in query order. When that pool is a subset of a file
+    (e.g. ``ds.pool_features[keep]`` after :func:`vlal.data.zero_shot_proxy`), the file's
+    rows are ``np.flatnonzero(keep)[result.labeled]`` (``vlal bench`` stores them so in its
+    run files, as ``labeled_file_rows``). ``accuracies`` are in percent.
+    """
 
     rounds: list[RoundResult]
     labeled: np.ndarray
@@ -75,7 +87,7 @@ def _take(inputs, idx: np.ndarray):
 
 def _accuracy(tuner, inputs, labels: np.ndarray) -> float:
     pred = np.asarray(tuner.predict_proba(inputs)).argmax(axis=1)
-    return float(np.mean(pred == labels))
+    return 100.0 * float(np.mean(pred == labels))  # percent, the convention of the loop and the bench
 
 
 def run_active_learning(
@@ -122,6 +134,8 @@ def run_active_learning(
     -------
     LoopResult
         ``rounds[0]`` is zero-shot (0 labels); ``rounds[r]`` follows the r-th query.
+        Accuracies are in percent; ``labeled`` indexes ``pool_features`` (see
+        :class:`LoopResult`).
 
     Raises
     ------
@@ -135,6 +149,10 @@ def run_active_learning(
     inputs = feats if pool_inputs is None else pool_inputs
     if len(inputs) != n:
         raise VlalInputError(f"pool_inputs has {len(inputs)} rows but pool_features has {n}")
+    if pool_inputs is not None and getattr(np.asarray(pool_inputs[:1]), "ndim", 0) != 2:
+        from .bench import check_strategy_tuner  # ALFA-Mix probes the model with features: refuse now
+
+        check_strategy_tuner([strategy], "paths")
     if callable(oracle):
         ask = oracle
     else:

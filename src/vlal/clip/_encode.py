@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from .._io import savez_atomic
 from ..exceptions import VlalInputError
 from ._images import as_image_source
 from ._loading import ClipModel
@@ -287,7 +287,5 @@ def embed(
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp.npz")
-        np.savez(tmp, **result)
-        os.replace(tmp, out)
+        savez_atomic(out, **result)  # temporary name in the same folder, fsync, os.replace
     return result

@@ -9,6 +9,7 @@ once, before any model is built, with instructions for passing a local file.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -96,26 +97,127 @@ class ClipModel:
         }
 
 
-def _weights_message(model_name: str, pretrained: str, looked_in: list[str]) -> str:
+def _weights_message(model_name: str, pretrained: str, looked_in: list[str], interface: str = "python") -> str:
+    """The missing-weights message, with the way out in the words of the interface in use.
+
+    ``interface``: ``"python"`` (arguments of :func:`load_clip`), ``"embed"`` (flags of
+    ``vlal embed``) or ``"bench"`` (flags of ``vlal bench``).
+    """
     where = "".join(f"\n  - {p}" for p in looked_in) or "\n  - (nowhere: unknown source)"
-    return (
+    head = (
         f"CLIP weights for model {model_name!r} with pretrained={pretrained!r} are not on this machine, "
         "and vlal does not download weights (the machine may be offline). Looked in:"
         f"{where}\n"
+    )
+    kinds = "(an OpenAI .pt file, an open_clip .bin/.pt or a .safetensors file all work)"
+    if interface == "embed":
+        return head + (
+            f"Pass a local checkpoint file instead: --pretrained /path/to/{model_name}.pt {kinds}, "
+            "or add --allow-download where a network exists."
+        )
+    if interface == "bench":
+        return head + (
+            f"Pass a local checkpoint file instead: --pretrained /path/to/{model_name}.pt {kinds} "
+            "(the weights that embedded the --data file)."
+        )
+    return head + (
         "Pass a local checkpoint file instead, e.g.\n"
         f'  load_clip("{model_name}", pretrained="/path/to/{model_name}.pt")\n'
-        f"  vlal embed IMAGES OUT.npz --model {model_name} --pretrained /path/to/{model_name}.pt\n"
-        "(an OpenAI .pt file, an open_clip .bin/.pt or a .safetensors file all work), or allow the "
-        "download where a network exists: load_clip(..., allow_download=True)."
+        f"{kinds}, or allow the download where a network exists: load_clip(..., allow_download=True)."
     )
 
 
+def _missing(model_name: str, pretrained: str, looked_in: list[str]) -> WeightsNotFoundError:
+    """A :class:`WeightsNotFoundError` whose ``details`` let a CLI re-word it with its flags."""
+    err = WeightsNotFoundError(_weights_message(model_name, pretrained, looked_in))
+    err.details = (model_name, pretrained, list(looked_in))
+    return err
+
+
+def weights_message_for(err: BaseException, interface: str) -> str:
+    """``str(err)``, re-worded for ``interface`` ("embed", "bench") when it is a missing-weights error."""
+    details = getattr(err, "details", None)
+    if isinstance(err, WeightsNotFoundError) and details:
+        return _weights_message(*details, interface=interface)
+    return str(err)
+
+
 def _is_torchscript(path: str) -> bool:
-    """True for TorchScript archives (OpenAI's original CLIP ``.pt`` files)."""
+    """True for TorchScript archives (OpenAI's original CLIP ``.pt`` files), by their structure.
+
+    A TorchScript archive (``torch.jit.save``) is a zip whose entries all sit under one
+    top-level folder ``<root>/`` and which holds ``<root>/data.pkl``, ``<root>/constants.pkl``
+    and TorchScript source files ``<root>/code/**.py``. Entry names that merely *end* in
+    ``constants.pkl`` or contain ``/code/`` elsewhere do not count: such a file goes to the
+    weights-only loader, which refuses anything but tensors and plain containers.
+    """
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    roots = {n.split("/", 1)[0] for n in names}
+    if len(roots) != 1 or any("/" not in n for n in names):
+        return False
+    root = roots.pop()
+    return (
+        f"{root}/data.pkl" in names
+        and f"{root}/constants.pkl" in names
+        and any(n.startswith(f"{root}/code/") and n.endswith(".py") for n in names)
+    )
+
+
+def _torchscript_state_dict(path: str) -> dict:
+    """The tensors of a TorchScript archive, read by ``torch.jit.load`` (never Python pickle).
+
+    ``torch.jit.load`` rebuilds only TorchScript types from the archive, so a crafted file
+    cannot run Python code; anything it cannot read raises :class:`VlalInputError`.
+    """
+    try:
+        archive = torch.jit.load(path, map_location="cpu")
+    except Exception as err:  # C++ deserialiser errors come as RuntimeError and friends
+        raise VlalInputError(
+            f"refused to load checkpoint {path}: it looks like a TorchScript archive but "
+            f"torch.jit.load cannot read it ({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})"
+        ) from err
+    extras = ("input_resolution", "context_length", "vocab_size")
+    # attn_mask buffers are rebuilt by open_clip (non-persistent there)
+    return {k: v for k, v in archive.state_dict().items() if k not in extras and not k.endswith("attn_mask")}
+
+
+def _load_state_dict_into(model, state_dict: dict, path: str) -> None:
+    """Load OpenAI/open_clip weights into an open_clip model with open_clip's own conversions."""
+    from open_clip.factory import (
+        convert_state_dict,
+        convert_to_custom_text_state_dict,
+        resize_pos_embed,
+        resize_text_pos_embed,
+    )
+
+    sd = convert_state_dict(model, dict(state_dict))
+    if "positional_embedding" in sd and not hasattr(model, "positional_embedding"):
+        sd = convert_to_custom_text_state_dict(sd)
+    if "logit_scale" in sd and model.logit_scale.ndim != sd["logit_scale"].ndim:
+        sd["logit_scale"] = sd["logit_scale"].reshape(model.logit_scale.shape)
+    resize_pos_embed(sd, model)
+    resize_text_pos_embed(sd, model)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise VlalInputError(f"checkpoint {path} does not fit this architecture: {first}") from err
+
+
+def _refused(path: str, err: BaseException) -> VlalInputError:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return VlalInputError(
+        f"refused to load checkpoint {path}: it is not a plain weights file (vlal loads checkpoints with "
+        f"torch.load(weights_only=True), which never runs code, and TorchScript archives with torch.jit.load). "
+        f"Re-save it as tensors only, e.g. torch.save(model.state_dict(), 'weights.pt'), or as .safetensors. "
+        f"({first})"
+    )
 
 
 def _find_cached_tag_file(
@@ -221,7 +323,11 @@ def load_clip(
         The tag's weights are not in the local caches (and ``allow_download`` is False), or
         no file exists at the given path. Raised before any model is built.
     vlal.VlalInputError
-        Unknown architecture, or a ``pretrained`` that is neither a known tag nor a path.
+        Unknown architecture, or a ``pretrained`` that is neither a known tag nor a path;
+        or a checkpoint that is refused: files are read with ``torch.load(weights_only=True)``
+        (tensors and plain containers only) and TorchScript archives, recognised by their
+        structure, with ``torch.jit.load``; no checkpoint is ever unpickled in full, so no
+        file can run code.
     """
     import open_clip
 
@@ -235,7 +341,7 @@ def load_clip(
                 f"unknown open_clip model {model_name!r}; see open_clip.list_models() (e.g. {known}, ...)"
             )
     kwargs: dict[str, Any] = {"device": device}
-    weights_only = True
+    torchscript_file = None  # a TorchScript archive: read by torch.jit.load, never by pickle
     force_quick_gelu = bool(quick_gelu)
     build_name = name
     if schema is not None:
@@ -245,7 +351,7 @@ def load_clip(
         if build_name.startswith("local-dir:"):
             ckpt = _checkpoint_in_dir(Path(build_name[len("local-dir:"):]))
             if ckpt is None:
-                raise WeightsNotFoundError(_weights_message(name, "(from the folder)", [build_name]))
+                raise _missing(name, "(from the folder)", [build_name])
             st = os.stat(ckpt)
             weights_id = f"{ckpt}|{st.st_size}|{st.st_mtime_ns}"
         else:
@@ -261,9 +367,8 @@ def load_clip(
             st = os.stat(resolved)
             weights_id = f"{resolved}|{st.st_size}|{st.st_mtime_ns}"
             if _is_torchscript(resolved):
-                # OpenAI's original files are TorchScript archives: torch.load needs
-                # weights_only=False for them (the user chose this file explicitly).
-                weights_only = False
+                # OpenAI's original files are TorchScript archives (QuickGELU models)
+                torchscript_file = resolved
                 if quick_gelu is None:
                     force_quick_gelu = True
             pretrained_arg = resolved
@@ -278,11 +383,13 @@ def load_clip(
             else:
                 local, looked = _find_cached_tag_file(open_clip, name, spec, cache_dir)
                 if local is None:
-                    raise WeightsNotFoundError(_weights_message(name, spec, looked))
+                    raise _missing(name, spec, looked)
                 pretrained_arg = local
                 kwargs.update(_tag_preprocess_kwargs(cfg))
+                if _is_torchscript(local):
+                    torchscript_file = local
         elif os.sep in spec or "/" in spec or spec.lower().endswith(_CHECKPOINT_SUFFIXES):
-            raise WeightsNotFoundError(_weights_message(name, spec, [os.path.abspath(spec) + " (no such file)"]))
+            raise _missing(name, spec, [os.path.abspath(spec) + " (no such file)"])
         else:
             tags = open_clip.list_pretrained_tags_by_model(name)
             raise VlalInputError(
@@ -304,14 +411,30 @@ def load_clip(
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=None, force_quick_gelu=force_quick_gelu, **kwargs
             )
+    elif torchscript_file is not None:
+        state = _torchscript_state_dict(torchscript_file)
+        with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the caller's RNG
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                build_name, pretrained=None, force_quick_gelu=force_quick_gelu, **kwargs
+            )
+        _load_state_dict_into(model, state, torchscript_file)
     else:
+        # weights_only=True always: no checkpoint, whatever its name or content, can run code
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 build_name, pretrained=pretrained_arg, force_quick_gelu=force_quick_gelu,
-                weights_only=weights_only, **kwargs,
+                weights_only=True, **kwargs,
             )
         except FileNotFoundError as err:  # safety net: open_clip's own missing-file errors
             raise WeightsNotFoundError(str(err)) from err
+        except pickle.UnpicklingError as err:  # the weights-only unpickler met a non-tensor object
+            raise _refused(str(pretrained_arg or build_name), err) from err
+        except RuntimeError as err:
+            where = str(pretrained_arg or build_name)
+            if "weights_only" in str(err) or "TorchScript" in str(err):
+                raise _refused(where, err) from err
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise VlalInputError(f"cannot load checkpoint {where}: {first}") from err
     model.eval()
     model.requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(build_name)
@@ -337,7 +460,7 @@ def _resolve_hf_hub_dir(name: str, cache_dir: str | None) -> str:
     repo_id = name[len("hf-hub:"):]
     found = try_to_load_from_cache(repo_id, "open_clip_config.json", cache_dir=cache_dir)
     if not (isinstance(found, str) and os.path.isfile(found)):
-        raise WeightsNotFoundError(_weights_message(name, "(from the hub repo)", [f"Hugging Face cache: {repo_id}"]))
+        raise _missing(name, "(from the hub repo)", [f"Hugging Face cache: {repo_id}"])
     return "local-dir:" + str(Path(found).parent)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._io import atomic_write
 from ..exceptions import VlalInputError
 from ._encode import DEFAULT_TEMPLATE, _check_clip, encode_class_names, encode_images, prompt_texts
 from ._images import as_image_source
@@ -261,20 +262,21 @@ class PromptTuner:
     def save_prompts(self, path) -> None:
         """Write the prompt tensors and what they belong to (``torch.save``; loadable weights-only)."""
         state = {k: v.detach().cpu().clone() for k, v in self.prompts.state_dict().items()}
-        torch.save(
-            {
-                "format": _FORMAT,
-                "version": _FORMAT_VERSION,
-                "tuner": self.kind,
-                "model_name": self.clip.model_name,
-                "weights_id": self.clip.weights_id,
-                "class_names": list(self.class_names),
-                "config": self._config(),
-                "tuned": bool(self.tuned),
-                "state": state,
-            },
-            Path(path),
-        )
+        with atomic_write(Path(path), "wb") as fh:  # temp name, fsync, os.replace
+            torch.save(
+                {
+                    "format": _FORMAT,
+                    "version": _FORMAT_VERSION,
+                    "tuner": self.kind,
+                    "model_name": self.clip.model_name,
+                    "weights_id": self.clip.weights_id,
+                    "class_names": list(self.class_names),
+                    "config": self._config(),
+                    "tuned": bool(self.tuned),
+                    "state": state,
+                },
+                fh,
+            )
 
     def load_prompts(self, path):
         """Load prompts written by :meth:`save_prompts` of the same tuner type and settings.

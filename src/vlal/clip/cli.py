@@ -61,7 +61,9 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
         res = embed_fn(clip, images, out, class_names=names, test_images=test_images, template=template,
                        batch_size=batch_size, progress=True, reuse_cache=not no_cache)
     except WeightsNotFoundError as err:
-        raise click.ClickException(str(err)) from err
+        from ._loading import weights_message_for
+
+        raise click.ClickException(weights_message_for(err, "embed")) from err
     except (VlalInputError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from err
     n, d = res["pool_features"].shape
