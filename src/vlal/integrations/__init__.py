@@ -12,18 +12,18 @@ import neither. See ``docs/integrations.md``.
 
 from __future__ import annotations
 
-import importlib
+import importlib as _importlib
 
-__all__ = ["SkactivemlStrategy", "ModalStrategy"]
-
+# No __all__: the adapters are resolved lazily (module __getattr__), so that importing this
+# package imports neither scikit-activeml nor modAL.
 _WHERE = {"SkactivemlStrategy": ".skactiveml", "ModalStrategy": ".modal"}
 
 
 def __getattr__(name: str):
     if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+        return getattr(_importlib.import_module(_WHERE[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + __all__)
+    return sorted(list(globals()) + list(_WHERE))
