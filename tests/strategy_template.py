@@ -157,3 +157,95 @@ class StrategyTemplate:
         assert not set(a.tolist()) & set(lab.tolist())
         np.testing.assert_array_equal(x, x0)
         np.testing.assert_array_equal(p, p0)
+
+    # ------------------------------------------------------------------ issue 9: scikit-learn semantics
+
+    def test_clone_get_set_params(self, pool):
+        from sklearn.base import clone
+
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        s = self.strategy(3)
+        shallow = s.get_params(deep=False)
+        assert shallow["random_state"] == 3
+        deep = s.get_params(deep=True)
+        assert set(shallow) <= set(deep)
+        c = clone(s)
+        assert type(c) is type(s) and c is not s
+        for key, value in shallow.items():
+            got = c.get_params(deep=False)[key]
+            if isinstance(value, Strategy):  # nested strategies are cloned too
+                assert got is not value and type(got) is type(value) and got.get_params() == value.get_params()
+            else:
+                assert got == value
+        np.testing.assert_array_equal(self._run(x, p, y, 5, labeled=lab, random_state=3), c.select(
+            x, p, 5, labeled=lab, labels=y[lab]))
+        # set_params returns self, changes the clone only, and round-trips every (deep) parameter
+        assert c.set_params(random_state=11) is c
+        assert c.random_state == 11 and s.random_state == 3
+        c.set_params(**deep)
+        assert c.get_params(deep=False).keys() == shallow.keys() and c.random_state == 3
+        with pytest.raises(ValueError, match="invalid parameter"):
+            s.set_params(no_such_parameter=1)
+        r = repr(s)
+        assert r.startswith(type(s).__name__ + "(") and "random_state=3" in r
+
+    def test_random_state_kinds(self, pool):
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        # a RandomState (scikit-learn convention) advances per call: same sequence from the same seed
+        a = [self._run(x, p, y, 5, labeled=lab, random_state=rs) for rs in [np.random.RandomState(0)] * 2]
+        b = [self._run(x, p, y, 5, labeled=lab, random_state=rs) for rs in [np.random.RandomState(0)] * 2]
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+        g = self._run(x, p, y, 5, labeled=lab, random_state=np.random.default_rng(0))
+        assert g.shape == (5,)
+        with pytest.raises(ValueError, match="random_state"):
+            self._run(x, p, y, 5, labeled=lab, random_state="0")
+
+    def test_candidates_errors(self, pool):
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        with pytest.raises(ValueError, match=rf"candidates holds row {lab[0]}, which is labeled"):
+            self._run(x, p, y, 2, labeled=lab, candidates=[lab[0], int(np.setdiff1d(np.arange(len(x)), lab)[0])])
+        with pytest.raises(ValueError, match="candidates index 999 is out of range"):
+            self._run(x, p, y, 2, labeled=lab, candidates=[1, 999])
+        with pytest.raises(ValueError, match="candidates is a boolean mask of length 3"):
+            self._run(x, p, y, 2, labeled=lab, candidates=np.ones(3, bool))
+        with pytest.raises(BudgetExceededError):
+            self._run(x, p, y, 3, candidates=[4, 5])
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors])
+    @given(
+        n=st.integers(6, 50),
+        d=st.integers(1, 6),
+        k=st.integers(1, 5),
+        frac_lab=st.floats(0, 0.5),
+        frac_cand=st.floats(0.05, 1.0),
+        frac_budget=st.floats(0.01, 1.0),
+        as_mask=st.booleans(),
+        seed=st.integers(0, 2**16),
+    )
+    def test_candidates_and_utilities(self, n, d, k, frac_lab, frac_cand, frac_budget, as_mask, seed):
+        x, p, y = make_pool(n=n, d=d, k=k, seed=seed)
+        lab = _labeled_setup(n, int(frac_lab * n), seed)
+        rng = np.random.default_rng(seed)
+        unl = np.setdiff1d(np.arange(n), lab)
+        cand = rng.choice(unl, size=max(1, int(frac_cand * unl.size)), replace=False)  # unsorted
+        budget = max(1, int(frac_budget * cand.size))
+        if as_mask:
+            arg = np.zeros(n, bool)
+            arg[cand] = True
+        else:
+            arg = cand
+        a = self._run(x, p, y, budget, labeled=lab, random_state=seed, candidates=arg)
+        b, u = self._run(x, p, y, budget, labeled=lab, random_state=seed, candidates=arg, return_utilities=True)
+        np.testing.assert_array_equal(a, b)  # same picks with and without utilities
+        assert a.shape == (budget,) and len(set(a.tolist())) == budget
+        assert set(a.tolist()) <= set(cand.tolist())
+        assert u.shape == (n,) and u.dtype == np.float64
+        off = np.ones(n, bool)
+        off[cand] = False
+        assert np.isnan(u[off]).all() and not np.isnan(u[cand]).any()
+        if not as_mask:
+            np.testing.assert_array_equal(cand, arg)  # the caller's array is not sorted in place

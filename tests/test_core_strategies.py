@@ -73,12 +73,21 @@ def test_cec_prefers_uncertain_region():
 
 
 def test_cec_bad_params():
-    with pytest.raises(ValueError, match="clustering"):
-        CEC(clustering="spectral")
-    with pytest.raises(ValueError, match="alpha"):
-        CEC(alpha=-1)
-    with pytest.raises(ValueError, match="k"):
-        CEC(k=0)
+    # issue 9: __init__ only stores; the parameters are checked when select runs
+    x, p, _ = make_pool()
+    for kw, msg in (
+        (dict(clustering="spectral"), "clustering"),
+        (dict(alpha=-1), "alpha"),
+        (dict(alpha=float("nan")), "alpha"),
+        (dict(k=0), "k"),
+        (dict(k=2.5), "k"),
+        (dict(k=True), "bool"),
+        (dict(use_gpu="yes"), "use_gpu"),
+    ):
+        s = CEC(**kw)
+        assert all(getattr(s, key) is value for key, value in kw.items())  # stored unchanged
+        with pytest.raises(ValueError, match=msg):
+            s.select(x, p, 3)
 
 
 def test_registry():
@@ -123,9 +132,11 @@ def test_negative_seed_named():
 
 
 def test_labels_beyond_classes_rejected():
+    # issue 9: only strategies that read labels check them against probs' columns
     x, p, _ = make_pool()
-    with pytest.raises(ValueError, match="only 4 classes"):
-        Random().select(x, p, 3, labeled=[0, 1], labels=[0, 9])
+    with pytest.raises(ValueError, match=r"only 4 classes.*vlal\.align_probs"):
+        vlal.PCB(Entropy()).select(x, p, 3, labeled=[0, 1], labels=[0, 9])
+    assert Random().select(x, p, 3, labeled=[0, 1], labels=[0, 9]).shape == (3,)
 
 
 def test_int_mask_hint():

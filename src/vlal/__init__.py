@@ -8,6 +8,7 @@ scipy, scikit-learn and faiss; the CLIP adapters live in :mod:`vlal.clip` and
 import torch only when used.
 """
 
+from .alignment import align_probs
 from .exceptions import BudgetExceededError, VlalInputError, WeightsNotFoundError
 from .registry import available_strategies, make_strategy, register
 from .scoring import (
@@ -64,4 +65,5 @@ __all__ = [
     "make_strategy",
     "available_strategies",
     "register",
+    "align_probs",
 ]

@@ -184,7 +184,9 @@ def check_labels(labels, labeled_idx: np.ndarray, n: int, n_classes: int | None 
         raise VlalInputError(f"labels must be non-negative class ids; got {int(arr.min())}")
     if arr.size and n_classes is not None and arr.max() >= n_classes:
         raise VlalInputError(
-            f"labels holds class {int(arr.max())}, but probs has only {n_classes} classes (columns)"
+            f"labels holds class {int(arr.max())}, but probs has only {n_classes} classes (columns); "
+            "if probs comes from a classifier fitted on the classes seen so far, give it one column "
+            "per class with vlal.align_probs(probs, clf.classes_, n_classes)"
         )
     return arr
 
@@ -256,21 +258,121 @@ def _is_unit_f32(features, step: int) -> bool:
 
 
 def rng_from(random_state) -> np.random.Generator:
-    """A numpy Generator from None, an int seed, a SeedSequence or a Generator."""
+    """A numpy Generator for one call of a strategy.
+
+    ``None``: fresh OS entropy; an int (``>= 0``) or a ``SeedSequence``: a new Generator
+    seeded with it (the same draws on every call); a ``numpy.random.Generator``: used as
+    is (it advances); a legacy ``numpy.random.RandomState`` (the scikit-learn /
+    scikit-activeml convention): one 63-bit seed is drawn from it, so it advances by one
+    draw per call and a seeded RandomState gives a reproducible sequence of calls.
+
+    Raises
+    ------
+    VlalInputError
+        A negative int, or any other type (the message names ``random_state``).
+    """
     if isinstance(random_state, np.random.Generator):
         return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(int(random_state.randint(0, 2**63 - 1, dtype=np.int64)))
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, (bool, np.bool_)):
         if random_state < 0:
             raise VlalInputError(f"random_state must be a non-negative int; got {random_state}")
         return np.random.default_rng(int(random_state))
     if random_state is None or isinstance(random_state, np.random.SeedSequence):
         return np.random.default_rng(random_state)
-    raise VlalInputError(f"random_state must be None, an int or a numpy Generator; got {type(random_state).__name__}")
+    raise VlalInputError(
+        "random_state must be None, a non-negative int, a numpy Generator or a numpy RandomState; "
+        f"got {type(random_state).__name__}"
+    )
 
 
 def seed_int(random_state, rng: np.random.Generator | None = None) -> int:
     """A 31-bit int seed for libraries (faiss) that take only ints."""
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, (bool, np.bool_)):
         return int(random_state) % (2**31 - 1)
     r = rng if rng is not None else rng_from(random_state)
     return int(r.integers(0, 2**31 - 1))
+
+
+def check_candidates(candidates, n: int, labeled_idx: np.ndarray) -> np.ndarray:
+    """The pool rows that may be queried, as sorted unique int64 indices.
+
+    ``None``: every row not in ``labeled_idx``. Otherwise indices or a boolean mask of
+    length ``n``, checked like ``labeled`` (range, duplicates, integer dtype); a labeled
+    row among them is an error.
+
+    Raises
+    ------
+    VlalInputError
+        Mask of the wrong length, indices out of range, duplicated or non-integer,
+        a labeled row among the candidates, or no candidate at all.
+    """
+    if candidates is None:
+        mask = np.ones(n, dtype=bool)
+        mask[labeled_idx] = False
+        return np.flatnonzero(mask).astype(np.int64)
+    try:
+        idx = check_labeled(candidates, n)
+    except VlalInputError as err:
+        raise VlalInputError(str(err).replace("labeled", "candidates")) from None
+    idx = np.sort(idx)
+    if labeled_idx.size:
+        clash = idx[np.isin(idx, labeled_idx)]
+        if clash.size:
+            raise VlalInputError(
+                f"candidates holds row {int(clash[0])}, which is labeled ({clash.size} labeled row(s) "
+                "among the candidates); a labeled row cannot be queried again"
+            )
+    if idx.size == 0:
+        raise VlalInputError("candidates is empty: there is no row to query")
+    return idx
+
+
+def check_nonzero_rows(arr: np.ndarray, name: str = "features") -> None:
+    """Raise if a row of ``arr`` is all zeros (no direction), naming the first such row.
+
+    The one zero-norm rule of every strategy: a zero pool row (labeled or not) is an
+    error, whether or not the strategy reads the features.
+    """
+    step = rows_per_chunk(arr.shape[1])
+    for start in range(0, arr.shape[0], step):
+        zero = ~np.asarray(arr[start : start + step] != 0).any(axis=1)
+        if zero.any():
+            row = start + _first_bad_row(zero)
+            raise VlalInputError(
+                f"{name} row {row} has zero norm (all zeros) and cannot be normalised; "
+                "remove it from the pool or give it its real features"
+            )
+
+
+def check_param(value, name: str, target_type, *, min_val=None, max_val=None, include_boundaries="both"):
+    """Check one strategy parameter with :func:`sklearn.utils.check_scalar`.
+
+    Booleans are refused for numeric parameters, NaN / inf for real ones. Errors are
+    :class:`~vlal.VlalInputError` (a ``ValueError``) naming the parameter.
+    """
+    from sklearn.utils import check_scalar  # lazy: keeps `import vlal` light
+
+    if isinstance(value, (bool, np.bool_)):
+        raise VlalInputError(f"{name} must be a number, not a bool; got {value!r}")
+    if isinstance(value, numbers.Real) and not np.isfinite(float(value)):
+        raise VlalInputError(f"{name} must be a finite number; got {value!r}")
+    try:
+        return check_scalar(
+            value, name, target_type, min_val=min_val, max_val=max_val, include_boundaries=include_boundaries
+        )
+    except (TypeError, ValueError) as err:
+        raise VlalInputError(f"{err} (got {value!r})") from None
+
+
+def check_choice(value, name: str, choices) -> None:
+    """Raise unless ``value`` is one of ``choices`` (compared with ``==``, type-safe)."""
+    if not any(type(value) is type(c) and value == c for c in choices):
+        raise VlalInputError(f"{name} must be one of {tuple(choices)}; got {value!r}")
+
+
+def check_bool(value, name: str) -> None:
+    """Raise unless ``value`` is ``True`` or ``False`` (numpy bools accepted)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise VlalInputError(f"{name} must be True or False; got {value!r}")

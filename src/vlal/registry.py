@@ -83,9 +83,12 @@ def make_strategy(name: str, random_state=None) -> Strategy:
 
 def _build(factory, name, *args, **kwargs) -> Strategy:
     try:
-        return factory(*args, **kwargs)
+        strategy = factory(*args, **kwargs)
     except TypeError as err:
         raise VlalInputError(f"bad parameters in {name!r}: {err}") from err
+    if isinstance(strategy, Strategy):
+        strategy._validate_params()  # a bad name fails here, not at the first query
+    return strategy
 
 
 def _parse_params(text: str, name: str) -> dict:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import CHUNK_ROWS, check_positive_int, l2_normalize, seed_int
+import numbers
+
+from .._validation import CHUNK_ROWS, PROB_ATOL, check_param, l2_normalize, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import nearest_to_centers, weighted_kmeans
+from ._distinct import replace_duplicates
 from .base import Pool, Strategy
 
 __all__ = ["ALFAMix"]
@@ -22,33 +25,54 @@ def _class_anchors(z_lab: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _predict(model, x: np.ndarray, n_classes: int | None = None) -> np.ndarray:
-    """``argmax model.predict_proba(x)`` with the output shape checked."""
+    """``argmax model.predict_proba(x)`` with the output checked.
+
+    The output must be an (m, n_classes) matrix of class probabilities: finite,
+    non-negative, rows summing to 1 (an all-zero row is refused).
+    """
     p = np.asarray(model.predict_proba(x))
+    k = "n_classes" if n_classes is None else n_classes
     if p.ndim != 2 or p.shape[0] != x.shape[0] or (n_classes is not None and p.shape[1] != n_classes):
-        k = "n_classes" if n_classes is None else n_classes
+        hint = ""
+        if p.ndim == 2 and n_classes is not None and p.shape[1] < n_classes:
+            hint = (
+                "; a classifier fitted on a subset of the classes must be wrapped so that its "
+                "predict_proba returns vlal.align_probs(clf.predict_proba(x), clf.classes_, n_classes)"
+            )
         raise VlalInputError(
-            f"model.predict_proba returned shape {p.shape} for {x.shape[0]} rows; expected ({x.shape[0]}, {k})"
+            f"model.predict_proba returned shape {p.shape} for {x.shape[0]} rows; expected "
+            f"({x.shape[0]}, {k}), one column per column of probs{hint}"
         )
-    if not np.isfinite(p).all():
-        raise VlalInputError("model.predict_proba returned NaN or inf")
+    if not np.issubdtype(p.dtype, np.number) or not np.isfinite(p).all():
+        raise VlalInputError("model.predict_proba returned NaN, inf or non-numbers")
+    if (p < 0).any():
+        raise VlalInputError("model.predict_proba returned negative values; class probabilities are expected")
+    sums = p.sum(axis=1, dtype=np.float64)
+    off = np.abs(sums - 1.0) > PROB_ATOL
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise VlalInputError(
+            f"model.predict_proba returned a row summing to {sums[row]:.6g}, not 1 (e.g. all zeros); "
+            "class probabilities are expected"
+        )
     return p.argmax(axis=1)
 
 
-def _model_flips(model, z: np.ndarray, anchors: np.ndarray, a: float) -> np.ndarray:
-    """Rows whose predicted class changes for at least one mix ``(1 - a) z + a * anchor``."""
+def _model_flips(model, z: np.ndarray, anchors: np.ndarray, a: float, n_classes: int | None = None) -> np.ndarray:
+    """Per row, how many mixes ``(1 - a) z + a * anchor`` change the predicted class (int64)."""
     m = z.shape[0]
-    flips = np.zeros(m, dtype=bool)
+    flips = np.zeros(m, dtype=np.int64)
     for s in range(0, m, CHUNK_ROWS):
         zc = z[s : s + CHUNK_ROWS]
-        base = _predict(model, zc)
+        base = _predict(model, zc, n_classes)
         for anchor in anchors:
             mixed = (1.0 - a) * zc + a * anchor
-            flips[s : s + zc.shape[0]] |= _predict(model, mixed.astype(np.float32)) != base
+            flips[s : s + zc.shape[0]] += _predict(model, mixed.astype(np.float32), n_classes) != base
     return flips
 
 
 def _prototype_flips(z: np.ndarray, anchors: np.ndarray, a: float) -> np.ndarray:
-    """Flips under the fallback classifier: cosine to the normalised anchors, softmax T=0.01.
+    """Flip counts under the fallback classifier: cosine to the normalised anchors, softmax T=0.01.
 
     Softmax and the norm of the mixed feature do not change the argmax, and the logits
     are linear in the mix: ``(1 - a) <z, p_c> + a <anchor, p_c>``, so no mix is built.
@@ -56,13 +80,13 @@ def _prototype_flips(z: np.ndarray, anchors: np.ndarray, a: float) -> np.ndarray
     protos = anchors / np.maximum(np.linalg.norm(anchors, axis=1, keepdims=True), 1e-12)
     anchor_logits = anchors @ protos.T  # (C, C)
     m = z.shape[0]
-    flips = np.zeros(m, dtype=bool)
+    flips = np.zeros(m, dtype=np.int64)
     for s in range(0, m, CHUNK_ROWS):
         logits = np.asarray(z[s : s + CHUNK_ROWS] @ protos.T, dtype=np.float64)
         base = logits.argmax(axis=1)
         for row in anchor_logits:
             mixed = (1.0 - a) * logits + a * row
-            flips[s : s + logits.shape[0]] |= mixed.argmax(axis=1) != base
+            flips[s : s + logits.shape[0]] += mixed.argmax(axis=1) != base
     return flips
 
 
@@ -95,7 +119,16 @@ class ALFAMix(Strategy):
     :func:`vlal.weighted_kmeans`) and the flip nearest to each centre is queried
     (:func:`vlal.nearest_to_centers`). With at most ``budget`` flips all of them are taken
     and the rest is filled with seeded uniform draws from the other candidates (no duplicates).
-    With nothing labeled it falls back to :class:`~vlal.Random` (paper Sec. 6).
+    With nothing labeled it falls back to :class:`~vlal.Random` (paper Sec. 6); labeled
+    rows without ``labels`` are an error (the anchors need the classes), and every label
+    must be a column of ``probs`` (see :func:`vlal.align_probs`).
+
+    Duplicates: as CEC, no two picks with equal normalised features while a candidate
+    that duplicates no pick remains (see :class:`~vlal.CEC`).
+
+    Utilities (``select(..., return_utilities=True)``): for each candidate, the number
+    of anchors (labeled classes) whose mix changes its predicted class; the flips are
+    the candidates with utility > 0 (0 everywhere in the random first round).
 
     Interpolation weight: one scalar ``a = alpha_cap`` for every dimension (the authors'
     cap, 1/32 by default). The authors' gradient-based closed form needs the loss gradient
@@ -116,13 +149,16 @@ class ALFAMix(Strategy):
         Interpolation weight ``a``, in ``(0, 1]``.
     n_iter : int, default 20
         K-Means iterations.
-    random_state : int, numpy Generator or None
+    random_state : None, int, numpy Generator or RandomState
         Seeds K-Means, the filling draws and the round-1 random fallback.
 
     Raises
     ------
     ValueError
-        ``alpha_cap`` outside ``(0, 1]``; ``model.predict_proba`` returns a wrongly shaped array.
+        (from :meth:`select`) ``alpha_cap`` outside ``(0, 1]``; labeled rows without
+        ``labels``; ``model.predict_proba`` returns a wrongly shaped array (not one
+        column per column of ``probs``), NaN / inf, negative values or rows that do not
+        sum to 1 (e.g. all zeros).
 
     References
     ----------
@@ -130,16 +166,17 @@ class ALFAMix(Strategy):
     "Active Learning by Feature Mixing", CVPR 2022.
     """
 
-    requires_labels = True
+    requires_labeled = True
+    reads_labels = True
 
     def __init__(self, alpha_cap: float = 1 / 32, n_iter: int = 20, *, random_state=None):
-        a = float(alpha_cap)
-        if not np.isfinite(a) or not 0 < a <= 1:
-            raise VlalInputError(f"alpha_cap must be in (0, 1]; got {alpha_cap!r}")
-        check_positive_int(n_iter, "n_iter")
         self.alpha_cap = alpha_cap
         self.n_iter = n_iter
         self.random_state = random_state
+
+    def _check_params(self) -> None:
+        check_param(self.alpha_cap, "alpha_cap", numbers.Real, min_val=0, max_val=1, include_boundaries="right")
+        check_param(self.n_iter, "n_iter", numbers.Integral, min_val=1)
 
     def flips(self, z_cand: np.ndarray, z_lab: np.ndarray, labels: np.ndarray, model=None) -> np.ndarray:
         """Boolean mask (m,) of the candidates whose prediction changes under some mix.
@@ -155,24 +192,33 @@ class ALFAMix(Strategy):
         model : object with ``predict_proba``, optional
             The classifier; ``None`` -> nearest class prototype (see the class docstring).
         """
+        self._check_params()
+        return self._flip_counts(z_cand, z_lab, labels, model) > 0
+
+    def _flip_counts(self, z_cand, z_lab, labels, model, n_classes=None) -> np.ndarray:
         _, anchors = _class_anchors(z_lab, labels)
         a = float(self.alpha_cap)
         if model is None:
             return _prototype_flips(z_cand, anchors, a)
         if not callable(getattr(model, "predict_proba", None)):
             raise VlalInputError(f"model must have a predict_proba(features) method; got {type(model).__name__}")
-        return _model_flips(model, z_cand, anchors, a)
+        return _model_flips(model, z_cand, anchors, a, n_classes)
 
-    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def _query(self, pool: Pool, budget: int, rng: np.random.Generator):
         cand = pool.candidates
         z = l2_normalize(pool.features[cand], "features")
         z_lab = l2_normalize(pool.features[pool.labeled], "features")
-        flip = np.flatnonzero(self.flips(z, z_lab, pool.labels, pool.model))
+        counts = self._flip_counts(z, z_lab, pool.labels, pool.model, pool.probs.shape[1])
+        flip = np.flatnonzero(counts > 0)
+        util = counts.astype(np.float64)
         if flip.size <= budget:
-            rest = np.flatnonzero(~np.isin(np.arange(cand.size), flip))
+            rest = np.flatnonzero(counts == 0)
             fill = rng.choice(rest, size=budget - flip.size, replace=False)
-            return cand[np.concatenate([flip, fill])]
+            picks = replace_duplicates(z, np.concatenate([flip, fill]), None, rng)
+            return cand[picks], util
         seed = seed_int(self.random_state, rng)
         zf = z[flip]
         centers, _ = weighted_kmeans(zf, None, budget, random_state=seed, n_iter=self.n_iter)
-        return cand[flip[nearest_to_centers(zf, centers)]]
+        picks = flip[replace_duplicates(zf, nearest_to_centers(zf, centers), centers)]
+        # flips exhausted but duplicates left: the nearest distinct non-flips serve the rest
+        return cand[replace_duplicates(z, picks, centers)], util

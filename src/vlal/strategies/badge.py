@@ -53,8 +53,14 @@ def _grad_sq_dist_to(r: np.ndarray, h: np.ndarray, g_sq: np.ndarray, j: int) -> 
     return np.maximum(out, 0.0)
 
 
-def _kmeanspp_seeding(r: np.ndarray, h: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+def _kmeanspp_seeding(
+    r: np.ndarray, h: np.ndarray, budget: int, rng: np.random.Generator, *, return_norms: bool = False
+):
     """k-means++ seeding over gradient embeddings; the first seed is the largest-norm one.
+
+    Several rows sharing the largest norm (within a relative ``1e-6``, e.g. every norm 0
+    for one-hot predictions): the first seed is drawn uniformly among them with ``rng``.
+    With ``return_norms`` the squared norms ``||g_x||^2`` (n,) float64 come back too.
 
     Later seeds are drawn with probability proportional to the squared distance to the
     nearest seed so far (chosen rows have probability 0). When every remaining row is at
@@ -65,7 +71,9 @@ def _kmeanspp_seeding(r: np.ndarray, h: np.ndarray, budget: int, rng: np.random.
     g_sq = np.einsum("ij,ij->i", r, r, dtype=np.float64) * np.einsum("ij,ij->i", h, h, dtype=np.float64)
     chosen = np.zeros(n, dtype=bool)
     picks = np.empty(budget, dtype=np.int64)
-    j = int(np.argmax(g_sq))  # as in the authors' code: start from the largest gradient
+    # as in the authors' code: start from the largest gradient; ties drawn with rng
+    top = np.flatnonzero(g_sq >= g_sq.max() * (1.0 - 1e-6))
+    j = int(top[0]) if top.size == 1 else int(rng.choice(top))
     picks[0] = j
     chosen[j] = True
     min_d = _grad_sq_dist_to(r, h, g_sq, j)
@@ -83,7 +91,7 @@ def _kmeanspp_seeding(r: np.ndarray, h: np.ndarray, budget: int, rng: np.random.
         picks[t] = j
         chosen[j] = True
         np.minimum(min_d, _grad_sq_dist_to(r, h, g_sq, j), out=min_d)
-    return picks
+    return (picks, g_sq) if return_norms else picks
 
 
 class BADGE(Strategy):
@@ -99,10 +107,15 @@ class BADGE(Strategy):
     minimum vector of length ``n_candidates``; the (n, K*d) matrix is never built.
     Uses no labels, so it works in round 1.
 
+    Utilities (``select(..., return_utilities=True)``): ``||g_x||^2 = ||r_x||^2 ||h_x||^2``,
+    the squared norm of each candidate's gradient embedding (how much the loss at the
+    predicted class could change). The first pick has the largest (ties drawn with the
+    seed); the others are drawn by distance, so they are not the top utilities.
+
     Parameters
     ----------
-    random_state : int, numpy Generator or None
-        Seeds the k-means++ draws.
+    random_state : None, int, numpy Generator or RandomState
+        Seeds the k-means++ draws and breaks ties of the first pick.
 
     Notes
     -----
@@ -118,4 +131,5 @@ class BADGE(Strategy):
         cand = pool.candidates
         h = l2_normalize(pool.features[cand], "features")
         r = _residuals(pool.probs[cand])
-        return cand[_kmeanspp_seeding(r, h, budget, rng)]
+        picks, g_sq = _kmeanspp_seeding(r, h, budget, rng, return_norms=True)
+        return cand[picks], g_sq

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import abc
 import inspect
+import numbers
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from .._validation import check_budget, check_labeled, check_labels, check_pool, rng_from
+from .._validation import (
+    check_budget,
+    check_candidates,
+    check_labeled,
+    check_labels,
+    check_nonzero_rows,
+    check_pool,
+    rng_from,
+)
+from ..exceptions import VlalInputError
 
 __all__ = ["Strategy", "Pool", "ProbabilisticModel"]
 
@@ -31,7 +41,8 @@ class Pool:
     probs : ndarray (n, K)
         The current model's class probabilities for every pool row.
     candidates : ndarray (m,), int64
-        Sorted pool positions of the unlabeled rows (those that may be queried).
+        Sorted pool positions of the rows that may be queried (unlabeled, and among the
+        caller's ``candidates`` when given).
     labeled : ndarray (l,), int64
         Pool positions of the labeled rows, in the caller's order.
     labels : ndarray (l,), int64 or None
@@ -55,27 +66,158 @@ class Pool:
 class Strategy(abc.ABC):
     """Base class of all query strategies.
 
-    ``random_state`` follows numpy/scikit-learn conventions: an int gives identical
-    draws on every call (same inputs -> same indices); a ``numpy.random.Generator``
-    advances with each call. In a multi-round loop pass a Generator
-    (``np.random.default_rng(seed)``): with an int, every round repeats the same
-    random draws, which correlates the rounds' queries.
+    Strategies follow scikit-learn's estimator conventions: ``__init__`` only stores its
+    arguments, unchanged; they are checked when :meth:`select` runs (and by
+    :func:`vlal.make_strategy`); :meth:`get_params` / :meth:`set_params` and
+    ``sklearn.base.clone`` work (nested parameters of a wrapped strategy, e.g. PCB's
+    ``base_strategy__k``, included), and ``repr`` shows the parameters that differ from
+    their defaults.
 
-    ``__init__`` only stores parameters (including ``random_state``); all work happens
-    in :meth:`select`, which validates the inputs once and hands a :class:`Pool` to the
-    subclass' :meth:`_query`. Subclasses set ``requires_labels = True`` when they need
-    a labeled set; with none, they fall back to uniform random sampling (as in the
-    paper, Sec. 6).
+    ``random_state`` (per call of :meth:`select`):
+
+    - ``None``: fresh randomness on every call;
+    - an int ``>= 0``: the same draws on every call (same inputs -> same indices);
+    - a ``numpy.random.Generator``: advances with each call;
+    - a ``numpy.random.RandomState`` (scikit-learn convention): one seed is drawn from
+      it per call, so it advances too.
+
+    In a multi-round loop pass a Generator or RandomState: with an int every round
+    repeats the same random draws, which correlates the rounds' queries. A strategy
+    never reads or changes the global random states (numpy, Python ``random``, torch),
+    so concurrent calls from several threads give the picks of sequential calls (each
+    thread needs its own Generator / RandomState, or an int).
+
+    Subclasses implement :meth:`_query` (and :meth:`_check_params` for their
+    parameters). Class attributes say what a strategy reads:
+
+    - ``requires_labeled``: it needs a labeled set; with none it falls back to uniform
+      random sampling (as in the paper, Sec. 6);
+    - ``reads_labels``: it reads the label values; labeled rows without ``labels`` are
+      then an error, and each label must be a column of ``probs``.
+
+    Strategies that do not read ``labels`` do not check them against ``probs``.
     """
 
-    #: Strategies that need labeled rows (and their labels) set this; with an empty
-    #: labeled set they fall back to :class:`~vlal.Random`.
-    requires_labels: bool = False
+    #: Needs labeled rows; with none, uniform random sampling (paper Sec. 6).
+    requires_labeled: bool = False
+    #: Reads the classes of the labeled rows (``labels``); they must index ``probs`` columns.
+    reads_labels: bool = False
 
     def __init__(self, random_state=None):
         self.random_state = random_state
 
-    def select(self, features, probs, budget: int, *, labeled=None, labels=None, model=None) -> np.ndarray:
+    # ------------------------------------------------------------------ scikit-learn protocol
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        init = cls.__init__
+        if init is object.__init__:
+            return []
+        params = [p for p in inspect.signature(init).parameters.values() if p.name != "self"]
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise RuntimeError(
+                    f"{cls.__name__}.__init__ must name its parameters explicitly (no *args / **kwargs) "
+                    "so that get_params, set_params and clone work"
+                )
+        return sorted(p.name for p in params)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Parameters of this strategy, as stored by ``__init__`` (scikit-learn protocol).
+
+        Parameters
+        ----------
+        deep : bool, default True
+            Also return the parameters of nested strategies (``base_strategy__k``).
+
+        Returns
+        -------
+        dict
+            Parameter name -> value.
+        """
+        out = {}
+        for key in self._get_param_names():
+            value = getattr(self, key)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{key}__{k}", v) for k, v in value.get_params(deep=True).items())
+            out[key] = value
+        return out
+
+    def set_params(self, **params) -> "Strategy":
+        """Set parameters (scikit-learn protocol), nested ones as ``base_strategy__k=5``.
+
+        Values are checked when :meth:`select` runs.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            An unknown parameter name (the message lists the valid ones).
+        """
+        if not params:
+            return self
+        valid = self.get_params(deep=True)
+        nested: dict[str, dict] = {}
+        for key, value in params.items():
+            name, sep, sub = key.partition("__")
+            if name not in valid or (sep and not hasattr(valid[name], "set_params")):
+                raise VlalInputError(
+                    f"invalid parameter {name!r} for {type(self).__name__}; valid parameters: "
+                    f"{self._get_param_names()}"
+                )
+            if sep:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+                valid[name] = value
+        for name, sub_params in nested.items():
+            valid[name].set_params(**sub_params)
+        return self
+
+    def __repr__(self) -> str:
+        sig = inspect.signature(type(self).__init__).parameters
+        parts = []
+        for key, value in self.get_params(deep=False).items():
+            default = sig[key].default
+            try:
+                same = default is not inspect.Parameter.empty and type(default) is type(value) and bool(default == value)
+            except Exception:  # noqa: BLE001 - arrays and odd objects: show them
+                same = False
+            if not same:
+                parts.append(f"{key}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def _check_params(self) -> None:
+        """Validate the stored parameters (override; raise ``VlalInputError`` naming the parameter)."""
+
+    def _validate_params(self) -> None:
+        """Check every parameter, ``random_state`` included; called by :meth:`select`."""
+        rs = self.random_state
+        if not (
+            rs is None
+            or isinstance(rs, (np.random.Generator, np.random.RandomState, np.random.SeedSequence))
+            or (isinstance(rs, numbers.Integral) and not isinstance(rs, (bool, np.bool_)) and rs >= 0)
+        ):
+            rng_from(rs)  # raises with the message naming random_state
+        self._check_params()
+
+    # ------------------------------------------------------------------ the query
+
+    def select(
+        self,
+        features,
+        probs,
+        budget: int,
+        *,
+        labeled=None,
+        labels=None,
+        model=None,
+        candidates=None,
+        return_utilities: bool = False,
+    ):
         """Choose ``budget`` pool rows to send for labeling.
 
         Parameters
@@ -83,52 +225,87 @@ class Strategy(abc.ABC):
         features : array-like of shape (n, d)
             Image features of the whole pool (labeled rows included), any float dtype;
             float16, non-contiguous and memory-mapped arrays are accepted and never modified.
+            No row may be all zeros (one rule for every strategy).
         probs : array-like of shape (n, K)
             Class probabilities of the current model for every pool row (not logits).
+            Column ``c`` is class ``c``; for a classifier fitted on a subset of the classes
+            use :func:`vlal.align_probs`.
         budget : int
-            Number of rows to query, ``1 <= budget <=`` number of unlabeled rows.
+            Number of rows to query, ``1 <= budget <=`` number of candidates.
         labeled : array-like of int or bool, optional
             Rows already labeled, as indices or a boolean mask of length ``n``; never returned.
         labels : array-like of int, optional
             Classes of the labeled rows, one per labeled row in the order of ``labeled``
-            (of ``np.flatnonzero(labeled)`` for a mask). Needed by label-aware strategies.
+            (of ``np.flatnonzero(labeled)`` for a mask). Needed by strategies that read
+            them (``reads_labels``: PCB, ALFA-Mix), ignored by the others.
         model : object with ``predict_proba``, optional
             The current classifier; used by strategies that probe it (ALFA-Mix).
+        candidates : array-like of int or bool, optional
+            Rows that may be queried, as indices or a boolean mask of length ``n``;
+            default: every unlabeled row. A labeled row among them is an error. The
+            returned indices are still pool positions.
+        return_utilities : bool, default False
+            Also return the utility of every pool row (defined in each strategy's
+            docstring; higher = more wanted unless stated). The picks are the same
+            with and without it.
 
         Returns
         -------
-        ndarray of shape (budget,), int64
-            Distinct row positions into ``features``, none of them labeled.
+        indices : ndarray of shape (budget,), int64
+            Distinct row positions into ``features``, all among the candidates.
+        utilities : ndarray of shape (n,), float64
+            Only with ``return_utilities=True``: NaN exactly for the rows that were not
+            candidates (labeled rows, rows outside ``candidates``).
 
         Raises
         ------
         ValueError
-            Bad shapes, NaN/inf, probabilities that are not probabilities, a budget
-            that is not a positive int, invalid ``labeled`` / ``labels``.
+            Bad shapes, NaN/inf, a zero feature row, probabilities that are not
+            probabilities, a budget that is not a positive int, invalid ``labeled`` /
+            ``labels`` / ``candidates``, invalid parameters of the strategy, labeled rows
+            without ``labels`` for a strategy that reads them.
         BudgetExceededError
-            ``budget`` exceeds the number of unlabeled rows.
+            ``budget`` exceeds the number of candidates.
         """
+        self._validate_params()
+        if not isinstance(return_utilities, (bool, np.bool_)):
+            raise VlalInputError(f"return_utilities must be True or False; got {return_utilities!r}")
         f, p = check_pool(features, probs)
+        check_nonzero_rows(f, "features")
         n = f.shape[0]
         labeled_idx = check_labeled(labeled, n)
-        lab = check_labels(labels, labeled_idx, n, n_classes=p.shape[1])
-        mask = np.ones(n, dtype=bool)
-        mask[labeled_idx] = False
-        candidates = np.flatnonzero(mask).astype(np.int64)
-        b = check_budget(budget, candidates.size)
-        pool = Pool(f, p, candidates, labeled_idx, lab, model)
-        rng = rng_from(self.random_state)
-        if self.requires_labels and (labeled_idx.size == 0 or lab is None):
-            chosen = rng.choice(candidates, size=b, replace=False)
+        if self.reads_labels:
+            lab = check_labels(labels, labeled_idx, n, n_classes=p.shape[1])
         else:
-            chosen = self._query(pool, b, rng)
+            lab = check_labels(labels, labeled_idx, n, n_classes=None)
+        cand = check_candidates(candidates, n, labeled_idx)
+        b = check_budget(budget, cand.size)
+        if self.reads_labels and labeled_idx.size and lab is None:
+            raise VlalInputError(
+                f"{type(self).__name__} reads the classes of the labeled rows: labeled marks "
+                f"{labeled_idx.size} rows but labels was not given; pass labels=<one class per labeled row>"
+            )
+        pool = Pool(f, p, cand, labeled_idx, lab, model)
+        rng = rng_from(self.random_state)
+        if self.requires_labeled and labeled_idx.size == 0:
+            chosen, util = rng.choice(cand, size=b, replace=False), np.zeros(cand.size)
+        else:
+            out = self._query(pool, b, rng)
+            chosen, util = out if isinstance(out, tuple) else (out, None)
         chosen = np.asarray(chosen, dtype=np.int64)
+        mask = np.zeros(n, dtype=bool)
+        mask[cand] = True
         self._check_result(chosen, b, mask)
-        return chosen
+        if not return_utilities:
+            return chosen
+        utilities = np.full(n, np.nan, dtype=np.float64)
+        utilities[cand] = 0.0 if util is None else np.asarray(util, dtype=np.float64)
+        return chosen, utilities
 
     @abc.abstractmethod
-    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
-        """Return ``budget`` distinct pool positions taken from ``pool.candidates``."""
+    def _query(self, pool: Pool, budget: int, rng: np.random.Generator):
+        """Return ``budget`` distinct pool positions taken from ``pool.candidates``,
+        or ``(positions, utilities)`` with ``utilities`` (m,) aligned with ``pool.candidates``."""
 
     @staticmethod
     def _check_result(chosen: np.ndarray, budget: int, candidate_mask: np.ndarray) -> None:
@@ -138,7 +315,7 @@ class Strategy(abc.ABC):
         if np.unique(chosen).size != budget:
             raise RuntimeError("strategy returned duplicated indices")
         if chosen.min() < 0 or chosen.max() >= candidate_mask.size or not candidate_mask[chosen].all():
-            raise RuntimeError("strategy returned an index outside the unlabeled pool")
+            raise RuntimeError("strategy returned an index outside the candidates")
 
     def check_dependencies(self) -> None:
         """Raise ``ImportError`` naming the missing extra if :meth:`select` could not run.
@@ -146,12 +323,3 @@ class Strategy(abc.ABC):
         Harnesses call it before a long run; strategies with optional dependencies
         (GCNAL: torch) override it.
         """
-
-    def get_params(self) -> dict:
-        """The constructor parameters (as stored), e.g. for logging."""
-        sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_positive_int, l2_normalize, seed_int
+import numbers
+
+from .._validation import check_bool, check_choice, check_param, l2_normalize, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
     KMEANS_MODES,
@@ -16,6 +18,7 @@ from ..scoring import (
     neighbor_uncertainty,
     weighted_kmeans,
 )
+from ._distinct import replace_duplicates
 from .base import Pool, Strategy
 
 __all__ = ["CEC"]
@@ -33,6 +36,15 @@ class CEC(Strategy):
     3. ``U = H^ + H_NN`` (Eq. 7),
     4. K-Means with ``budget`` clusters on the L2-normalised features, weighted by ``U`` (Sec. 4.3),
     5. for each cluster the candidate closest to its centre, all distinct (Sec. 4.4).
+
+    Duplicates: no two picks have equal normalised features while a candidate that
+    duplicates no pick remains (web-scale pools hold many exact copies); a pick that
+    duplicates an earlier one is replaced by the nearest non-duplicate to its centre.
+
+    Utilities (``select(..., return_utilities=True)``): ``U(x) = H^(x) + H_NN(x)`` of
+    Eq. 7 for every candidate (the K-Means weights; ``H^`` alone with
+    ``neighbor_term=False``, plain ``H`` with ``calibration=False``). The picks are not
+    the top-``budget`` utilities: they are spread by the clustering.
 
     Parameters
     ----------
@@ -62,8 +74,8 @@ class CEC(Strategy):
         fast path (Lloyd on a weight-proportional sample, approximate assignments).
     use_gpu : "auto", bool, default "auto"
         Run kNN and K-Means on the GPUs when faiss has any (``"auto"``).
-    random_state : int, numpy Generator or None
-        Seeds the K-Means initialisation.
+    random_state : None, int, numpy Generator or RandomState
+        Seeds the K-Means initialisation and breaks ties (see :class:`~vlal.Strategy`).
 
     References
     ----------
@@ -85,33 +97,30 @@ class CEC(Strategy):
         use_gpu="auto",
         random_state=None,
     ):
-        if clustering not in _CLUSTERING:
-            raise VlalInputError(f"clustering must be one of {_CLUSTERING}; got {clustering!r}")
-        check_positive_int(k, "k")
-        check_positive_int(top_n, "top_n")
-        check_positive_int(n_iter, "n_iter")
-        if not np.isfinite(float(alpha)) or float(alpha) < 0:
-            raise VlalInputError(f"alpha must be a finite number >= 0; got {alpha!r}")
-        if knn_index not in KNN_INDEXES:
-            raise VlalInputError(f"knn_index must be one of {KNN_INDEXES}; got {knn_index!r}")
-        if kmeans_mode not in KMEANS_MODES:
-            raise VlalInputError(f"kmeans_mode must be one of {KMEANS_MODES}; got {kmeans_mode!r}")
-        if not (use_gpu == "auto" or isinstance(use_gpu, (bool, np.bool_))):
-            raise VlalInputError(f"use_gpu must be 'auto', True or False; got {use_gpu!r}")
         self.k = k
         self.alpha = alpha
         self.top_n = top_n
-        for flag, value in (("calibration", calibration), ("neighbor_term", neighbor_term)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise VlalInputError(f"{flag} must be True or False; got {value!r}")
-        self.calibration = bool(calibration)
-        self.neighbor_term = bool(neighbor_term)
+        self.calibration = calibration
+        self.neighbor_term = neighbor_term
         self.clustering = clustering
         self.n_iter = n_iter
         self.knn_index = knn_index
         self.kmeans_mode = kmeans_mode
         self.use_gpu = use_gpu
         self.random_state = random_state
+
+    def _check_params(self) -> None:
+        check_choice(self.clustering, "clustering", _CLUSTERING)
+        check_param(self.k, "k", numbers.Integral, min_val=1)
+        check_param(self.top_n, "top_n", numbers.Integral, min_val=1)
+        check_param(self.n_iter, "n_iter", numbers.Integral, min_val=1)
+        check_param(self.alpha, "alpha", numbers.Real, min_val=0)
+        check_choice(self.knn_index, "knn_index", KNN_INDEXES)
+        check_choice(self.kmeans_mode, "kmeans_mode", KMEANS_MODES)
+        if not (isinstance(self.use_gpu, str) and self.use_gpu == "auto") and not isinstance(self.use_gpu, (bool, np.bool_)):
+            raise VlalInputError(f"use_gpu must be 'auto', True or False; got {self.use_gpu!r}")
+        check_bool(self.calibration, "calibration")
+        check_bool(self.neighbor_term, "neighbor_term")
 
     def uncertainty(self, features, probs) -> np.ndarray:
         """``U(x)`` of Eq. 7 for each row (the rows are taken as the candidate pool).
@@ -125,6 +134,7 @@ class CEC(Strategy):
         -------
         ndarray (m,), float64
         """
+        self._validate_params()
         return self._uncertainty(features, probs, self.knn_index)
 
     def _uncertainty(self, features, probs, index) -> np.ndarray:
@@ -152,13 +162,19 @@ class CEC(Strategy):
             kmeans_mode=self.kmeans_mode, use_gpu=self.use_gpu,
         )
         if self.clustering == "greedy":
-            return cand[_most_uncertain_per_cluster(u, assign, budget)]
-        return cand[nearest_to_centers(z, centers, knn_index=index, use_gpu=self.use_gpu)]
+            picks = _most_uncertain_per_cluster(u, assign, budget, rng)
+        else:
+            picks = nearest_to_centers(z, centers, knn_index=index, use_gpu=self.use_gpu)
+        return cand[replace_duplicates(z, picks, centers)], u
 
 
-def _most_uncertain_per_cluster(u: np.ndarray, assign: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Row of largest ``u`` in each cluster; empty clusters take the most uncertain rows left."""
-    order = np.lexsort((np.arange(u.size), -u))  # most uncertain first, stable
+def _most_uncertain_per_cluster(
+    u: np.ndarray, assign: np.ndarray, n_clusters: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Row of largest ``u`` in each cluster; empty clusters take the most uncertain rows left.
+
+    Ties in ``u`` are broken by ``rng`` (not by row position)."""
+    order = np.lexsort((rng.random(u.size), -u))  # most uncertain first, ties at random
     picked = np.full(n_clusters, -1, dtype=np.int64)
     for row in order:
         c = assign[row]

@@ -26,7 +26,9 @@ def k_center_greedy(
     centers: np.ndarray | None,
     budget: int,
     rng: np.random.Generator,
-) -> np.ndarray:
+    *,
+    return_distances: bool = False,
+):
     """Greedy k-centre: repeatedly take the candidate farthest from its nearest centre.
 
     Every pick becomes a centre for the next one. Memory is O(m) beyond the inputs:
@@ -44,33 +46,47 @@ def k_center_greedy(
     budget : int
         Number of picks, ``1 <= budget <= m``.
     rng : numpy Generator
-        Used only for the first pick when there are no centres.
+        Draws the first pick when there are no centres, and breaks ties in distance
+        (several candidates equally far from their nearest centre).
+    return_distances : bool, default False
+        Also return the Euclidean distance of every candidate to its nearest centre:
+        for a pick, at the moment it was picked (``inf`` for a first pick drawn with no
+        centres); for the other candidates, after the last pick.
 
     Returns
     -------
-    ndarray of shape (budget,), int64
-        Distinct row positions into ``candidates``, in pick order. Ties in distance go
-        to the lowest position.
+    picks : ndarray of shape (budget,), int64
+        Distinct row positions into ``candidates``, in pick order.
+    distances : ndarray of shape (m,), float64
+        Only with ``return_distances=True``; the picks hold the ``budget`` largest values.
     """
     x = np.ascontiguousarray(candidates, dtype=np.float32)
     m = x.shape[0]
     sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
     picks = np.empty(budget, dtype=np.int64)
+    at_pick = np.empty(budget, dtype=np.float64)
     if centers is not None and centers.shape[0] > 0:
         dist, _ = _faiss.knn_search(centers, x, 1)
-        min_d = dist[:, 0].astype(np.float64)
+        min_d = np.maximum(dist[:, 0].astype(np.float64), 0.0)
         start = 0
     else:
         picks[0] = int(rng.integers(m))
+        at_pick[0] = np.inf
         min_d = _sq_dist_to(x, sq, picks[0])
         min_d[picks[0]] = -np.inf
         start = 1
     for t in range(start, budget):
-        j = int(np.argmax(min_d))
+        best = min_d.max()
+        ties = np.flatnonzero(min_d == best)
+        j = int(ties[0]) if ties.size == 1 else int(rng.choice(ties))
         picks[t] = j
+        at_pick[t] = best
         np.minimum(min_d, _sq_dist_to(x, sq, j), out=min_d)
         min_d[j] = -np.inf  # never picked twice, even among identical rows
-    return picks
+    if not return_distances:
+        return picks
+    min_d[picks] = at_pick
+    return picks, np.sqrt(min_d)
 
 
 class CoreSet(Strategy):
@@ -84,8 +100,13 @@ class CoreSet(Strategy):
 
     Parameters
     ----------
-    random_state : int, numpy Generator or None
-        Seeds the first pick when nothing is labeled.
+    random_state : None, int, numpy Generator or RandomState
+        Seeds the first pick when nothing is labeled and breaks ties in distance.
+
+    Utilities (``select(..., return_utilities=True)``): Euclidean distance (normalised
+    features) of each candidate to its nearest labeled row or earlier pick: for a pick,
+    when it was picked (``inf`` for a first pick drawn with nothing labeled); for the
+    others, after the last pick. The picks hold the ``budget`` largest utilities.
 
     Notes
     -----
@@ -102,4 +123,5 @@ class CoreSet(Strategy):
         cand = pool.candidates
         z = l2_normalize(pool.features[cand], "features")
         centers = l2_normalize(pool.features[pool.labeled], "features") if pool.labeled.size else None
-        return cand[k_center_greedy(z, centers, budget, rng)]
+        picks, dist = k_center_greedy(z, centers, budget, rng, return_distances=True)
+        return cand[picks], dist

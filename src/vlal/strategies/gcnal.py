@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _faiss
-from .._validation import CHUNK_ROWS, check_positive_int, l2_normalize, seed_int
+from .._validation import CHUNK_ROWS, check_param, l2_normalize, seed_int
 from ..exceptions import VlalInputError
 from .base import Pool, Strategy
 from .coreset import k_center_greedy
@@ -93,33 +93,43 @@ def _gcn_embeddings(
 
     ``H = relu(A X W1 + b1)``, ``s = A (dropout(H) W2) + b2``; loss = mean BCE over the
     labeled rows + mean BCE over the unlabeled rows (each group weighted equally; the
-    authors weight the unlabeled term by a tunable lambda, here 1). Full-batch Adam on CPU;
-    torch's global RNG is seeded inside ``torch.random.fork_rng``, so the caller's torch RNG
-    state is untouched.
+    authors weight the unlabeled term by a tunable lambda, here 1). Full-batch Adam on CPU.
+    Every random draw (weights: uniform in ``+-1/sqrt(fan_in)`` as ``torch.nn.Linear``;
+    dropout masks) comes from a local ``torch.Generator`` seeded with ``seed``: torch's
+    global generator is neither read nor changed, so concurrent calls in several threads
+    give the same embeddings as sequential ones.
     """
     torch = _import_torch()
     f = torch.nn.functional
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        a = _to_torch_sparse(adj, torch)
-        ax = torch.sparse.mm(a, torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        layer1 = torch.nn.Linear(x.shape[1], hidden)
-        layer2 = torch.nn.Linear(hidden, 1, bias=False)
-        bias2 = torch.nn.Parameter(torch.zeros(1))
-        params = [*layer1.parameters(), *layer2.parameters(), bias2]
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-        lab = torch.from_numpy(labeled_mask)
-        target = lab.to(torch.float32)
-        for _ in range(n_steps):
-            h = f.dropout(torch.relu(layer1(ax)), p=dropout, training=True)
-            logits = (torch.sparse.mm(a, layer2(h)) + bias2).squeeze(1)
-            bce = f.binary_cross_entropy_with_logits(logits, target, reduction="none")
-            loss = bce[lab].mean() + bce[~lab].mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            emb = torch.relu(layer1(ax))
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+
+    def uniform(*shape, fan_in):
+        bound = 1.0 / np.sqrt(fan_in)
+        return torch.nn.Parameter((torch.rand(*shape, generator=gen) * 2.0 - 1.0) * bound)
+
+    d = x.shape[1]
+    w1, b1 = uniform(hidden, d, fan_in=d), uniform(hidden, fan_in=d)
+    w2 = uniform(1, hidden, fan_in=hidden)
+    bias2 = torch.nn.Parameter(torch.zeros(1))
+    a = _to_torch_sparse(adj, torch)
+    ax = torch.sparse.mm(a, torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    opt = torch.optim.Adam([w1, b1, w2, bias2], lr=lr, weight_decay=weight_decay)
+    lab = torch.from_numpy(labeled_mask)
+    target = lab.to(torch.float32)
+    for _ in range(n_steps):
+        h = torch.relu(f.linear(ax, w1, b1))
+        if dropout > 0:
+            keep = torch.rand(h.shape, generator=gen) >= dropout
+            h = h * keep / (1.0 - dropout)
+        logits = (torch.sparse.mm(a, f.linear(h, w2)) + bias2).squeeze(1)
+        bce = f.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        loss = bce[lab].mean() + bce[~lab].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        emb = torch.relu(f.linear(ax, w1, b1))
     return emb.numpy().astype(np.float32)
 
 
@@ -136,8 +146,13 @@ class GCNAL(Strategy):
     3. CoreSet (:func:`~vlal.strategies.coreset.k_center_greedy`) on the GCN's first-layer
        embeddings, the labeled rows being the initial centres.
 
-    With nothing labeled it falls back to :class:`~vlal.Random` (paper Sec. 6). Deterministic
-    on CPU for a fixed ``random_state``.
+    It needs the labeled set but not the label values (``labels`` is ignored); with
+    nothing labeled it falls back to :class:`~vlal.Random` (paper Sec. 6). Deterministic
+    on CPU for a fixed ``random_state``, whatever other threads do: torch's global random
+    generator is never used (a local ``torch.Generator`` serves every draw).
+
+    Utilities (``select(..., return_utilities=True)``): as :class:`~vlal.CoreSet`, the
+    Euclidean distance in the GCN embedding to the nearest labeled row or earlier pick.
 
     Parameters
     ----------
@@ -150,15 +165,16 @@ class GCNAL(Strategy):
     lr : float, default 1e-3
     weight_decay : float, default 5e-4
     dropout : float, default 0.3
-    random_state : int, numpy Generator or None
-        Seeds torch (weights, dropout) and the round-1 random fallback.
+    random_state : None, int, numpy Generator or RandomState
+        Seeds the local torch generator (weights, dropout), ties and the round-1 random
+        fallback.
 
     Raises
     ------
     ImportError
         PyTorch is missing (``pip install vlal[clip]``); raised by :meth:`select`, not at import.
     ValueError
-        Invalid parameters.
+        Invalid parameters (from :meth:`select`).
 
     References
     ----------
@@ -166,7 +182,7 @@ class GCNAL(Strategy):
     Active Learning", CVPR 2021.
     """
 
-    requires_labels = True
+    requires_labeled = True
 
     def check_dependencies(self) -> None:
         """Raise ``ImportError`` (with the install command) when torch is missing."""
@@ -183,16 +199,6 @@ class GCNAL(Strategy):
         *,
         random_state=None,
     ):
-        check_positive_int(n_neighbors, "n_neighbors")
-        check_positive_int(hidden, "hidden")
-        check_positive_int(n_steps, "n_steps")
-        for name, value, ok in (
-            ("lr", lr, lambda v: v > 0),
-            ("weight_decay", weight_decay, lambda v: v >= 0),
-            ("dropout", dropout, lambda v: 0 <= v < 1),
-        ):
-            if not isinstance(value, numbers.Real) or not np.isfinite(value) or not ok(value):
-                raise VlalInputError(f"invalid {name}={value!r}")
         self.n_neighbors = n_neighbors
         self.hidden = hidden
         self.n_steps = n_steps
@@ -200,6 +206,14 @@ class GCNAL(Strategy):
         self.weight_decay = weight_decay
         self.dropout = dropout
         self.random_state = random_state
+
+    def _check_params(self) -> None:
+        check_param(self.n_neighbors, "n_neighbors", numbers.Integral, min_val=1)
+        check_param(self.hidden, "hidden", numbers.Integral, min_val=1)
+        check_param(self.n_steps, "n_steps", numbers.Integral, min_val=1)
+        check_param(self.lr, "lr", numbers.Real, min_val=0, include_boundaries="neither")
+        check_param(self.weight_decay, "weight_decay", numbers.Real, min_val=0)
+        check_param(self.dropout, "dropout", numbers.Real, min_val=0, max_val=1, include_boundaries="left")
 
     def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
         _import_torch()  # fail early with the install hint
@@ -219,4 +233,5 @@ class GCNAL(Strategy):
             seed=seed_int(self.random_state, rng),
         )
         cand = pool.candidates
-        return cand[k_center_greedy(emb[cand], emb[pool.labeled], budget, rng)]
+        picks, dist = k_center_greedy(emb[cand], emb[pool.labeled], budget, rng, return_distances=True)
+        return cand[picks], dist

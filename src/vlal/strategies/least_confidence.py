@@ -14,11 +14,11 @@ class LeastConfidence(UncertaintyStrategy):
     """The ``budget`` candidates whose most likely class is least probable.
 
     ``score = 1 - max_i P_i`` (float64, in ``[0, 1 - 1/K]``); higher = more informative.
-    Ties are broken at random (seeded).
+    Ties are broken at random (seeded). Utilities: that ``score`` per candidate.
 
     Parameters
     ----------
-    random_state : int, numpy Generator or None
+    random_state : None, int, numpy Generator or RandomState
         Only breaks ties.
 
     References

@@ -40,11 +40,11 @@ class Margin(UncertaintyStrategy):
     """The ``budget`` candidates with the smallest top-1 minus top-2 probability gap.
 
     ``score = 1 - (P_(1) - P_(2))``, so higher = more informative (see :func:`margin`).
-    Ties are broken at random (seeded).
+    Ties are broken at random (seeded). Utilities: that ``score`` per candidate.
 
     Parameters
     ----------
-    random_state : int, numpy Generator or None
+    random_state : None, int, numpy Generator or RandomState
         Only breaks ties.
 
     References

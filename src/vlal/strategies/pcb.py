@@ -8,6 +8,7 @@ import numbers
 
 import numpy as np
 
+from .._validation import check_param
 from ..exceptions import VlalInputError
 from .base import Pool, Strategy
 
@@ -64,7 +65,10 @@ class PCB(Strategy):
        proposals by the base's order forever; skipping it keeps the balancing going.)
 
     Works with nothing labeled (all counts start at 0). Labeled rows given without
-    ``labels`` count for no class.
+    ``labels`` are an error (the counts need them), and every label must be a column of
+    ``probs`` (see :func:`vlal.align_probs`).
+
+    Utilities (``select(..., return_utilities=True)``): those of the base strategy.
 
     Parameters
     ----------
@@ -73,14 +77,15 @@ class PCB(Strategy):
         copy carrying it is queried).
     gamma : float, default 0.1
         Proposal fraction of the candidate pool, in ``(0, 1]``.
-    random_state : int, numpy Generator or None
+    random_state : None, int, numpy Generator or RandomState
         When not None it is passed on to (the copy of) the base strategy, replacing the
         base's own ``random_state``; PCB itself draws nothing.
 
     Raises
     ------
     ValueError
-        ``base_strategy`` is not a :class:`Strategy`, or ``gamma`` is outside ``(0, 1]``.
+        (from :meth:`select`) ``base_strategy`` is not a :class:`Strategy`, or ``gamma``
+        is outside ``(0, 1]``.
 
     References
     ----------
@@ -88,14 +93,18 @@ class PCB(Strategy):
     CVPR 2024.
     """
 
+    reads_labels = True
+
     def __init__(self, base_strategy: Strategy, gamma: float = 0.1, *, random_state=None):
-        if not isinstance(base_strategy, Strategy):
-            raise VlalInputError(f"base_strategy must be a vlal Strategy; got {type(base_strategy).__name__}")
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0 < float(gamma) <= 1:
-            raise VlalInputError(f"gamma must be a number in (0, 1]; got {gamma!r}")
         self.base_strategy = base_strategy
         self.gamma = gamma
         self.random_state = random_state
+
+    def _check_params(self) -> None:
+        if not isinstance(self.base_strategy, Strategy):
+            raise VlalInputError(f"base_strategy must be a vlal Strategy; got {type(self.base_strategy).__name__}")
+        check_param(self.gamma, "gamma", numbers.Real, min_val=0, max_val=1, include_boundaries="right")
+        self.base_strategy._validate_params()
 
     def check_dependencies(self) -> None:
         self.base_strategy.check_dependencies()
@@ -104,19 +113,19 @@ class PCB(Strategy):
         """``min(n_candidates, max(budget, ceil(gamma * n_candidates)))``."""
         return min(n_candidates, max(budget, math.ceil(float(self.gamma) * n_candidates)))
 
-    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def _query(self, pool: Pool, budget: int, rng: np.random.Generator):
         base = self.base_strategy
         if self.random_state is not None:
             base = copy.copy(base)
             base.random_state = self.random_state
         n_prop = self.n_proposals(budget, pool.candidates.size)
-        proposals = base.select(
-            pool.features, pool.probs, n_prop, labeled=pool.labeled, labels=pool.labels, model=pool.model
+        proposals, util = base.select(
+            pool.features, pool.probs, n_prop, labeled=pool.labeled, labels=pool.labels, model=pool.model,
+            candidates=pool.candidates, return_utilities=True,
         )
         k = pool.probs.shape[1]
         counts = np.zeros(k, dtype=np.int64)
         if pool.labels is not None and pool.labels.size:
-            known = pool.labels[pool.labels < k]  # classes the model cannot predict are not served
-            counts += np.bincount(known, minlength=k)
+            counts += np.bincount(pool.labels, minlength=k)  # labels < k: checked by select
         pred = np.asarray(pool.probs[proposals]).argmax(axis=1)
-        return proposals[balanced_picks(pred, counts, budget)]
+        return proposals[balanced_picks(pred, counts, budget)], util[pool.candidates]

@@ -10,11 +10,13 @@ __all__ = ["Random"]
 
 
 class Random(Strategy):
-    """``budget`` uniform draws without replacement from the unlabeled pool.
+    """``budget`` uniform draws without replacement from the candidates.
+
+    Utilities: 0.0 for every candidate (no candidate is preferred).
 
     Parameters
     ----------
-    random_state : int, numpy Generator or None
+    random_state : None, int, numpy Generator or RandomState
     """
 
     def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:

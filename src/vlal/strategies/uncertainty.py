@@ -17,6 +17,9 @@ class UncertaintyStrategy(Strategy):
 
     Subclasses implement only ``score(probs) -> (n,)``. Ties are broken at random
     (seeded), so identical scores do not favour low indices.
+
+    Utilities (``select(..., return_utilities=True)``): the score of every candidate;
+    the picks are the ``budget`` largest.
     """
 
     @abc.abstractmethod
@@ -28,15 +31,17 @@ class UncertaintyStrategy(Strategy):
         scores = np.asarray(self.score(pool.probs[cand]), dtype=np.float64)
         tiebreak = rng.random(cand.size)
         order = np.lexsort((tiebreak, -scores))
-        return cand[order[:budget]]
+        return cand[order[:budget]], scores
 
 
 class Entropy(UncertaintyStrategy):
     """The ``budget`` candidates of largest (uncalibrated) entropy, Eq. 2 (Shannon [48]).
 
+    Utilities: the entropy ``H(x)`` in nats (higher = more uncertain).
+
     Parameters
     ----------
-    random_state : int, numpy Generator or None
+    random_state : None, int, numpy Generator or RandomState
         Only breaks ties.
     """
 
