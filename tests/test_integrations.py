@@ -15,6 +15,8 @@ from copy import deepcopy
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression
@@ -218,6 +220,13 @@ class TestSkactivemlContract:
             idx = qs.query(**query, batch_size=n_unl + 1)
         assert sorted(idx.tolist()) == list(range(n_lab, len(query["y"])))
 
+    def test_nothing_left_to_query(self, skal):
+        cls, query, y_true = skal
+        with pytest.warns(UserWarning, match="batch_size"):
+            idx, util = cls(random_state=0).query(query["X"], y_true.astype(float), query["clf"], batch_size=3,
+                                                  return_utilities=True)
+        assert idx.shape == (0,) and util.shape == (0, len(y_true))
+
     @pytest.mark.parametrize("name", ["cec", "entropy"])
     def test_candidate_variation(self, skal, name):
         cls, query, _ = skal
@@ -267,6 +276,28 @@ class TestSkactivemlContract:
         for name in ("pcb(entropy)", "alfamix", "cec"):
             idx = cls(name, random_state=0).query(X, y, clf, fit_clf=False, batch_size=4)
             assert np.isnan(y[idx]).all() and len(set(idx.tolist())) == 4
+
+
+@given(data=st.data())
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_skactiveml_picks_among_candidates_property(skal, data):
+    """Picks are distinct candidates; row 0 of the utilities is NaN exactly off the candidates."""
+    cls, query, y_true = skal
+    n = len(y_true)
+    labeled = np.array(data.draw(st.lists(st.integers(0, n - 1), max_size=30, unique=True)), dtype=int)
+    y = np.full(n, np.nan)
+    y[labeled] = y_true[labeled]
+    unl = np.setdiff1d(np.arange(n), labeled)
+    cand = np.sort(data.draw(st.lists(st.sampled_from(unl.tolist()), min_size=1, max_size=40, unique=True)))
+    b = data.draw(st.integers(1, min(5, cand.size)))
+    name = data.draw(st.sampled_from(["margin", "cec[k=3]", "coreset", "pcb(entropy)"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a one-class labeled set: scikit-activeml warns and counts labels
+        idx, util = cls(name, random_state=data.draw(st.integers(0, 2**16))).query(
+            query["X"], y, query["clf"], candidates=cand, batch_size=b, return_utilities=True)
+    assert idx.shape == (b,) and len(set(idx.tolist())) == b and np.isin(idx, cand).all()
+    assert util.shape == (b, n)
+    np.testing.assert_array_equal(np.flatnonzero(~np.isnan(util[0])), cand)
 
 
 @pytest.mark.slow
