@@ -205,14 +205,13 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
                 records += run_benchmark(ds, names, n_rounds=rounds, seeds=range(seeds),
                                          budget_fraction=budget_fraction, tuner_factory=factory, tuner_inputs=inputs,
                                          progress=not quiet, run_dir=run_dir, resume=resume, settings=settings)
+            paths = write_results(records, out_dir, prefix, command=command, report_rounds=rr, note=note)
+            write_text_atomic(complete, "all runs finished; tables written\n")
     except KeyboardInterrupt:
         n_kept = len(list(run_dir.glob("*.json"))) if run_dir.is_dir() else 0
         click.echo(f"interrupted: {n_kept} of {n_total} finished run(s) kept in {run_dir}; "
                    f"continue with: {command} --resume", err=True)
         sys.exit(130)
-    with _user_errors("bench"):
-        paths = write_results(records, out_dir, prefix, command=command, report_rounds=rr, note=note)
-        write_text_atomic(complete, "all runs finished; tables written\n")
     click.echo(paths["md"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()) + f" (runs: {run_dir})")
 
