@@ -249,3 +249,73 @@ class StrategyTemplate:
         assert np.isnan(u[off]).all() and not np.isnan(u[cand]).any()
         if not as_mask:
             np.testing.assert_array_equal(cand, arg)  # the caller's array is not sorted in place
+
+    # ------------------------------------------------------------------ issue 8 item 1: threads, global RNGs
+
+    def test_global_rng_untouched_and_thread_safe(self, pool):
+        import importlib.util
+        import random
+        import threading
+
+        torch = None
+        if importlib.util.find_spec("torch") is not None:
+            import torch
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        seeds = [0, 1, 2, 3]
+
+        def states():
+            np_state = np.random.get_state()
+            return (np_state[1].copy(), np_state[2], random.getstate(),
+                    None if torch is None else torch.get_rng_state().clone())
+
+        def same(a, b):
+            return (np.array_equal(a[0], b[0]) and a[1:3] == b[1:3]
+                    and (a[3] is None or bool(torch.equal(a[3], b[3]))))
+
+        np.random.seed(12345)
+        random.seed(6789)
+        if torch is not None:
+            torch.manual_seed(42)
+        before = states()
+        sequential = [self._run(x, p, y, 6, labeled=lab, random_state=s) for s in seeds]
+        assert same(before, states()), "select changed a global random state (numpy, random or torch)"
+
+        # 4 threads run the same queries concurrently while a 5th keeps drawing from (and
+        # re-seeding) every global generator: the picks must not change
+        results, errors, stop = {}, [], threading.Event()
+        barrier = threading.Barrier(4)
+
+        def work(i):
+            try:
+                barrier.wait()
+                for rep in range(2):
+                    results[i, rep] = self._run(x, p, y, 6, labeled=lab, random_state=seeds[i])
+            except Exception as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+
+        def noise():
+            k = 0
+            while not stop.is_set():
+                k += 1
+                np.random.seed(k)
+                np.random.random(8)
+                random.seed(k)
+                random.random()
+                if torch is not None:
+                    torch.manual_seed(k)
+                    torch.rand(8)
+
+        noisy = threading.Thread(target=noise)
+        noisy.start()
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stop.set()
+        noisy.join()
+        assert not errors, errors
+        for i in range(4):
+            for rep in range(2):
+                np.testing.assert_array_equal(results[i, rep], sequential[i])

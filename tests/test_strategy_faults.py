@@ -1,0 +1,200 @@
+"""Issue 8 (strategy items 2, 4, 5, 7, 8): each test failed on the old main."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import vlal
+from vlal import ALFAMix, BADGE, CEC, GCNAL, PCB, Entropy, Random
+
+from conftest import make_pool
+
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="GCNAL needs torch ([clip] extra)")
+
+ALL = [n for n in vlal.available_strategies() if "<" not in n] + ["pcb(entropy)", "pcb(cec)"]
+
+
+def _small(name):
+    """A registered strategy with test-sized settings."""
+    if name == "gcnal":
+        return vlal.make_strategy("gcnal[n_steps=5,hidden=16,n_neighbors=5]", random_state=0)
+    if name.startswith("cec"):
+        return vlal.make_strategy(f"{name}[k=5]", random_state=0)
+    return vlal.make_strategy(name, random_state=0)
+
+
+# --------------------------------------------------------------------------- item 2
+
+
+@needs_torch
+def test_gcnal_uses_labeled_set_without_labels():
+    x, p, y = make_pool(n=60)
+    lab = np.arange(0, 60, 6)
+    s = GCNAL(n_neighbors=5, hidden=16, n_steps=20, random_state=0)
+    without = s.select(x, p, 8, labeled=lab)
+    with_labels = s.select(x, p, 8, labeled=lab, labels=y[lab])
+    np.testing.assert_array_equal(without, with_labels)  # label values are not read
+    # not the silent random fallback of the old main
+    randoms = [Random(random_state=seed).select(x, p, 8, labeled=lab) for seed in range(3)]
+    assert not any(np.array_equal(without, r) for r in randoms)
+    assert not np.array_equal(without, Random(random_state=0).select(x, p, 8, labeled=lab))
+
+
+@pytest.mark.parametrize("strategy", [ALFAMix(random_state=0), PCB(Entropy()), PCB(CEC(k=5))])
+def test_label_readers_refuse_labeled_without_labels(strategy):
+    x, p, y = make_pool(n=40)
+    with pytest.raises(ValueError, match=r"reads the classes of the labeled rows.*pass labels="):
+        strategy.select(x, p, 4, labeled=[0, 1, 2])
+    assert strategy.select(x, p, 4, labeled=[0, 1, 2], labels=y[:3]).shape == (4,)
+
+
+# --------------------------------------------------------------------------- item 4
+
+
+def test_badge_first_pick_tie_broken_by_seed():
+    x, _, y = make_pool(n=200)
+    onehot = np.eye(4)[y]  # every gradient norm is 0: all rows tie
+    firsts = {int(BADGE(random_state=s).select(x, onehot, 3)[0]) for s in range(40)}
+    assert len(firsts) > 20  # old main: row 0 for every seed
+
+
+def test_cec_greedy_tie_broken_by_seed():
+    x, _, y = make_pool(n=60)
+    onehot = np.eye(4)[y]  # U = 0 everywhere: every candidate of a cluster ties
+    firsts = {int(vlal.make_strategy("cec-greedy[k=5]", random_state=s).select(x, onehot, 1)[0]) for s in range(30)}
+    assert len(firsts) > 10  # old main: the lowest row of the cluster
+
+
+def test_coreset_ties_broken_by_seed():
+    # every candidate equally far from the labeled row: the pick is seed-drawn, not row 1
+    x = np.vstack([[1.0, 0.0, 0.0], np.tile([0.0, 1.0, 0.0], (20, 1))])
+    p = np.full((21, 2), 0.5)
+    firsts = {int(vlal.CoreSet(random_state=s).select(x, p, 1, labeled=[0])[0]) for s in range(30)}
+    assert len(firsts) > 10
+
+
+# --------------------------------------------------------------------------- item 5
+
+
+def _dup_pool(n_distinct, copies, n_single, d, seed):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n_distinct, d))
+    single = rng.normal(size=(n_single, d))
+    x = np.vstack([np.repeat(base, copies, axis=0), single]).astype(np.float32)
+    perm = rng.permutation(len(x))
+    x = x[perm]
+    logits = 2.0 * rng.normal(size=(len(x), 3))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return x, p
+
+
+def _n_distinct_rows(x):
+    return np.unique(x, axis=0).shape[0]
+
+
+CLUSTERING = ["cec", "cec-nocal", "cec-nonn", "cec-kmeans", "cec-greedy"]
+
+
+@pytest.mark.parametrize("name", CLUSTERING)
+def test_cec_no_duplicate_images_issue_example(name):
+    # 3 distinct rows copied 100x each plus 10 singletons, budget 13 (old main: 5-7 distinct)
+    x, p = _dup_pool(3, 100, 10, 8, seed=0)
+    for seed in range(3):
+        idx = vlal.make_strategy(name, random_state=seed).select(x, p, 13)
+        assert _n_distinct_rows(x[idx]) == 13
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(CLUSTERING + ["alfamix", "alfamix-wide"]),
+    n_distinct=st.integers(1, 6),
+    copies=st.integers(2, 30),
+    n_single=st.integers(2, 8),
+    d=st.integers(2, 6),
+    frac_budget=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_clustering_strategies_never_pick_duplicates(name, n_distinct, copies, n_single, d, frac_budget, seed):
+    x, p = _dup_pool(n_distinct, copies, n_single, d, seed)
+    n = len(x)
+    lab = np.array([0, 1])
+    cand = np.setdiff1d(np.arange(n), lab)
+    distinct_left = _n_distinct_rows(x[cand])
+    budget = max(1, int(frac_budget * min(cand.size, distinct_left + 3)))
+    if name.startswith("alfamix"):
+        s = ALFAMix(alpha_cap=0.5 if name == "alfamix-wide" else 1 / 32, random_state=seed)
+    else:
+        s = vlal.make_strategy(f"{name}[k=3]", random_state=seed)
+    idx = s.select(x, p, budget, labeled=lab, labels=np.array([0, 1]))
+    # distinct feature rows among the picks: all of them while distinct candidates remain
+    assert _n_distinct_rows(x[idx]) == min(budget, distinct_left)
+
+
+# --------------------------------------------------------------------------- item 7
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_zero_norm_row_one_rule_names_pool_row(name):
+    x, p, y = make_pool(n=40)
+    lab = np.arange(0, 40, 4)  # rows 0, 4, 8, 12, ...: row 11 is the 8th unlabeled row
+    zero = x.copy()
+    zero[11] = 0
+    s = _small(name)
+    with pytest.raises(ValueError, match=r"features row 11 has zero norm"):
+        s.select(zero, p, 3, labeled=lab, labels=y[lab])
+    zero_lab = x.copy()
+    zero_lab[8] = 0  # a labeled row
+    with pytest.raises(ValueError, match=r"features row 8 has zero norm"):
+        s.select(zero_lab, p, 3, labeled=lab, labels=y[lab])
+    with pytest.raises(ValueError, match=r"features row 11 has zero norm"):  # round 1 too
+        s.select(zero, p, 3)
+
+
+# --------------------------------------------------------------------------- item 8
+
+
+class _Model:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def predict_proba(self, f):
+        return self.fn(np.asarray(f))
+
+
+@pytest.mark.parametrize(
+    "fn, msg",
+    [
+        (lambda f: np.full((len(f), 3), 1 / 3), r"shape \(\d+, 3\).*expected \(\d+, 5\)"),
+        (lambda f: np.zeros((len(f), 5)), "summing to 0.*all zeros"),
+        (lambda f: np.full((len(f), 5), np.nan), "NaN"),
+        (lambda f: np.full((len(f), 5), 0.4) - np.eye(5)[np.zeros(len(f), int)] * 0.6, "negative"),
+        (lambda f: np.full(len(f), 0.2), "shape"),
+    ],
+)
+def test_alfamix_checks_model_output(fn, msg):
+    x, p, y = make_pool(n=40, k=5)
+    lab = np.arange(10)
+    with pytest.raises(ValueError, match=msg):
+        ALFAMix(random_state=0).select(x, p, 3, labeled=lab, labels=y[lab], model=_Model(fn))
+
+
+def test_alfamix_model_with_fewer_columns_names_align_probs():
+    x, p, y = make_pool(n=40, k=5)
+    lab = np.arange(10)
+    with pytest.raises(ValueError, match=r"vlal\.align_probs"):
+        ALFAMix(random_state=0).select(
+            x, p, 3, labeled=lab, labels=y[lab], model=_Model(lambda f: np.full((len(f), 3), 1 / 3))
+        )
+
+
+def test_zero_norm_rule_float16_and_negative_zero():
+    x, p, y = make_pool(n=40)
+    x16 = np.asfortranarray(x.astype(np.float16))
+    x16[17] = -0.0  # all (negative) zeros: no direction either
+    with pytest.raises(ValueError, match=r"features row 17 has zero norm"):
+        Random(random_state=0).select(x16, p, 3)
+    x16[17] = np.float16(1e-7)  # a float16 subnormal is not zero
+    assert Random(random_state=0).select(x16, p, 3).shape == (3,)
