@@ -296,12 +296,15 @@ def test_cec_forced_fast_paths_select_distinct_candidates():
         s = vlal.CEC(k=8, knn_index="ivf", kmeans_mode="fast", clustering=clustering, random_state=0, use_gpu=False)
         picks = s.select(x, p, 40, labeled=labeled)
         assert np.unique(picks).size == 40 and not np.isin(picks, labeled).any()
+    # issue 9: parameters are checked when select runs (and by make_strategy)
     with pytest.raises(ValueError, match="knn_index"):
-        vlal.CEC(knn_index="faiss")
+        vlal.CEC(knn_index="faiss").select(x, p, 3)
     with pytest.raises(ValueError, match="kmeans_mode"):
-        vlal.CEC(kmeans_mode="quick")
+        vlal.CEC(kmeans_mode="quick").select(x, p, 3)
     with pytest.raises(ValueError, match="use_gpu"):
-        vlal.CEC(use_gpu="always")
+        vlal.CEC(use_gpu="always").select(x, p, 3)
+    with pytest.raises(ValueError, match="knn_index"):
+        vlal.make_strategy("cec[knn_index=faiss]")
 
 
 def test_l2_normalize_rows_and_no_copy():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 import vlal
 from vlal import CEC, PCB, Entropy, align_probs
@@ -78,6 +79,12 @@ def test_plain_sklearn_loop_on_dtd():
     xt, yt = data["test_features"].astype(np.float32), data["test_labels"]
     n_classes = int(y.max()) + 1
     rs = np.random.RandomState(0)
+    # one BLAS/OpenMP thread: on a busy 2-core machine lbfgs with threads is 40x slower
+    with threadpool_limits(1):
+        _loop(x, y, xt, yt, n_classes, rs)
+
+
+def _loop(x, y, xt, yt, n_classes, rs):
     for strategy in (CEC(random_state=rs), PCB(Entropy(), random_state=rs)):
         labeled = rs.choice(len(x), size=20, replace=False)  # 20 random labels: some classes unseen
         accs = []
@@ -94,5 +101,14 @@ def test_plain_sklearn_loop_on_dtd():
             labeled = np.concatenate([labeled, picks])
         accs.append(LogisticRegression(C=10.0, max_iter=300).fit(x[labeled], y[labeled]).score(xt, yt))
         # 20 -> 180 labels: accuracy rises clearly (DTD, 47 classes)
-        print(type(strategy).__name__, np.round(accs, 3))
         assert accs[-1] > accs[0] + 0.15, (type(strategy).__name__, accs)
+
+
+def test_old_requires_labels_attribute_still_honoured():
+    class Old(vlal.Random):
+        requires_labels = True  # vlal 0.1 spelling: needs a labeled set and its labels
+
+    x, p, y = make_pool(n=30)
+    np.testing.assert_array_equal(Old(random_state=0).select(x, p, 3), vlal.Random(random_state=0).select(x, p, 3))
+    with pytest.raises(ValueError, match="labels"):
+        Old(random_state=0).select(x, p, 3, labeled=[0, 1])

@@ -198,3 +198,19 @@ def test_zero_norm_rule_float16_and_negative_zero():
         Random(random_state=0).select(x16, p, 3)
     x16[17] = np.float16(1e-7)  # a float16 subnormal is not zero
     assert Random(random_state=0).select(x16, p, 3).shape == (3,)
+
+
+def test_cli_select_labeled_without_labels(tmp_path):
+    from click.testing import CliRunner
+
+    from vlal.cli import main
+
+    x, p, y = make_pool(n=40)
+    np.save(tmp_path / "f.npy", x)
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "lab.npy", np.arange(5))
+    args = ["select", "--features", str(tmp_path / "f.npy"), "--probs", str(tmp_path / "p.npy"), "--budget", "4",
+            "--labeled", str(tmp_path / "lab.npy"), "--out", str(tmp_path / "q.npy")]
+    res = CliRunner().invoke(main, args + ["--strategy", "alfamix"])
+    assert res.exit_code != 0 and "labels" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "q.npy").exists()

@@ -368,8 +368,10 @@ def check_param(value, name: str, target_type, *, min_val=None, max_val=None, in
         return check_scalar(
             value, name, target_type, min_val=min_val, max_val=max_val, include_boundaries=include_boundaries
         )
-    except (TypeError, ValueError) as err:
+    except TypeError as err:
         raise VlalInputError(f"{err} (got {value!r})") from None
+    except ValueError as err:
+        raise VlalInputError(str(err)) from None
 
 
 def check_choice(value, name: str, choices) -> None:

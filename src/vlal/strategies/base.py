@@ -106,6 +106,13 @@ class Strategy(abc.ABC):
     def __init__(self, random_state=None):
         self.random_state = random_state
 
+    # ``requires_labels = True`` (vlal 0.1 subclasses) meant both attributes below
+    def _needs_labeled(self) -> bool:
+        return bool(self.requires_labeled or getattr(self, "requires_labels", False))
+
+    def _reads_labels(self) -> bool:
+        return bool(self.reads_labels or getattr(self, "requires_labels", False))
+
     # ------------------------------------------------------------------ scikit-learn protocol
 
     @classmethod
@@ -243,7 +250,9 @@ class Strategy(abc.ABC):
         candidates : array-like of int or bool, optional
             Rows that may be queried, as indices or a boolean mask of length ``n``;
             default: every unlabeled row. A labeled row among them is an error. The
-            returned indices are still pool positions.
+            returned indices are still pool positions. What a strategy computes over the
+            unlabeled pool (CEC's neighbours, prior and clusters, k-centre distances, PCB's
+            proposals) is computed over the candidates; the labeled set is used as given.
         return_utilities : bool, default False
             Also return the utility of every pool row (defined in each strategy's
             docstring; higher = more wanted unless stated). The picks are the same
@@ -274,20 +283,20 @@ class Strategy(abc.ABC):
         check_nonzero_rows(f, "features")
         n = f.shape[0]
         labeled_idx = check_labeled(labeled, n)
-        if self.reads_labels:
+        if self._reads_labels():
             lab = check_labels(labels, labeled_idx, n, n_classes=p.shape[1])
         else:
             lab = check_labels(labels, labeled_idx, n, n_classes=None)
         cand = check_candidates(candidates, n, labeled_idx)
         b = check_budget(budget, cand.size)
-        if self.reads_labels and labeled_idx.size and lab is None:
+        if self._reads_labels() and labeled_idx.size and lab is None:
             raise VlalInputError(
                 f"{type(self).__name__} reads the classes of the labeled rows: labeled marks "
                 f"{labeled_idx.size} rows but labels was not given; pass labels=<one class per labeled row>"
             )
         pool = Pool(f, p, cand, labeled_idx, lab, model)
         rng = rng_from(self.random_state)
-        if self.requires_labeled and labeled_idx.size == 0:
+        if self._needs_labeled() and labeled_idx.size == 0:
             chosen, util = rng.choice(cand, size=b, replace=False), np.zeros(cand.size)
         else:
             out = self._query(pool, b, rng)

@@ -75,7 +75,10 @@ class CEC(Strategy):
     use_gpu : "auto", bool, default "auto"
         Run kNN and K-Means on the GPUs when faiss has any (``"auto"``).
     random_state : None, int, numpy Generator or RandomState
-        Seeds the K-Means initialisation and breaks ties (see :class:`~vlal.Strategy`).
+        Seeds the K-Means initialisation and, with ``clustering="greedy"``, breaks ties
+        in ``U`` (see :class:`~vlal.Strategy`). Among candidates at the same distance from
+        a centre (exact copies) the nearest-to-centre step returns the lowest position;
+        the duplicate rule above then keeps only one of them.
 
     References
     ----------
