@@ -21,7 +21,7 @@ from vlal.bench import check_prefix, check_strategy_tuner, default_report_rounds
 from vlal.cli import main
 from vlal.data import FeatureDataset, load_features, make_synthetic, zero_shot_proxy
 from vlal.loop import run_active_learning
-from vlal.tuners import FeatureSpaceTuner
+from vlal.tuners import DEFAULT_TUNER, make_tuner
 
 SRC = Path(vlal.__file__).resolve().parent
 
@@ -336,7 +336,7 @@ def test_loop_and_bench_share_accuracy_and_row_conventions(tmp_path):
                         run_dir=tmp_path)
     w0, keep = zero_shot_proxy(ds, random_state=0)
     res = run_active_learning(vlal.make_strategy("entropy", random_state=np.random.default_rng(0)),
-                              FeatureSpaceTuner(w0), ds.pool_features[keep], ds.pool_labels[keep], ds.test_features,
+                              make_tuner(DEFAULT_TUNER, w0), ds.pool_features[keep], ds.pool_labels[keep], ds.test_features,
                               ds.test_labels, n_rounds=2, budget=6)
     assert all(1.0 < a <= 100.0 for a in res.accuracies)  # percent, not a fraction
     np.testing.assert_allclose(res.accuracies, [r["accuracy"] for r in rec], atol=1e-4)

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -21,15 +22,15 @@ import numpy as np
 from ._io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .data import FeatureDataset, zero_shot_proxy
 from .exceptions import VlalInputError
-from .loop import round_budget, run_active_learning
+from .loop import ZERO_SHOT_MARGIN, BelowZeroShotWarning, round_budget, run_active_learning
 from .registry import make_strategy
-from .tuners import FeatureSpaceTuner
+from .tuners import DEFAULT_TUNER, make_tuner
 
 __all__ = ["run_benchmark", "summarize", "markdown_table", "plot_curves", "write_results", "check_prefix",
            "default_report_rounds", "RUN_FILE_FORMAT"]
 
 FIELDS = ["dataset", "strategy", "seed", "round", "n_labeled", "budget_pct", "accuracy", "select_seconds",
-          "zero_shot", "proxy_removed"]
+          "zero_shot", "proxy_removed", "tuner", "below_zero_shot"]
 
 #: ``format`` of the per-run files that ``run_benchmark(run_dir=...)`` writes.
 RUN_FILE_FORMAT = "vlal-bench-run"
@@ -51,6 +52,8 @@ def run_benchmark(
     run_dir=None,
     resume: bool = False,
     settings: dict | None = None,
+    tuner_name: str | None = None,
+    zero_shot_margin: float | None = ZERO_SHOT_MARGIN,
 ) -> list[dict]:
     """Run every strategy for every seed on ``dataset``; one record per (strategy, seed, round).
 
@@ -66,7 +69,8 @@ def run_benchmark(
     budget_fraction : float, default 0.01
         Queries per round as a fraction of the initial pool (at least 1).
     tuner_factory : callable ``W0 -> Tuner``, optional
-        Default: :class:`~vlal.tuners.FeatureSpaceTuner`. E.g.
+        Default: the registry's default tuner (:data:`vlal.tuners.DEFAULT_TUNER`,
+        :class:`~vlal.tuners.AnchoredTuner`). E.g.
         ``lambda w0: vlal.clip.CoOp(clip, class_names)`` for the paper's CoOp.
     tuner_inputs : {"features", "paths"}, default "features"
         What the tuner consumes: the cached features (feature-space tuner, CoOp), or the
@@ -86,6 +90,13 @@ def run_benchmark(
     settings : dict, optional
         JSON-able description of what else defines a run (tuner, CLIP weights, ...); stored
         in the run files and compared on resume.
+    tuner_name : str, optional
+        Written in the records' ``tuner`` field (default: the default tuner's name when
+        ``tuner_factory`` is None, else ``"custom"``).
+    zero_shot_margin : float or None, default 3.0
+        The loop's guard (see :func:`~vlal.loop.run_active_learning`): rounds more than this
+        many percentage points below zero-shot are flagged ``below_zero_shot`` in the records, and one
+        :class:`~vlal.loop.BelowZeroShotWarning` summarising them is raised at the end.
 
     Returns
     -------
@@ -94,7 +105,8 @@ def run_benchmark(
         accuracy (test accuracy in **percent**, 4 decimals, as
         :class:`~vlal.loop.RoundResult`), select_seconds, zero_shot (``"text"``: the file's
         text embeddings; ``"proxy"``: the one-shot prototype proxy) and proxy_removed
-        (pool rows the proxy took out). Round 0 is zero-shot.
+        (pool rows the proxy took out), tuner (its registry name) and below_zero_shot (the
+        loop's guard). Round 0 is zero-shot.
 
     Raises
     ------
@@ -104,7 +116,10 @@ def run_benchmark(
     """
     from tqdm.auto import tqdm
 
-    make_tuner = tuner_factory or FeatureSpaceTuner
+    if tuner_factory is None:
+        tuner_name = tuner_name or DEFAULT_TUNER
+        tuner_factory = lambda w0: make_tuner(DEFAULT_TUNER, w0)  # noqa: E731
+    tuner_name = tuner_name or "custom"
     if tuner_inputs not in ("features", "paths"):
         raise VlalInputError(f"tuner_inputs must be 'features' or 'paths'; got {tuner_inputs!r}")
     if tuner_inputs == "paths" and (dataset.pool_paths is None or dataset.test_paths is None):
@@ -164,21 +179,24 @@ def run_benchmark(
                         _ticks.append(res.round)
                         bar.update()
 
-                result = run_active_learning(
-                    # A Generator, not the int: every round then draws afresh (reproducibly). An
-                    # int seed would repeat the same draws each round, and on a pool stored in
-                    # class order Random would keep querying the same few classes.
-                    make_strategy(name, random_state=np.random.default_rng(seed)),
-                    make_tuner(w0),
-                    pool_x,
-                    pool_y,
-                    test_inputs,
-                    dataset.test_labels,
-                    n_rounds=n_rounds,
-                    budget=b,
-                    pool_inputs=pool_inputs,
-                    callback=tick,
-                )
+                with warnings.catch_warnings():  # flagged per record and summarised once below
+                    warnings.simplefilter("ignore", BelowZeroShotWarning)
+                    result = run_active_learning(
+                        # A Generator, not the int: every round then draws afresh (reproducibly). An
+                        # int seed would repeat the same draws each round, and on a pool stored in
+                        # class order Random would keep querying the same few classes.
+                        make_strategy(name, random_state=np.random.default_rng(seed)),
+                        tuner_factory(w0),
+                        pool_x,
+                        pool_y,
+                        test_inputs,
+                        dataset.test_labels,
+                        n_rounds=n_rounds,
+                        budget=b,
+                        pool_inputs=pool_inputs,
+                        callback=tick,
+                        zero_shot_margin=zero_shot_margin,
+                    )
                 bar.update(n_rounds - len(ticks))  # the pool ran out early
                 run_records = [
                     {
@@ -194,6 +212,8 @@ def run_benchmark(
                         "select_seconds": round(float(r.select_seconds), _SEC_DECIMALS),
                         "zero_shot": zs_kind,
                         "proxy_removed": int(keep.size - n_pool),
+                        "tuner": tuner_name,
+                        "below_zero_shot": bool(r.below_zero_shot),
                     }
                     for r in result.rounds
                 ]
@@ -203,6 +223,13 @@ def run_benchmark(
                 records += run_records
     finally:
         bar.close()
+    flagged = sorted({(r["strategy"], r["seed"]) for r in records if r.get("below_zero_shot")})
+    if flagged:
+        warnings.warn(
+            f"{dataset.name}: {sum(bool(r.get('below_zero_shot')) for r in records)} round(s) ended more than "
+            f"{zero_shot_margin:g} points below zero-shot (tuner {tuner_name}; runs (strategy, seed): "
+            f"{flagged[:6]}{' ...' if len(flagged) > 6 else ''}); see the records' below_zero_shot field",
+            BelowZeroShotWarning, stacklevel=2)
     return records
 
 
@@ -468,7 +495,13 @@ def write_results(records: list[dict], out_dir, prefix: str = "bench", command: 
         md += ["Command:", "", f"    {command}", ""]
     seeds = sorted({r["seed"] for r in records})
     spread = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"one seed ({seeds[0] if seeds else '-'}), no spread"
-    md += [f"Test accuracy (%), {spread}; B = labeled budget as % of the pool; best per row in bold.", ""]
+    tuners = sorted({str(r.get("tuner", "?")) for r in records})
+    md += [f"Test accuracy (%), {spread}; B = labeled budget as % of the pool; best per row in bold; "
+           f"tuner: {', '.join(tuners)}; Zero-shot = round 0 of the same data.", ""]
+    low = [r for r in records if r.get("below_zero_shot")]
+    if low:
+        md += [f"**Guard**: {len(low)} of {sum(r['round'] > 0 for r in records)} rounds ended more than "
+               f"{ZERO_SHOT_MARGIN:g} points below zero-shot (`below_zero_shot` in the CSV).", ""]
     md.append(markdown_table(records, report_rounds))
     md_text = "\n".join(md)
     png = _render_png(records)

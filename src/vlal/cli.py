@@ -12,6 +12,11 @@ import click
 import numpy as np
 
 from .exceptions import VlalInputError
+from .tuners import DEFAULT_TUNER as _DEFAULT_TUNER
+from .tuners import available_tuners as _available_tuners
+
+_FEATURE_TUNERS = _available_tuners(feature_only=True)
+_TUNER_CHOICES = _available_tuners() + ["feature"]
 
 
 def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
@@ -126,9 +131,11 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
               help="File name stem of the outputs (a name, not a path: the files go to --out).")
 @click.option("--report-rounds", default=None,
               help="Rounds shown in the table, comma-separated. Default: 1, 2, 5 where they exist, and the last round.")
-@click.option("--tuner", type=click.Choice(["feature", "coop", "vpt", "maple"]), default="feature", show_default=True,
-              help="feature = the feature-space stand-in for CoOp; coop/vpt/maple = CLIP prompt tuners "
-                   "(need the [clip] extra, --pretrained, and a file from `vlal embed`).")
+@click.option("--tuner", type=click.Choice(_TUNER_CHOICES), default=_DEFAULT_TUNER, show_default=True,
+              help="Classifier re-tuned each round. Feature-space stand-ins (no CLIP weights): "
+                   + ", ".join(_FEATURE_TUNERS) + " (see vlal.tuners; 'feature' = old name of 'free'). "
+                   "coop/vpt/maple = CLIP prompt tuners (need the [clip] extra, --pretrained, "
+                   "and a file from `vlal embed`).")
 @click.option("--clip-model", default=None,
               help="open_clip model name (CLIP tuners). Default: the model recorded in the --data file "
                    "(ViT-B-32 if none is recorded); a different one is an error.")
@@ -201,10 +208,12 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
             for i, ds in enumerate(datasets):
                 recorded = _recorded_model(data[i]) if data else None
                 factory, inputs, model_used = _clip_tuner(tuner, ds, clip_model, pretrained, epochs, recorded)
-                settings = {"tuner": tuner, "clip_model": model_used, "pretrained": pretrained, "epochs": epochs}
+                tuner_name = "free" if tuner == "feature" else tuner
+                settings = {"tuner": tuner_name, "clip_model": model_used, "pretrained": pretrained, "epochs": epochs}
                 records += run_benchmark(ds, names, n_rounds=rounds, seeds=range(seeds),
                                          budget_fraction=budget_fraction, tuner_factory=factory, tuner_inputs=inputs,
-                                         progress=not quiet, run_dir=run_dir, resume=resume, settings=settings)
+                                         progress=not quiet, run_dir=run_dir, resume=resume, settings=settings,
+                                         tuner_name=tuner_name)
             paths = write_results(records, out_dir, prefix, command=command, report_rounds=rr, note=note)
             write_text_atomic(complete, "all runs finished; tables written\n")
     except KeyboardInterrupt:
@@ -244,13 +253,17 @@ def _recorded_model(path) -> str | None:
 
 
 def _clip_tuner(kind, ds, model_name, pretrained, epochs, recorded=None):
-    """``(tuner_factory, tuner_inputs, model_name)`` for ``vlal bench --tuner``; the feature tuner is the default.
+    """``(tuner_factory, tuner_inputs, model_name)`` for ``vlal bench --tuner``; a registry name of vlal.tuners (built from ``W0``) or a CLIP prompt tuner.
 
     The CLIP model defaults to the one recorded in the file; another ``--clip-model`` is an
     error (its text tower would meet image features of another model).
     """
-    if kind == "feature":
-        return None, "features", None
+    if kind == "feature":  # the old name of the free-embedding tuner
+        kind = "free"
+    if kind in _FEATURE_TUNERS:
+        from .tuners import make_tuner
+
+        return (lambda w0: make_tuner(kind, w0)), "features", None
     if ds.class_names is None:
         raise VlalInputError(f"--tuner {kind} needs class names in {ds.name!r}: write it with `vlal embed` from a folder of class sub-folders (or `vlal embed --class-names`)")
     norm = lambda m: str(m).replace("/", "-")  # noqa: E731  ("ViT-B/32" = "ViT-B-32")

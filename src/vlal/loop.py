@@ -8,6 +8,7 @@ re-tuned *from the zero-shot state* on all labels so far -> test accuracy.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
@@ -17,7 +18,16 @@ from ._validation import check_features, check_positive_int
 from .exceptions import VlalInputError
 from .strategies.base import Strategy
 
-__all__ = ["Tuner", "RoundResult", "LoopResult", "run_active_learning", "round_budget"]
+__all__ = ["Tuner", "RoundResult", "LoopResult", "run_active_learning", "round_budget", "BelowZeroShotWarning",
+           "ZERO_SHOT_MARGIN"]
+
+#: Default margin (percentage points of test accuracy) below zero-shot that triggers
+#: :class:`BelowZeroShotWarning`.
+ZERO_SHOT_MARGIN = 3.0
+
+
+class BelowZeroShotWarning(UserWarning):
+    """A round of the loop ended more than the stated margin below zero-shot accuracy."""
 
 
 @runtime_checkable
@@ -50,6 +60,8 @@ class RoundResult:
     queried: np.ndarray = field(repr=False)
     select_seconds: float = 0.0
     fit_seconds: float = 0.0
+    #: True when this round's accuracy is more than the loop's ``zero_shot_margin`` below round 0.
+    below_zero_shot: bool = False
 
 
 @dataclass
@@ -103,6 +115,7 @@ def run_active_learning(
     pool_inputs=None,
     progress: bool = False,
     callback: Callable[[RoundResult], None] | None = None,
+    zero_shot_margin: float | None = ZERO_SHOT_MARGIN,
 ) -> LoopResult:
     """Run ``n_rounds`` of active learning and return the accuracy after each.
 
@@ -129,6 +142,11 @@ def run_active_learning(
         Show a tqdm bar over rounds.
     callback : callable, optional
         Called with each :class:`RoundResult` as it completes.
+    zero_shot_margin : float or None, default 3.0
+        Guard (percentage points, like ``accuracy``): a round whose test accuracy is more
+        than this below zero-shot (round 0) gets ``below_zero_shot=True`` and raises a
+        :class:`BelowZeroShotWarning` (a ``UserWarning``) pointing at the caller: the tuner
+        is then damaging the model rather than adapting it. ``None`` turns the guard off.
 
     Returns
     -------
@@ -161,6 +179,8 @@ def run_active_learning(
             raise VlalInputError(f"oracle labels must have shape ({n},); got {oracle_arr.shape}")
         ask = lambda idx: oracle_arr[idx]  # noqa: E731
     y_test = np.asarray(test_labels)
+    if zero_shot_margin is not None and not (np.isfinite(zero_shot_margin) and 0 <= zero_shot_margin <= 100):
+        raise VlalInputError(f"zero_shot_margin must be in [0, 100] (percentage points) or None; got {zero_shot_margin!r}")
 
     labeled = np.empty(0, dtype=np.int64)
     labels = np.empty(0, dtype=np.int64)
@@ -188,6 +208,14 @@ def run_active_learning(
         tuner.fit(_take(inputs, labeled), labels)
         t2 = time.perf_counter()
         res = RoundResult(r, int(labeled.size), _accuracy(tuner, test_inputs, y_test), idx, t1 - t0, t2 - t1)
+        zs = rounds[0].accuracy
+        if zero_shot_margin is not None and res.accuracy < zs - zero_shot_margin:
+            res.below_zero_shot = True
+            warnings.warn(
+                f"round {r} ({res.n_labeled} labels): test accuracy {res.accuracy:.1f} % is "
+                f"{zs - res.accuracy:.1f} points below zero-shot ({zs:.1f} %), more than the "
+                f"{zero_shot_margin:g}-point margin: the tuner ({type(tuner).__name__}) is damaging the model",
+                BelowZeroShotWarning, stacklevel=2)
         rounds.append(res)
         if callback:
             callback(res)
