@@ -389,7 +389,10 @@ def init_session(
                 or (tl.size and (tl.min() < 0 or tl.max() >= K)):
             raise SessionError(f"held-out split of {test[2]}: need ({tf.shape[0]},) int labels in [0, {K}) and d={d}")
         arrays["heldout_features"], arrays["heldout_labels"] = tf, tl.astype(np.int64)
-    make_strategy(strategy, random_state=0)  # validates the name and parameters now
+    try:
+        make_strategy(strategy, random_state=0)  # validates the name and parameters now
+    except VlalInputError as err:
+        raise SessionError(f"--strategy: {err}") from err
     tuner_obj = _make_tuner(tuner, text)
     seed = int(seed)
     if seed < 0:
