@@ -90,7 +90,7 @@ def test_next_writes_csv_and_labelstudio_tasks(session):
         assert abs(float(r["score_1"]) - probs[i].max()) < 1e-4
         pred = t["predictions"][0]
         assert pred["result"][0]["value"]["choices"] == [top] and pred["result"][0]["from_name"] == "label"
-        assert t["data"]["image"].startswith("/data/local-files/?d=") and t["data"]["image"].endswith(f"{i:04d}.png")
+        assert t["data"]["image"].startswith("/data/local-files/?d=") and t["data"]["image"].endswith(f"=img/{i:04d}.png")
     with open_session(session) as s:
         with pytest.raises(SessionError, match="waiting for labels"):
             s.next(5)
@@ -260,3 +260,29 @@ def test_cli_round_trip(tmp_path, pool_file):
     assert res.exit_code == 0 and "waiting for labels: nothing" in res.output and "pool 300 images, 8 labeled" in res.output
     res = r.invoke(main, ["session", "status", str(s), "--json"])
     assert json.loads(res.output)["n_labeled"] == 8
+
+
+def test_whole_project_export_of_earlier_rounds(session, pool_file, tmp_path):
+    """Label Studio exports every task of a project: earlier rounds' rows with the recorded label are
+    left out; a changed label for an image labeled before is an error."""
+    _, y = pool_file
+    with open_session(session) as s:
+        b1 = s.next(4)
+    first = ls_export(session / b1["files"]["labelstudio"], lambda t: [choice(NAMES[y[t["data"]["vlal_index"]]])])
+    (tmp_path / "e1.json").write_text(json.dumps(first))
+    with open_session(session) as s:
+        s.import_labels(tmp_path / "e1.json")
+        b2 = s.next(4)
+    second = first + ls_export(session / b2["files"]["labelstudio"],
+                               lambda t: [choice(NAMES[y[t["data"]["vlal_index"]]])])
+    changed = json.loads(json.dumps(second))
+    i0 = changed[0]["data"]["vlal_index"]
+    changed[0]["annotations"] = [choice(NAMES[(y[i0] + 1) % 5])]
+    (tmp_path / "bad.json").write_text(json.dumps(changed))
+    with open_session(session) as s, pytest.raises(ImportRejectedError, match=f"already labeled '{NAMES[y[i0]]}'"):
+        s.import_labels(tmp_path / "bad.json")
+    (tmp_path / "e2.json").write_text(json.dumps(second))
+    with open_session(session) as s:
+        rec = s.import_labels(tmp_path / "e2.json")
+        assert rec["picks"] == b2["indices"] and rec["n_already_labeled_rows"] == 4
+        assert s.state["labeled"] == b1["indices"] + b2["indices"]

@@ -240,11 +240,11 @@ def labelstudio_config(class_names: Sequence[str]) -> str:
     choices = "\n".join(f"    <Choice value={quoteattr(str(c))}/>" for c in class_names)
     return (
         "<View>\n"
-        f'  <Image name="{_LS_TO}" value="$image" zoom="true"/>\n'
         '  <Header value="vlal guess: $vlal_guess" size="5"/>\n'
         f'  <Choices name="{_LS_FROM}" toName="{_LS_TO}" choice="single-radio" showInline="true" required="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
+        f'  <Image name="{_LS_TO}" value="$image" maxWidth="400px" zoom="true"/>\n'
         "</View>\n"
     )
 
@@ -375,11 +375,21 @@ def init_session(
         if not hp.is_file():
             raise SessionError(f"no held-out file at {hp}")
         with np.load(hp, allow_pickle=False) as h:
-            fk = "test_features" if "test_features" in h.files else "features"
-            lk = "test_labels" if "test_labels" in h.files else "labels"
-            if fk not in h.files or lk not in h.files:
-                raise SessionError(f"{hp} needs test_features and test_labels (or features and labels)")
-            test = (h[fk], h[lk], str(hp))
+            for fk, lk in (("test_features", "test_labels"), ("pool_features", "pool_labels"),
+                           ("features", "labels")):
+                if fk in h.files and lk in h.files:
+                    break
+            else:
+                raise SessionError(f"{hp} needs test_features and test_labels (or pool_features and pool_labels, "
+                                   f"as `vlal embed` writes for a folder of class sub-folders); it has {h.files}")
+            hl = h[lk]
+            if "class_names" in h.files:  # its own class order: map to the session's by name
+                own = [str(c) for c in h["class_names"]]
+                unknown = sorted(set(own) - set(names or []))
+                if unknown:
+                    raise SessionError(f"{hp} has classes {unknown} that the session does not know ({names})")
+                hl = np.asarray([names.index(c) for c in own], dtype=np.int64)[hl]
+            test = (h[fk], hl, str(hp))
     arrays = {"pool_features": feats, "pool_paths": np.asarray(paths), "text_features": text,
               "class_names": np.asarray(names)}
     if test is not None:
@@ -646,7 +656,9 @@ class Session:
             local = [p for p in self.pool["pool_paths"] if os.path.isabs(str(p))]
             if not local:
                 return paths
-            ls_root = os.path.commonpath([os.path.dirname(str(p)) for p in local])
+            # the parent of the folder holding all images: Label Studio wants its local storage (that
+            # folder) to be a sub-folder of LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, not the root itself
+            ls_root = os.path.dirname(os.path.commonpath([os.path.dirname(str(p)) for p in local]))
         out = []
         for p in paths:
             if p.startswith(("http://", "https://", "s3://", "gs://")):
@@ -673,8 +685,9 @@ class Session:
             Images to query, ``1 <= budget <=`` unlabeled images.
         ls_root : path, optional
             Label Studio's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``: task URLs are
-            ``/data/local-files/?d=<path relative to it>``. Default: the deepest folder
-            that holds all pool images.
+            ``/data/local-files/?d=<path relative to it>``. Default: the parent of the
+            deepest folder that holds all pool images (Label Studio wants the local storage,
+            that folder, to be a sub-folder of the document root).
         url_prefix : str, optional
             Instead, serve images from ``url_prefix/<relative path>`` (e.g. a static web server).
         top_k : int, default 3
@@ -741,7 +754,7 @@ class Session:
                 "data": {"image": url, "vlal_path": path, "vlal_index": int(i), "vlal_round": r,
                          "vlal_guess": ", ".join(f"{g} {s:.2f}" for g, s in guesses)},
                 "predictions": [{
-                    "model_version": f"vlal-round-{r}",
+                    "model_version": "vlal",  # one version for all rounds: select it once in the project
                     "score": guesses[0][1],
                     "result": [{"from_name": _LS_FROM, "to_name": _LS_TO, "type": "choices",
                                 "value": {"choices": [guesses[0][0]]}}],
@@ -807,7 +820,9 @@ class Session:
 
         All or nothing: every row is checked first and any problem rejects the whole file
         with one line per bad row. Problems: unknown image (not in the pool), image not
-        in the open batch, unknown class, two different labels for one image (in one row's
+        in the open batch (rows of earlier rounds that repeat the recorded label, or are
+        unlabeled, are left out: a whole-project export can be imported every round),
+        unknown class, two different labels for one image (in one row's
         annotations or in two rows), skipped / unannotated tasks and batch images missing
         from the file (both allowed with ``allow_skipped``: those images return to the
         pool, unlabeled, and the round closes without them).
@@ -868,6 +883,8 @@ class Session:
         got: dict[int, tuple[int, str]] = {}  # pool index -> (class id, row)
         skipped: dict[int, str] = {}
         seen: set[int] = set()
+        old_labels = dict(zip(self.state["labeled"], self.state["labels"]))
+        already = 0
         for where, key, lab, why in rows:
             if why == "bad-task":
                 problems.append(f"{where}: not a Label Studio task (needs a 'data' object)")
@@ -877,7 +894,14 @@ class Session:
                 problems.append(f"{where}: unknown image {key!r} (not in the session's pool)")
                 continue
             if i not in in_batch:
-                state = "already labeled" if i in set(self.state["labeled"]) else "not queried"
+                # A whole-project export also holds the tasks of earlier rounds: the same label again, or
+                # an unlabeled (skipped) task, is not a new label and is left out; anything else is an error.
+                if lab is None and why != "conflict":
+                    continue
+                if i in old_labels and why != "conflict" and lab == names[old_labels[i]]:
+                    already += 1
+                    continue
+                state = f"already labeled {names[old_labels[i]]!r}" if i in old_labels else "not queried"
                 problems.append(f"{where}: image {key!r} is not in the open batch (round {batch['round']}; {state})")
                 continue
             seen.add(i)
@@ -926,6 +950,7 @@ class Session:
             "skipped": [int(i) for i in batch["indices"] if i not in got],
             "n_labeled": len(labeled), "select_seconds": batch["select_seconds"], "fit_seconds": round(fit_s, 6),
             "heldout_accuracy": acc, "source": str(path.resolve()), "source_sha256": _sha256(path),
+            "n_already_labeled_rows": already,
             "files": batch["files"],
         }
         writes = [model_file] if model_file else []

@@ -110,7 +110,8 @@ def init_cmd(path, features_file, images, classes_file, pretrained, model_name, 
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--budget", required=True, type=click.IntRange(min=1), help="Images to query this round.")
 @click.option("--ls-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the folder holding all images).")
+              help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the parent of the folder "
+                   "holding all images).")
 @click.option("--url-prefix", default=None, help="Serve images from URL-PREFIX/<relative path> instead.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1), help="Guesses shown per image.")
 @_errors
