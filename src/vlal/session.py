@@ -66,6 +66,7 @@ __all__ = [
     "init_session",
     "open_session",
     "labelstudio_config",
+    "format_status",
     "FORMAT",
 ]
 
@@ -389,7 +390,7 @@ def init_session(
                 if unknown:
                     raise SessionError(f"{hp} has classes {unknown} that the session does not know ({names})")
                 hl = np.asarray([names.index(c) for c in own], dtype=np.int64)[hl]
-            test = (h[fk], hl, str(hp))
+            test = (h[fk], hl, str(hp.resolve()))
     arrays = {"pool_features": feats, "pool_paths": np.asarray(paths), "text_features": text,
               "class_names": np.asarray(names)}
     if test is not None:
