@@ -7,6 +7,7 @@ A small synthetic pool and the feature tuner keep it fast (no torch).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -107,6 +108,14 @@ def _check(session, oracle, accepted: list[int]) -> dict:
         if st["model_file"]:
             assert (session / st["model_file"]).is_file()
         assert not list(session.glob(".*.tmp-*"))
+        journal = []
+        for ln in (session / "journal.jsonl").read_text().splitlines():
+            try:
+                journal.append(json.loads(ln))
+            except ValueError:  # a line torn by a kill
+                pass
+        ended = {e.get("txn") for e in journal if e["phase"] in ("commit", "rollback")}
+        assert all(e["txn"] in ended for e in journal if e["phase"] == "begin"), "a change left unresolved"
         s.model()  # the model loads (or is re-fitted from the labels)
         return st
 
