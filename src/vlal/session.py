@@ -51,7 +51,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
