@@ -303,5 +303,9 @@ from .clip.cli import embed as _embed_cmd  # noqa: E402  (click only; torch load
 
 main.add_command(_embed_cmd)
 
+from .session_cli import session as _session_group  # noqa: E402  (click only)
+
+main.add_command(_session_group)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,1016 @@
+"""A labeling session on disk: query a batch, send it to annotators, take the labels back.
+
+A session is a folder that holds everything one active-learning campaign needs, so that
+a practitioner can alternate between vlal and an annotation tool (Label Studio, or a CSV
+file) over days, and so that a crash at any instant loses nothing:
+
+======================  =====================================================================
+``session.json``        what was fixed at ``init``: classes, strategy, tuner, seed (never changes)
+``pool.npz``            pool features (n, d) float32, image paths (n,), class embeddings (K, d),
+                        and the held-out labeled split when there is one (never changes)
+``state.json``          the labeled set, every finished round, the batch waiting for labels;
+                        replacing it is the *commit point* of every change
+``journal.jsonl``       one line per step of every change (begin / commit / rollback), with
+                        the files it writes; read when a session opens after a crash
+``model-RRR.npz``       the tuner's class embeddings after round RRR (a cache: re-fitted from
+                        the labels when missing)
+``batches/``            ``round-RRR.csv`` and ``round-RRR.labelstudio.json``: the batch to label
+``labelstudio.xml``     the Label Studio labeling config for the class list
+``lock``                held (``fcntl.flock``) by the one process using the session
+======================  =====================================================================
+
+Every file is written atomically (temporary name in the folder, ``fsync``, ``os.replace``,
+``fsync`` of the folder). A change is: journal ``begin`` (listing the files it will write)
+-> write those files -> replace ``state.json`` -> journal ``commit``. A process killed
+before ``state.json`` is replaced leaves the old state, and the next open rolls back (deletes
+the files the unfinished change wrote); killed after, the change is complete and the next
+open only writes the missing ``commit`` line. Nothing is pickled: JSON, ``.npy``/``.npz``
+with ``allow_pickle=False``.
+
+One round (paper Sec. 5, Algorithm 1): the current model's probabilities on the pool ->
+``strategy.select`` -> annotators label the batch -> the tuner is re-fitted *from the
+zero-shot state* on all labels so far -> accuracy on the held-out split, when there is one.
+
+>>> from vlal.session import init_session, open_session        # doctest: +SKIP
+>>> init_session("my-session", "pool.npz", strategy="cec")     # doctest: +SKIP
+>>> with open_session("my-session") as s:                      # doctest: +SKIP
+...     batch = s.next(budget=20)          # writes batches/round-001.{csv,labelstudio.json}
+...     s.import_labels("export.json")     # a Label Studio JSON export, or CSV image,label
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from .exceptions import VlalInputError
+
+__all__ = [
+    "Session",
+    "SessionError",
+    "SessionLockedError",
+    "ImportRejectedError",
+    "init_session",
+    "open_session",
+    "labelstudio_config",
+    "format_status",
+    "FORMAT",
+]
+
+#: Written into ``session.json`` / ``state.json``; bumped on incompatible layout changes.
+FORMAT = "vlal-session/1"
+TUNERS = ("feature", "zeroshot")
+_LS_FROM, _LS_TO = "label", "image"  # names of the Choices / Image tags in the labeling config
+
+
+class SessionError(VlalInputError):
+    """A session folder that cannot be used as asked (missing, wrong state, bad arguments)."""
+
+
+class SessionLockedError(SessionError):
+    """Another live process holds the session's lock."""
+
+
+class ImportRejectedError(SessionError):
+    """An import file failed validation; nothing was applied.
+
+    Attributes
+    ----------
+    problems : list of str
+        One line per bad row, naming the row, the image and what is wrong.
+    """
+
+    def __init__(self, path, problems: Sequence[str]):
+        self.problems = list(problems)
+        head = f"{path}: rejected, nothing applied ({len(self.problems)} problem(s)):"
+        shown = self.problems[:50]
+        more = [f"... and {len(self.problems) - 50} more"] if len(self.problems) > 50 else []
+        super().__init__("\n  ".join([head, *shown, *more]))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened; rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temporary name in the same folder, fsync, replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Lock:
+    """One process per session: ``fcntl.flock`` on ``lock`` (released by the kernel when the
+    holder dies, so a lock left by a killed process is never stale); the holder's pid is
+    written into the file for the error message. Without ``fcntl`` (Windows) an exclusive
+    create is used and a lock whose pid is no longer running is taken over."""
+
+    def __init__(self, folder: Path, command: str):
+        self.path = folder / "lock"
+        self.command = command
+        self.fd: int | None = None
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        pid = info.get("pid", "?")
+        what = f" ({info['command']}, since {info.get('since', '?')})" if info.get("command") else ""
+        return f"process {pid}{what}"
+
+    def acquire(self) -> None:
+        me = json.dumps({"pid": os.getpid(), "command": self.command, "since": _now()}).encode()
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            self._acquire_excl(me)
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SessionLockedError(
+                f"session {self.path.parent} is in use by {self._holder()}; "
+                "run one vlal session command at a time (wait for it to finish)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me, 0)
+        self.fd = fd
+
+    def _acquire_excl(self, me: bytes) -> None:  # pragma: no cover - Windows
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(json.loads(self.path.read_text()).get("pid", -1))
+                except (OSError, ValueError):
+                    pid = -1
+                if pid > 0 and _pid_alive(pid):
+                    raise SessionLockedError(
+                        f"session {self.path.parent} is in use by {self._holder()}; run one command at a time"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            os.write(fd, me)
+            self.fd = fd
+            return
+        raise SessionLockedError(f"could not take the lock {self.path}")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+
+
+def _pid_alive(pid: int) -> bool:  # pragma: no cover - Windows path only
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- labeling config
+
+
+def labelstudio_config(class_names: Sequence[str]) -> str:
+    """The Label Studio labeling config (XML) for single-label image classification.
+
+    The image comes from the task's ``$image``, vlal's current guess (top classes and
+    scores) is shown above the choices from ``$vlal_guess``, and the choice tag is named
+    ``label`` (``from_name``) on ``image`` (``to_name``), as in the pre-annotations that
+    :meth:`Session.next` writes.
+    """
+    choices = "\n".join(f"    <Choice value={quoteattr(str(c))}/>" for c in class_names)
+    return (
+        "<View>\n"
+        '  <Header value="vlal guess: $vlal_guess" size="5"/>\n'
+        f'  <Choices name="{_LS_FROM}" toName="{_LS_TO}" choice="single-radio" showInline="true" required="true">\n'
+        f"{choices}\n"
+        "  </Choices>\n"
+        f'  <Image name="{_LS_TO}" value="$image" maxWidth="400px" zoom="true"/>\n'
+        "</View>\n"
+    )
+
+
+# --------------------------------------------------------------------------- init
+
+
+def _parse_spec(spec: str, what: str) -> tuple[str, dict]:
+    from .registry import _parse_params
+
+    m = re.fullmatch(r"\s*([A-Za-z0-9_\-]+)\s*(?:\[(.*)\])?\s*", spec or "")
+    if not m:
+        raise SessionError(f"bad {what} {spec!r}; use name or name[key=value,...]")
+    return m.group(1).lower(), _parse_params(m.group(2) or "", spec)
+
+
+def _make_tuner(spec: str, class_embeddings: np.ndarray):
+    from .tuners import FeatureSpaceTuner, ZeroShotClassifier
+
+    name, params = _parse_spec(spec, "tuner")
+    if name not in TUNERS:
+        raise SessionError(f"unknown tuner {spec!r}; known: {list(TUNERS)}")
+    try:
+        if name == "zeroshot":
+            return ZeroShotClassifier(class_embeddings, **params)
+        return FeatureSpaceTuner(class_embeddings, **params)
+    except TypeError as err:
+        raise SessionError(f"bad parameters in tuner {spec!r}: {err}") from err
+
+
+def init_session(
+    path,
+    features_file,
+    *,
+    strategy: str = "cec",
+    tuner: str = "feature",
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+    heldout="auto",
+) -> Path:
+    """Create a session folder from an embedding/feature file (as ``vlal embed`` writes).
+
+    Parameters
+    ----------
+    path : path
+        The session folder to create; must not exist or be empty.
+    features_file : path
+        ``.npz`` with ``pool_features`` (n, d) and ``text_features`` (K, d) (the zero-shot
+        class embeddings of paper Eq. 1); ``pool_paths`` (n,) and ``class_names`` (K,) when
+        known (without paths, images are named ``row-<i>``). ``pool_labels`` is ignored:
+        the labels come from the annotators.
+    strategy : str, default "cec"
+        Any :func:`vlal.make_strategy` name, with parameters: ``"cec[k=10,alpha=0.05]"``.
+    tuner : {"feature", "zeroshot"} with optional parameters, default "feature"
+        ``feature`` = :class:`vlal.tuners.FeatureSpaceTuner` (re-fitted from zero-shot after
+        every import, e.g. ``"feature[max_iter=50]"``); ``zeroshot`` never changes.
+    seed : int, default 0
+        The strategy of round r gets ``random_state`` derived from ``(seed, r)``, so a batch
+        is the same if ``next`` is run again after a crash.
+    class_names : sequence of str, optional
+        Overrides / supplies the class names (K of them, distinct, in row order of
+        ``text_features``).
+    heldout : "auto", None or path, default "auto"
+        A labeled split to report accuracy on after each round: ``"auto"`` uses
+        ``test_features`` / ``test_labels`` of ``features_file`` when present; a path
+        names another ``.npz`` with those keys; None: no held-out accuracy.
+
+    Returns
+    -------
+    Path
+        The session folder.
+
+    Raises
+    ------
+    SessionError
+        The folder exists and is not empty, missing keys, shapes or class names that
+        disagree, an unknown strategy or tuner.
+    """
+    from ._validation import check_features, l2_normalize
+    from .registry import make_strategy
+
+    folder = Path(path)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise SessionError(f"{folder} already exists and is not an empty folder; choose a new session folder")
+    src = Path(features_file)
+    if not src.is_file():
+        raise SessionError(f"no feature file at {src}")
+    try:
+        z = np.load(src, allow_pickle=False)
+    except Exception as err:
+        raise SessionError(f"{src}: not a readable .npz ({err})") from err
+    with z:
+        files = set(z.files)
+        for key in ("pool_features", "text_features"):
+            if key not in files:
+                hint = " (the zero-shot class embeddings; write the file with `vlal embed ... --class-names FILE`)" \
+                    if key == "text_features" else ""
+                raise SessionError(f"{src} has no {key!r}{hint}; it has {sorted(files)}")
+        feats = check_features(z["pool_features"], "pool_features").astype(np.float32)
+        text = l2_normalize(check_features(z["text_features"], "text_features")).astype(np.float32)
+        paths = [str(p) for p in z["pool_paths"]] if "pool_paths" in files else None
+        names = [str(c) for c in z["class_names"]] if "class_names" in files else None
+        test = None
+        if heldout == "auto" and {"test_features", "test_labels"} <= files:
+            test = (z["test_features"], z["test_labels"], f"{src} (test split)")
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+    n, d = feats.shape
+    K = text.shape[0]
+    if text.shape[1] != d:
+        raise SessionError(f"text_features has d={text.shape[1]} but pool_features has d={d}")
+    if names is None:
+        raise SessionError(f"{src} has no class_names; give them (one per line) with --classes")
+    if len(names) != K:
+        raise SessionError(f"{len(names)} class names for {K} rows of text_features")
+    if len(set(names)) != K or any(not c.strip() for c in names):
+        raise SessionError("class names must be distinct and non-empty")
+    if paths is None:
+        paths = [f"row-{i}" for i in range(n)]
+    else:
+        if len(paths) != n:
+            raise SessionError(f"pool_paths has {len(paths)} entries but pool_features has {n} rows")
+        paths = [p if p.startswith(("http://", "https://", "s3://", "gs://")) else os.path.abspath(p) for p in paths]
+        if len(set(paths)) != n:
+            raise SessionError("pool_paths has duplicated images")
+    if heldout not in ("auto", None):
+        hp = Path(heldout)
+        if not hp.is_file():
+            raise SessionError(f"no held-out file at {hp}")
+        with np.load(hp, allow_pickle=False) as h:
+            for fk, lk in (("test_features", "test_labels"), ("pool_features", "pool_labels"),
+                           ("features", "labels")):
+                if fk in h.files and lk in h.files:
+                    break
+            else:
+                raise SessionError(f"{hp} needs test_features and test_labels (or pool_features and pool_labels, "
+                                   f"as `vlal embed` writes for a folder of class sub-folders); it has {h.files}")
+            hl = h[lk]
+            if "class_names" in h.files:  # its own class order: map to the session's by name
+                own = [str(c) for c in h["class_names"]]
+                unknown = sorted(set(own) - set(names or []))
+                if unknown:
+                    raise SessionError(f"{hp} has classes {unknown} that the session does not know ({names})")
+                hl = np.asarray([names.index(c) for c in own], dtype=np.int64)[hl]
+            test = (h[fk], hl, str(hp.resolve()))
+    arrays = {"pool_features": feats, "pool_paths": np.asarray(paths), "text_features": text,
+              "class_names": np.asarray(names)}
+    if test is not None:
+        tf = check_features(test[0], "held-out features").astype(np.float32)
+        tl = np.asarray(test[1])
+        if tf.shape[1] != d or tl.shape != (tf.shape[0],) or not np.issubdtype(tl.dtype, np.integer) \
+                or (tl.size and (tl.min() < 0 or tl.max() >= K)):
+            raise SessionError(f"held-out split of {test[2]}: need ({tf.shape[0]},) int labels in [0, {K}) and d={d}")
+        arrays["heldout_features"], arrays["heldout_labels"] = tf, tl.astype(np.int64)
+    try:
+        make_strategy(strategy, random_state=0)  # validates the name and parameters now
+    except VlalInputError as err:
+        raise SessionError(f"--strategy: {err}") from err
+    tuner_obj = _make_tuner(tuner, text)
+    seed = int(seed)
+    if seed < 0:
+        raise SessionError(f"seed must be >= 0; got {seed}")
+
+    config = {
+        "format": FORMAT, "created": _now(), "source": str(src.resolve()), "n_pool": n, "dim": d,
+        "class_names": names, "strategy": strategy, "tuner": tuner, "seed": seed,
+        "heldout": None if test is None else {"source": test[2], "n": int(arrays["heldout_labels"].size)},
+    }
+    acc0 = None
+    if test is not None:
+        acc0 = _accuracy(tuner_obj, arrays["heldout_features"], arrays["heldout_labels"])
+    state = {"format": FORMAT, "seq": 0, "labeled": [], "labels": [], "open_batch": None, "model_file": None,
+             "rounds": [{"round": 0, "closed": _now(), "n_labeled": 0, "heldout_accuracy": acc0,
+                         "note": "zero-shot (no labels)"}]}
+    # Build in a temporary sibling folder and rename it into place: a crash leaves no half session.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.init-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "batches").mkdir(parents=True)
+    _atomic_write(tmp / "pool.npz", _npz_bytes(**arrays))
+    _atomic_write(tmp / "labelstudio.xml", labelstudio_config(names).encode())
+    _atomic_write(tmp / "session.json", _json_bytes(config))
+    _atomic_write(tmp / "state.json", _json_bytes(state))
+    _atomic_write(tmp / "journal.jsonl", (json.dumps({"seq": 0, "op": "init", "phase": "commit", "at": _now()}) + "\n").encode())
+    if folder.exists():
+        folder.rmdir()  # empty (checked above)
+    os.replace(tmp, folder)
+    _fsync_dir(folder.parent)
+    return folder
+
+
+def _accuracy(model, features, labels) -> float:
+    return float(np.mean(np.asarray(model.predict_proba(features)).argmax(axis=1) == labels))
+
+
+# --------------------------------------------------------------------------- session
+
+
+def open_session(path, *, command: str = "python") -> "Session":
+    """Open (lock, recover) an existing session; use as a context manager to release the lock.
+
+    Raises
+    ------
+    SessionError
+        Not a session folder.
+    SessionLockedError
+        Another live process uses the session.
+    """
+    return Session(path, command=command)
+
+
+class Session:
+    """An open session folder (see the module docstring for its files).
+
+    Opening takes the lock and finishes or rolls back a change that a crash interrupted.
+    Use :func:`open_session` (or ``Session(path)``) as a context manager.
+
+    Attributes
+    ----------
+    path : Path
+    config : dict
+        ``session.json``: ``class_names``, ``strategy``, ``tuner``, ``seed``, ...
+    state : dict
+        ``state.json``: ``labeled`` (pool positions), ``labels`` (class ids), ``rounds``,
+        ``open_batch``.
+    recovered : str or None
+        What opening did about an interrupted change (``"rolled back ..."`` /
+        ``"completed ..."``), None when there was none.
+    """
+
+    def __init__(self, path, *, command: str = "python"):
+        self.path = Path(path)
+        if not (self.path / "session.json").is_file() or not (self.path / "state.json").is_file():
+            raise SessionError(f"{self.path} is not a vlal session folder (create one with `vlal session init`)")
+        self._lock = _Lock(self.path, command)
+        self._lock.acquire()
+        try:
+            self.config = json.loads((self.path / "session.json").read_text())
+            if self.config.get("format") != FORMAT:
+                raise SessionError(f"{self.path}: unsupported session format {self.config.get('format')!r}")
+            self.state = self._read_state()
+            self.recovered = self._recover()
+            self._pool = None
+            self._model = None
+        except BaseException:
+            self._lock.release()
+            raise
+
+    # ------------------------------------------------------------------ context / basics
+
+    def close(self) -> None:
+        """Release the lock (the state on disk is always current)."""
+        self._lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config["class_names"])
+
+    @property
+    def pool(self) -> dict[str, np.ndarray]:
+        """``pool.npz`` (loaded once): pool_features, pool_paths, text_features, heldout_*."""
+        if self._pool is None:
+            with np.load(self.path / "pool.npz", allow_pickle=False) as z:
+                self._pool = {k: z[k] for k in z.files}
+        return self._pool
+
+    def _read_state(self) -> dict:
+        try:
+            state = json.loads((self.path / "state.json").read_text())
+        except ValueError as err:  # cannot happen with atomic replaces; say so clearly if it does
+            raise SessionError(f"{self.path / 'state.json'} is unreadable ({err})") from err
+        return state
+
+    # ------------------------------------------------------------------ journal
+
+    def _journal_entries(self) -> list[dict]:
+        p = self.path / "journal.jsonl"
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a line torn by a kill while it was appended
+                continue
+        return out
+
+    def _journal(self, entry: dict) -> None:
+        p = self.path / "journal.jsonl"
+        entry = {**entry, "at": _now(), "pid": os.getpid()}
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            prefix = b""
+            size = os.fstat(fd).st_size
+            if size:
+                with open(p, "rb") as fh:
+                    fh.seek(size - 1)
+                    if fh.read(1) != b"\n":
+                        prefix = b"\n"  # close a torn line first
+            os.write(fd, prefix + (json.dumps(entry) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _recover(self) -> str | None:
+        """Finish or roll back the last change if a crash interrupted it."""
+        for tmp in self.path.glob(".*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+        for tmp in (self.path / "batches").glob(".*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+        entries = self._journal_entries()
+        done = {e.get("txn") for e in entries if e.get("phase") in ("commit", "rollback")}
+        pending = [e for e in entries if e.get("phase") == "begin" and e.get("txn") not in done]
+        msg = None
+        seq = self.state["seq"]
+        for e in pending:
+            if e["seq"] <= seq:  # state.json was replaced: the change is complete
+                self._journal({"txn": e.get("txn"), "seq": e["seq"], "op": e["op"], "phase": "commit", "recovered": True})
+                msg = f"completed the interrupted {e['op']} (state {e['seq']})"
+            else:  # state.json still the old one: delete what the change wrote
+                keep = self._referenced_files()
+                for rel in e.get("writes", []):
+                    if rel not in keep:
+                        (self.path / rel).unlink(missing_ok=True)
+                self._journal({"txn": e.get("txn"), "seq": e["seq"], "op": e["op"], "phase": "rollback"})
+                msg = f"rolled back the interrupted {e['op']} (nothing of it was applied)"
+        # model caches of other rounds are dead weight (e.g. a crash right after a commit)
+        keep = self._referenced_files()
+        for m in self.path.glob("model-*.npz"):
+            if m.name not in keep:
+                m.unlink(missing_ok=True)
+        return msg
+
+    def _referenced_files(self) -> set[str]:
+        out = set()
+        if self.state.get("model_file"):
+            out.add(self.state["model_file"])
+        for r in self.state["rounds"]:
+            out.update(r.get("files", {}).values())
+        b = self.state.get("open_batch")
+        if b:
+            out.update(b["files"].values())
+        return out
+
+    @contextlib.contextmanager
+    def _change(self, op: str, writes: Sequence[str], **info) -> Iterator[dict]:
+        """Journal ``begin`` -> caller writes ``writes`` and fills a new state -> commit."""
+        seq = self.state["seq"] + 1
+        txn = f"{seq}-{op}-{os.getpid()}-{time.time_ns()}"
+        self._journal({"txn": txn, "seq": seq, "op": op, "phase": "begin", "writes": list(writes), **info})
+        new_state = json.loads(json.dumps(self.state))
+        new_state["seq"] = seq
+        try:
+            yield new_state
+        except BaseException:
+            keep = self._referenced_files()
+            for rel in writes:
+                if rel not in keep:
+                    (self.path / rel).unlink(missing_ok=True)
+            self._journal({"txn": txn, "seq": seq, "op": op, "phase": "rollback"})
+            raise
+        _atomic_write(self.path / "state.json", _json_bytes(new_state))  # the commit point
+        old = self.state
+        self.state = new_state
+        self._journal({"txn": txn, "seq": seq, "op": op, "phase": "commit"})
+        if old.get("model_file") and old["model_file"] != new_state.get("model_file"):
+            (self.path / old["model_file"]).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ model
+
+    def model(self):
+        """The current tuner: zero-shot before any import, else fitted on all labels so far."""
+        if self._model is None:
+            tuner = _make_tuner(self.config["tuner"], self.pool["text_features"])
+            mf = self.state.get("model_file")
+            loaded = False
+            if mf and hasattr(tuner, "initial_embeddings"):
+                try:
+                    with np.load(self.path / mf, allow_pickle=False) as z:
+                        w = z["class_embeddings"]
+                        ok = w.shape == tuner.class_embeddings.shape and int(z["n_labeled"]) == len(self.state["labeled"])
+                    if ok:
+                        tuner.class_embeddings = w.astype(np.float32)
+                        loaded = True
+                except (OSError, KeyError, ValueError):
+                    loaded = False
+            if not loaded and self.state["labeled"]:
+                self._fit(tuner, self.state["labeled"], self.state["labels"])
+            self._model = tuner
+        return self._model
+
+    def _fit(self, tuner, labeled, labels) -> float:
+        t0 = time.perf_counter()
+        idx = np.asarray(labeled, dtype=np.int64)
+        tuner.fit(self.pool["pool_features"][idx], np.asarray(labels, dtype=np.int64))
+        return time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ next
+
+    def _image_urls(self, idx: np.ndarray, ls_root, url_prefix) -> list[str]:
+        paths = [str(self.pool["pool_paths"][i]) for i in idx]
+        if url_prefix is None and ls_root is None:
+            local = [p for p in self.pool["pool_paths"] if os.path.isabs(str(p))]
+            if not local:
+                return paths
+            # the parent of the folder holding all images: Label Studio wants its local storage (that
+            # folder) to be a sub-folder of LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, not the root itself
+            ls_root = os.path.dirname(os.path.commonpath([os.path.dirname(str(p)) for p in local]))
+        out = []
+        for p in paths:
+            if p.startswith(("http://", "https://", "s3://", "gs://")):
+                out.append(p)
+                continue
+            base = ls_root if ls_root is not None else os.path.dirname(p)
+            rel = os.path.relpath(p, base).replace(os.sep, "/")
+            if rel.startswith(".."):
+                raise SessionError(f"image {p} is outside --ls-root {ls_root}")
+            if url_prefix is not None:
+                out.append(url_prefix.rstrip("/") + "/" + rel)
+            else:
+                from urllib.parse import quote
+
+                out.append("/data/local-files/?d=" + quote(rel))
+        return out
+
+    def next(self, budget: int, *, ls_root=None, url_prefix: str | None = None, top_k: int = 3) -> dict:
+        """Query ``budget`` images with the session's strategy and write the batch files.
+
+        Parameters
+        ----------
+        budget : int
+            Images to query, ``1 <= budget <=`` unlabeled images.
+        ls_root : path, optional
+            Label Studio's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``: task URLs are
+            ``/data/local-files/?d=<path relative to it>``. Default: the parent of the
+            deepest folder that holds all pool images (Label Studio wants the local storage,
+            that folder, to be a sub-folder of the document root).
+        url_prefix : str, optional
+            Instead, serve images from ``url_prefix/<relative path>`` (e.g. a static web server).
+        top_k : int, default 3
+            Classes of the current model shown with each image (pre-annotation: the top one).
+
+        Returns
+        -------
+        dict
+            The open batch: ``round``, ``indices``, ``files`` (``csv``, ``labelstudio``,
+            relative to the session folder), ``select_seconds``.
+
+        Raises
+        ------
+        SessionError
+            A batch is already waiting for labels, bad ``budget``.
+        BudgetExceededError
+            ``budget`` exceeds the unlabeled images.
+        """
+        from .registry import make_strategy
+
+        b = self.state.get("open_batch")
+        if b:
+            raise SessionError(
+                f"round {b['round']} ({len(b['indices'])} images, {b['files']['labelstudio']}) is waiting for "
+                "labels: import them first (`vlal session import`)"
+            )
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise SessionError(f"budget must be a positive int; got {budget!r}")
+        top_k = max(1, min(int(top_k), len(self.class_names)))
+        r = len(self.state["rounds"])  # round 0 is the zero-shot record
+        seed = int(np.random.SeedSequence([self.config["seed"], r]).generate_state(1)[0] % (2**31 - 1))
+        strat = make_strategy(self.config["strategy"], random_state=seed)
+        model = self.model()
+        feats = self.pool["pool_features"]
+        probs = np.asarray(model.predict_proba(feats))
+        t0 = time.perf_counter()
+        idx = strat.select(feats, probs, int(budget), labeled=np.asarray(self.state["labeled"], dtype=np.int64),
+                           labels=np.asarray(self.state["labels"], dtype=np.int64), model=model)
+        sel = time.perf_counter() - t0
+        urls = self._image_urls(idx, ls_root, url_prefix)
+        names = self.class_names
+        top = np.argsort(-probs[idx], axis=1, kind="stable")[:, :top_k]
+        files = {"csv": f"batches/round-{r:03d}.csv", "labelstudio": f"batches/round-{r:03d}.labelstudio.json"}
+        with self._change("next", list(files.values()), round=r) as new:
+            self._write_batch_files(files, r, idx, urls, probs, top, names)
+            new["open_batch"] = {
+                "round": r, "opened": _now(), "indices": [int(i) for i in idx], "urls": urls,
+                "strategy": self.config["strategy"], "random_state": seed, "select_seconds": round(sel, 6),
+                "files": files,
+            }
+        return self.state["open_batch"]
+
+    def _write_batch_files(self, files, r, idx, urls, probs, top, names) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        k = top.shape[1]
+        w.writerow(["image", "label", "pool_index", "url"] + [f"{a}_{j + 1}" for j in range(k) for a in ("guess", "score")])
+        tasks = []
+        for row, (i, url) in enumerate(zip(idx, urls)):
+            path = str(self.pool["pool_paths"][i])
+            guesses = [(names[c], float(probs[i, c])) for c in top[row]]
+            w.writerow([path, "", int(i), url] + [x for g, s in guesses for x in (g, f"{s:.4f}")])
+            tasks.append({
+                "data": {"image": url, "vlal_path": path, "vlal_index": int(i), "vlal_round": r,
+                         "vlal_guess": ", ".join(f"{g} {s:.2f}" for g, s in guesses)},
+                "predictions": [{
+                    "model_version": "vlal",  # one version for all rounds: select it once in the project
+                    "score": guesses[0][1],
+                    "result": [{"from_name": _LS_FROM, "to_name": _LS_TO, "type": "choices",
+                                "value": {"choices": [guesses[0][0]]}}],
+                }],
+            })
+        _atomic_write(self.path / files["csv"], buf.getvalue().encode())
+        _atomic_write(self.path / files["labelstudio"], _json_bytes(tasks))
+
+    # ------------------------------------------------------------------ import
+
+    def _read_labels(self, path: Path) -> list[tuple[str, str, str | None, str]]:
+        """``[(row description, image key, label or None (skipped), skip reason)]`` from a file."""
+        text = path.read_text(encoding="utf-8-sig")
+        rows = []
+        if path.suffix.lower() == ".csv":
+            reader = csv.DictReader(io.StringIO(text))
+            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+            if "image" not in fields or "label" not in fields:
+                raise SessionError(f"{path}: a CSV import needs the columns image,label; it has {reader.fieldnames}")
+            for n, rec in enumerate(reader, start=2):
+                rec = {(k or "").strip().lower(): (v or "").strip() for k, v in rec.items()}
+                lab = rec["label"] or None
+                rows.append((f"line {n}", rec["image"], lab, "" if lab else "empty label"))
+            return rows
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise SessionError(f"{path}: not JSON ({err}); expected a Label Studio JSON export or a CSV") from err
+        if isinstance(data, dict):
+            data = [data]
+        if not isinstance(data, list):
+            raise SessionError(f"{path}: expected a list of Label Studio tasks")
+        for n, task in enumerate(data):
+            where = f"task {n}" + (f" (id {task['id']})" if isinstance(task, dict) and "id" in task else "")
+            if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+                rows.append((where, "", None, "bad-task"))
+                continue
+            d = task["data"]
+            key = str(d.get("vlal_path") or d.get(_LS_TO) or "")
+            anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+            live = [a for a in anns if not a.get("was_cancelled")]
+            if not anns:
+                rows.append((where, key, None, "no annotation"))
+                continue
+            if not live:
+                rows.append((where, key, None, "skipped in Label Studio"))
+                continue
+            labels = set()
+            for a in live:
+                for res in a.get("result") or []:
+                    if res.get("type") == "choices" or "choices" in (res.get("value") or {}):
+                        labels.update(str(c) for c in (res.get("value") or {}).get("choices") or [])
+            if not labels:
+                rows.append((where, key, None, "annotation without a chosen class"))
+            elif len(labels) > 1:
+                rows.append((where, key, "\x00".join(sorted(labels)), "conflict"))
+            else:
+                rows.append((where, key, labels.pop(), ""))
+        return rows
+
+    def import_labels(self, file, *, allow_skipped: bool = False) -> dict:
+        """Apply the labels of the open batch from ``file``, re-fit the tuner, record the round.
+
+        All or nothing: every row is checked first and any problem rejects the whole file
+        with one line per bad row. Problems: unknown image (not in the pool), image not
+        in the open batch (rows of earlier rounds that repeat the recorded label, or are
+        unlabeled, are left out: a whole-project export can be imported every round),
+        unknown class, two different labels for one image (in one row's
+        annotations or in two rows), skipped / unannotated tasks and batch images missing
+        from the file (both allowed with ``allow_skipped``: those images return to the
+        pool, unlabeled, and the round closes without them).
+
+        Parameters
+        ----------
+        file : path
+            A Label Studio JSON export (``[{"data": {...}, "annotations": [...]}]``) or a
+            CSV with the columns ``image`` and ``label`` (class names; the batch CSV that
+            :meth:`next` wrote, with its ``label`` column filled in, works as is). Images
+            are matched by their pool path, their task URL, or their file name when unique
+            in the batch.
+        allow_skipped : bool, default False
+
+        Returns
+        -------
+        dict
+            The round record: ``round``, ``picks``, ``labels`` (class names), ``skipped``,
+            ``n_labeled``, ``fit_seconds``, ``heldout_accuracy`` (None without a held-out split).
+
+        Raises
+        ------
+        ImportRejectedError
+            Any bad row (nothing is applied).
+        SessionError
+            No batch is waiting for labels; the file is unreadable.
+        """
+        path = Path(file)
+        if not path.is_file():
+            raise SessionError(f"no such file: {path}")
+        batch = self.state.get("open_batch")
+        if not batch:
+            last = self.state["rounds"][-1]
+            extra = f" (round {last['round']} was imported from {last.get('source')})" if last.get("source") else ""
+            raise SessionError(f"no batch is waiting for labels{extra}; run `vlal session next` first")
+        rows = self._read_labels(path)
+        names = self.class_names
+        cls = {c: j for j, c in enumerate(names)}
+        pool_paths = [str(p) for p in self.pool["pool_paths"]]
+        by_path = {p: i for i, p in enumerate(pool_paths)}
+        in_batch = {int(i): pos for pos, i in enumerate(batch["indices"])}
+        by_url = {u: int(i) for u, i in zip(batch["urls"], batch["indices"])}
+        base = {}
+        for i in batch["indices"]:
+            base.setdefault(os.path.basename(pool_paths[i]), []).append(int(i))
+
+        def resolve(key: str):
+            if key in by_path:
+                return by_path[key]
+            if key in by_url:
+                return by_url[key]
+            if key and not key.startswith(("http://", "https://", "/data/")) and os.path.abspath(key) in by_path:
+                return by_path[os.path.abspath(key)]
+            hit = base.get(os.path.basename(key.split("?d=")[-1]))
+            return hit[0] if hit and len(hit) == 1 else None
+
+        problems: list[str] = []
+        got: dict[int, tuple[int, str]] = {}  # pool index -> (class id, row)
+        skipped: dict[int, str] = {}
+        seen: set[int] = set()
+        old_labels = dict(zip(self.state["labeled"], self.state["labels"]))
+        already = 0
+        for where, key, lab, why in rows:
+            if why == "bad-task":
+                problems.append(f"{where}: not a Label Studio task (needs a 'data' object)")
+                continue
+            i = resolve(key)
+            if i is None:
+                problems.append(f"{where}: unknown image {key!r} (not in the session's pool)")
+                continue
+            if i not in in_batch:
+                # A whole-project export also holds the tasks of earlier rounds: the same label again, or
+                # an unlabeled (skipped) task, is not a new label and is left out; anything else is an error.
+                if lab is None and why != "conflict":
+                    continue
+                if i in old_labels and why != "conflict" and lab == names[old_labels[i]]:
+                    already += 1
+                    continue
+                state = f"already labeled {names[old_labels[i]]!r}" if i in old_labels else "not queried"
+                problems.append(f"{where}: image {key!r} is not in the open batch (round {batch['round']}; {state})")
+                continue
+            seen.add(i)
+            if why == "conflict":
+                problems.append(f"{where}: image {key!r} has different labels {lab.split(chr(0))}")
+                continue
+            if lab is None:
+                skipped.setdefault(i, f"{where}: image {key!r}: {why}")
+                continue
+            if lab not in cls:
+                shown = names if len(names) <= 20 else names[:20] + ["..."]
+                problems.append(f"{where}: image {key!r}: unknown class {lab!r} (classes: {shown})")
+                continue
+            if i in got and got[i][0] != cls[lab]:
+                problems.append(f"{where}: image {key!r} is labeled {lab!r} here but "
+                                f"{names[got[i][0]]!r} in {got[i][1]}")
+                continue
+            got.setdefault(i, (cls[lab], where))
+        for i in got:
+            skipped.pop(i, None)  # labeled in another row
+        for i in batch["indices"]:
+            if i not in got and i not in skipped and i not in seen:
+                skipped[i] = f"image {pool_paths[i]!r} of the batch is not in {path.name}"
+        if skipped and not allow_skipped:
+            problems += [f"{m} (unlabeled; use --allow-skipped to return it to the pool)" for m in skipped.values()]
+        if problems:
+            raise ImportRejectedError(path, problems)
+        if not got:
+            raise ImportRejectedError(path, ["no image of the open batch is labeled"])
+
+        picks = [int(i) for i in batch["indices"] if i in got]
+        new_labels = [got[i][0] for i in picks]
+        labeled = list(self.state["labeled"]) + picks
+        labels = list(self.state["labels"]) + new_labels
+        r = batch["round"]
+        tuner = _make_tuner(self.config["tuner"], self.pool["text_features"])
+        fit_s = self._fit(tuner, labeled, labels)  # from zero-shot, on all labels (paper Sec. 5)
+        acc = None
+        if "heldout_features" in self.pool:
+            acc = _accuracy(tuner, self.pool["heldout_features"], self.pool["heldout_labels"])
+        model_file = f"model-{r:03d}.npz" if hasattr(tuner, "initial_embeddings") else None
+        record = {
+            "round": r, "opened": batch["opened"], "closed": _now(), "strategy": batch["strategy"],
+            "tuner": self.config["tuner"], "seed": self.config["seed"], "random_state": batch["random_state"],
+            "picks": picks, "labels": [names[c] for c in new_labels],
+            "skipped": [int(i) for i in batch["indices"] if i not in got],
+            "n_labeled": len(labeled), "select_seconds": batch["select_seconds"], "fit_seconds": round(fit_s, 6),
+            "heldout_accuracy": acc, "source": str(path.resolve()), "source_sha256": _sha256(path),
+            "n_already_labeled_rows": already,
+            "files": batch["files"],
+        }
+        writes = [model_file] if model_file else []
+        with self._change("import", writes, round=r, source=record["source"], sha256=record["source_sha256"]) as new:
+            if model_file:
+                _atomic_write(self.path / model_file,
+                              _npz_bytes(class_embeddings=tuner.class_embeddings, n_labeled=np.int64(len(labeled))))
+            new["labeled"], new["labels"] = labeled, labels
+            new["rounds"].append(record)
+            new["open_batch"] = None
+            new["model_file"] = model_file
+        self._model = tuner
+        return record
+
+    def discard_batch(self) -> dict:
+        """Drop the open batch without labels (its images stay in the pool); returns it."""
+        b = self.state.get("open_batch")
+        if not b:
+            raise SessionError("no batch is waiting for labels")
+        with self._change("discard", [], round=b["round"]) as new:
+            new["open_batch"] = None
+        return b
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict:
+        """Rounds, labels per class, classes never labeled, the batch waiting for labels."""
+        names = self.class_names
+        counts = np.bincount(np.asarray(self.state["labels"], dtype=np.int64), minlength=len(names))
+        b = self.state.get("open_batch")
+        return {
+            "session": str(self.path), "strategy": self.config["strategy"], "tuner": self.config["tuner"],
+            "seed": self.config["seed"], "n_pool": self.config["n_pool"], "n_labeled": len(self.state["labeled"]),
+            "rounds": [{k: r.get(k) for k in ("round", "n_labeled", "heldout_accuracy", "select_seconds",
+                                              "fit_seconds", "closed")} | {"n_picks": len(r.get("picks", []))}
+                       for r in self.state["rounds"]],
+            "labels_per_class": {c: int(n) for c, n in zip(names, counts)},
+            "never_labeled": [c for c, n in zip(names, counts) if n == 0],
+            "waiting": None if not b else {"round": b["round"], "n_images": len(b["indices"]), "files": b["files"]},
+            "recovered": self.recovered,
+        }
+
+
+def format_status(st: dict) -> str:
+    """``Session.status()`` as the text ``vlal session status`` prints."""
+    lines = [f"session {st['session']}: strategy {st['strategy']}, tuner {st['tuner']}, seed {st['seed']}",
+             f"pool {st['n_pool']} images, {st['n_labeled']} labeled", "",
+             "round  picks  labeled  held-out acc  select s  fit s  closed"]
+    for r in st["rounds"]:
+        acc = "-" if r["heldout_accuracy"] is None else f"{100 * r['heldout_accuracy']:.1f} %"
+        sel = "-" if r["select_seconds"] is None else f"{r['select_seconds']:.2f}"
+        fit = "-" if r["fit_seconds"] is None else f"{r['fit_seconds']:.2f}"
+        lines.append(f"{r['round']:>5}  {r['n_picks']:>5}  {r['n_labeled']:>7}  {acc:>12}  {sel:>8}  {fit:>5}  {r['closed']}")
+    lines += ["", "labels per class: " + ", ".join(f"{c} {n}" for c, n in st["labels_per_class"].items())]
+    nl = st["never_labeled"]
+    lines.append(f"never labeled ({len(nl)}): " + (", ".join(nl) if nl else "none"))
+    w = st["waiting"]
+    lines.append("waiting for labels: " + ("nothing" if not w else
+                 f"round {w['round']}, {w['n_images']} images: {w['files']['labelstudio']}, {w['files']['csv']}"))
+    if st.get("recovered"):
+        lines.append(f"recovered: {st['recovered']}")
+    return "\n".join(lines)
