@@ -215,14 +215,14 @@ def test_open_rolls_back_an_interrupted_change(session):
     # What a process killed between journal 'begin' and the state commit leaves behind.
     orphan = session / "batches" / "round-001.csv"
     orphan.write_text("half")
-    (session / ".state.json.tmp-99999").write_text("{")
+    (session / ".state.json.x1y2z3.tmp").write_text("{")
     with open(session / "journal.jsonl", "a") as fh:
         fh.write(json.dumps({"txn": "t1", "seq": 1, "op": "next", "phase": "begin",
                              "writes": ["batches/round-001.csv"]}) + "\n")
         fh.write('{"txn": "t1", "seq": 1, "op": "ne')  # a torn line
     with open_session(session) as s:
         assert s.recovered.startswith("rolled back the interrupted next")
-        assert not orphan.exists() and not (session / ".state.json.tmp-99999").exists()
+        assert not orphan.exists() and not (session / ".state.json.x1y2z3.tmp").exists()
         b = s.next(4)  # and it continues
     assert b["round"] == 1
     lines = [json.loads(ln) for ln in (session / "journal.jsonl").read_text().splitlines() if ln.endswith("}")]

@@ -107,7 +107,7 @@ def _check(session, oracle, accepted: list[int]) -> dict:
             assert all((session / f).is_file() for f in b["files"].values())
         if st["model_file"]:
             assert (session / st["model_file"]).is_file()
-        assert not list(session.glob(".*.tmp-*"))
+        assert not list(session.glob(".*.tmp"))
         journal = []
         for ln in (session / "journal.jsonl").read_text().splitlines():
             try:

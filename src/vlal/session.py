@@ -56,6 +56,8 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from ._io import _fsync_dir, write_bytes_atomic
+
 from .exceptions import VlalInputError
 
 __all__ = [
@@ -72,7 +74,10 @@ __all__ = [
 
 #: Written into ``session.json`` / ``state.json``; bumped on incompatible layout changes.
 FORMAT = "vlal-session/1"
-TUNERS = ("feature", "zeroshot")
+#: Old session tuner names -> :mod:`vlal.tuners` registry names.
+_TUNER_ALIASES = {"feature": "free", "zeroshot": "zero-shot"}
+#: Default tuner: the registry's default feature-space stand-in (``vlal.tuners.DEFAULT_TUNER``).
+DEFAULT_SESSION_TUNER = "anchored"
 _LS_FROM, _LS_TO = "label", "image"  # names of the Choices / Image tags in the labeling config
 
 
@@ -106,31 +111,6 @@ class ImportRejectedError(SessionError):
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened; rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary name in the same folder, fsync, replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _npz_bytes(**arrays) -> bytes:
@@ -263,17 +243,22 @@ def _parse_spec(spec: str, what: str) -> tuple[str, dict]:
 
 
 def _make_tuner(spec: str, class_embeddings: np.ndarray):
-    from .tuners import FeatureSpaceTuner, ZeroShotClassifier
+    from .tuners import make_tuner
 
     name, params = _parse_spec(spec, "tuner")
-    if name not in TUNERS:
-        raise SessionError(f"unknown tuner {spec!r}; known: {list(TUNERS)}")
+    name = _TUNER_ALIASES.get(name, name)
+    if name not in _feature_tuners():
+        raise SessionError(f"unknown tuner {spec!r}; known: {_feature_tuners()} (aliases: {sorted(_TUNER_ALIASES)})")
     try:
-        if name == "zeroshot":
-            return ZeroShotClassifier(class_embeddings, **params)
-        return FeatureSpaceTuner(class_embeddings, **params)
+        return make_tuner(name, class_embeddings, **params)
     except TypeError as err:
         raise SessionError(f"bad parameters in tuner {spec!r}: {err}") from err
+
+
+def _feature_tuners() -> list[str]:
+    from .tuners import available_tuners
+
+    return available_tuners(feature_only=True)
 
 
 def init_session(
@@ -281,7 +266,7 @@ def init_session(
     features_file,
     *,
     strategy: str = "cec",
-    tuner: str = "feature",
+    tuner: str = DEFAULT_SESSION_TUNER,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
     heldout="auto",
@@ -299,9 +284,12 @@ def init_session(
         the labels come from the annotators.
     strategy : str, default "cec"
         Any :func:`vlal.make_strategy` name, with parameters: ``"cec[k=10,alpha=0.05]"``.
-    tuner : {"feature", "zeroshot"} with optional parameters, default "feature"
-        ``feature`` = :class:`vlal.tuners.FeatureSpaceTuner` (re-fitted from zero-shot after
-        every import, e.g. ``"feature[max_iter=50]"``); ``zeroshot`` never changes.
+    tuner : str, default "anchored"
+        A feature-space tuner of :mod:`vlal.tuners` (``vlal.tuners.available_tuners(feature_only=True)``:
+        ``anchored``, ``coop-shared``, ``kgcoop``, ``tip-adapter``, ``tip-adapter-f``, ``clap``,
+        ``free``, ``zero-shot``) with optional parameters, e.g. ``"free[max_iter=50]"``; re-fitted
+        from zero-shot after every import. ``feature`` (= ``free``) and ``zeroshot`` are accepted
+        as older names.
     seed : int, default 0
         The strategy of round r gets ``random_state`` derived from ``(seed, r)``, so a batch
         is the same if ``next`` is run again after a crash.
@@ -425,11 +413,11 @@ def init_session(
     tmp = folder.with_name(f".{folder.name}.init-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "batches").mkdir(parents=True)
-    _atomic_write(tmp / "pool.npz", _npz_bytes(**arrays))
-    _atomic_write(tmp / "labelstudio.xml", labelstudio_config(names).encode())
-    _atomic_write(tmp / "session.json", _json_bytes(config))
-    _atomic_write(tmp / "state.json", _json_bytes(state))
-    _atomic_write(tmp / "journal.jsonl", (json.dumps({"seq": 0, "op": "init", "phase": "commit", "at": _now()}) + "\n").encode())
+    write_bytes_atomic(tmp / "pool.npz", _npz_bytes(**arrays))
+    write_bytes_atomic(tmp / "labelstudio.xml", labelstudio_config(names).encode())
+    write_bytes_atomic(tmp / "session.json", _json_bytes(config))
+    write_bytes_atomic(tmp / "state.json", _json_bytes(state))
+    write_bytes_atomic(tmp / "journal.jsonl", (json.dumps({"seq": 0, "op": "init", "phase": "commit", "at": _now()}) + "\n").encode())
     if folder.exists():
         folder.rmdir()  # empty (checked above)
     os.replace(tmp, folder)
@@ -558,9 +546,9 @@ class Session:
 
     def _recover(self) -> str | None:
         """Finish or roll back the last change if a crash interrupted it."""
-        for tmp in self.path.glob(".*.tmp-*"):
+        for tmp in self.path.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-        for tmp in (self.path / "batches").glob(".*.tmp-*"):
+        for tmp in (self.path / "batches").glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
         entries = self._journal_entries()
         done = {e.get("txn") for e in entries if e.get("phase") in ("commit", "rollback")}
@@ -613,7 +601,7 @@ class Session:
                     (self.path / rel).unlink(missing_ok=True)
             self._journal({"txn": txn, "seq": seq, "op": op, "phase": "rollback"})
             raise
-        _atomic_write(self.path / "state.json", _json_bytes(new_state))  # the commit point
+        write_bytes_atomic(self.path / "state.json", _json_bytes(new_state))  # the commit point
         old = self.state
         self.state = new_state
         self._journal({"txn": txn, "seq": seq, "op": op, "phase": "commit"})
@@ -761,8 +749,8 @@ class Session:
                                 "value": {"choices": [guesses[0][0]]}}],
                 }],
             })
-        _atomic_write(self.path / files["csv"], buf.getvalue().encode())
-        _atomic_write(self.path / files["labelstudio"], _json_bytes(tasks))
+        write_bytes_atomic(self.path / files["csv"], buf.getvalue().encode())
+        write_bytes_atomic(self.path / files["labelstudio"], _json_bytes(tasks))
 
     # ------------------------------------------------------------------ import
 
@@ -957,7 +945,7 @@ class Session:
         writes = [model_file] if model_file else []
         with self._change("import", writes, round=r, source=record["source"], sha256=record["source_sha256"]) as new:
             if model_file:
-                _atomic_write(self.path / model_file,
+                write_bytes_atomic(self.path / model_file,
                               _npz_bytes(class_embeddings=tuner.class_embeddings, n_labeled=np.int64(len(labeled))))
             new["labeled"], new["labels"] = labeled, labels
             new["rounds"].append(record)

@@ -62,8 +62,9 @@ def session():
 @click.option("--model", "model_name", default="ViT-B-32", show_default=True, help="With --images: open_clip model.")
 @click.option("--strategy", default="cec", show_default=True,
               help="Strategy name with parameters, e.g. cec or 'cec[k=10,alpha=0.05]' (see `vlal strategies`).")
-@click.option("--tuner", default="feature", show_default=True,
-              help="feature (re-fitted from zero-shot after each import) or zeroshot; parameters as feature[max_iter=50].")
+@click.option("--tuner", default="anchored", show_default=True,
+              help="Feature-space tuner re-fitted from zero-shot after each import: anchored, coop-shared, kgcoop, "
+                   "tip-adapter, tip-adapter-f, clap, free, zero-shot (see vlal.tuners); parameters as free[max_iter=50].")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--heldout", default="auto", show_default=True,
               help="Labeled split for accuracy per round: auto (test split of the features file), none, or FILE.npz.")
