@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import numbers
+
+import numpy as np
 
 from .._validation import CHUNK_ROWS, PROB_ATOL, check_param, l2_normalize, seed_int
 from ..exceptions import VlalInputError
