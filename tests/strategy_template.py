@@ -212,7 +212,7 @@ class StrategyTemplate:
             self._run(x, p, y, 2, labeled=lab, candidates=[1, 999])
         with pytest.raises(ValueError, match="candidates is a boolean mask of length 3"):
             self._run(x, p, y, 2, labeled=lab, candidates=np.ones(3, bool))
-        with pytest.raises(BudgetExceededError):
+        with pytest.raises(BudgetExceededError, match=r"budget=3 exceeds the number of candidates \(2"):
             self._run(x, p, y, 3, candidates=[4, 5])
 
     @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors])

@@ -214,3 +214,22 @@ def test_cli_select_labeled_without_labels(tmp_path):
     res = CliRunner().invoke(main, args + ["--strategy", "alfamix"])
     assert res.exit_code != 0 and "labels" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "q.npy").exists()
+
+
+def test_replace_duplicates_by_hand():
+    from vlal.strategies._distinct import replace_duplicates
+
+    a, b, c = [1.0, 0.0], [0.8, 0.6], [0.0, 1.0]  # b is nearer to a than c is
+    z = np.array([a, a, b, c, a], np.float32)
+    centers = np.array([a, a, a], np.float32)
+    np.testing.assert_array_equal(replace_duplicates(z, np.array([0, 1, 4]), centers), [0, 2, 3])
+    np.testing.assert_array_equal(replace_duplicates(z, np.array([0, 2, 3]), centers), [0, 2, 3])  # no dups: same
+    # every candidate duplicates a pick: the duplicates stay, indices distinct
+    np.testing.assert_array_equal(replace_duplicates(z[[0, 1, 4]], np.array([0, 1, 2]), centers), [0, 1, 2])
+    # -0.0 and 0.0 are the same feature value
+    zz = np.array([[0.0, 1.0], [-0.0, 1.0], [0.6, 0.8]], np.float32)
+    np.testing.assert_array_equal(replace_duplicates(zz, np.array([0, 1]), zz[[0, 0]]), [0, 2])
+    # without centres the replacement is drawn from the free rows
+    got = replace_duplicates(z, np.array([0, 1]), None, np.random.default_rng(0))
+    assert got[0] == 0 and got[1] in (2, 3)
+

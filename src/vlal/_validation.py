@@ -112,11 +112,12 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
-def check_budget(budget, n_candidates: int) -> int:
-    """Validate the query budget against the number of candidate rows."""
+def check_budget(budget, n_candidates: int, *, restricted: bool = False) -> int:
+    """Validate the query budget against the number of candidate rows
+    (``restricted``: the caller passed ``candidates``; the error then says so)."""
     b = check_positive_int(budget, "budget")
     if b > n_candidates:
-        raise BudgetExceededError(b, n_candidates)
+        raise BudgetExceededError(b, n_candidates, restricted=restricted)
     return b
 
 

@@ -24,13 +24,16 @@ class BudgetExceededError(VlalInputError):
         How many unlabeled rows the pool still has.
     """
 
-    def __init__(self, budget: int, n_candidates: int):
+    def __init__(self, budget: int, n_candidates: int, *, restricted: bool = False):
         self.budget = int(budget)
         self.n_candidates = int(n_candidates)
-        super().__init__(
-            f"budget={self.budget} exceeds the number of unlabeled rows in the pool "
-            f"({self.n_candidates}); lower the budget or label fewer rows first"
-        )
+        if restricted:  # the caller passed ``candidates``
+            msg = (f"budget={self.budget} exceeds the number of candidates ({self.n_candidates}, unlabeled "
+                   "rows among candidates); lower the budget or pass more candidates")
+        else:
+            msg = (f"budget={self.budget} exceeds the number of unlabeled rows in the pool "
+                   f"({self.n_candidates}); lower the budget or label fewer rows first")
+        super().__init__(msg)
 
 
 class WeightsNotFoundError(FileNotFoundError):

@@ -1,7 +1,8 @@
 """The duplicate rule of the clustering strategies (CEC, ALFA-Mix).
 
-Two rows are *duplicates* when their L2-normalised float32 features are equal (exact
-copies, or copies scaled by a positive factor: the same point in cosine geometry).
+Two rows are *duplicates* when their L2-normalised float32 features are bitwise equal
+(``-0.0`` = ``0.0``): exact copies of a feature row always are. Near-duplicates (features
+that differ in any bit, e.g. re-encoded images) are distinct rows for this rule.
 A clustering strategy never returns two duplicates while a candidate that duplicates
 no pick remains: a pick that duplicates an earlier one is replaced by the candidate
 nearest to its cluster centre that duplicates no pick so far.
@@ -15,17 +16,33 @@ from .._validation import CHUNK_ROWS
 
 
 def _key(z: np.ndarray, j: int) -> bytes:
-    return np.ascontiguousarray(z[j], dtype=np.float32).tobytes()
+    return (np.asarray(z[j], dtype=np.float32) + np.float32(0.0)).tobytes()  # -0.0 -> 0.0
 
 
-def _by_distance(z: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """Rows of ``z`` ordered by squared distance to ``center`` (closest first; stable)."""
-    d = np.empty(z.shape[0], dtype=np.float64)
-    c = np.asarray(center, dtype=np.float64)
+def _row_hashes(z: np.ndarray) -> np.ndarray:
+    """An exact, order-independent uint64 hash of each float32 row (equal rows, equal hashes).
+
+    The float bits (``-0.0`` folded into ``0.0``) times fixed odd 64-bit constants, summed
+    with wrap-around: integer arithmetic, so no rounding can split equal rows.
+    """
+    d = z.shape[1]
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
+    out = np.empty(z.shape[0], dtype=np.uint64)
+    step = max(1, CHUNK_ROWS // max(1, d // 64))
+    for s in range(0, z.shape[0], step):
+        bits = (np.asarray(z[s : s + step], dtype=np.float32) + np.float32(0.0)).view(np.uint32)
+        out[s : s + bits.shape[0]] = (bits.astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def _sq_dist(z: np.ndarray, sq: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """``||z_i - c||^2 - ||c||^2`` for every row (chunked float32 matrix-vector products)."""
+    c = np.asarray(center, dtype=np.float32)
+    out = np.empty(z.shape[0], dtype=np.float64)
     for s in range(0, z.shape[0], CHUNK_ROWS):
-        block = np.asarray(z[s : s + CHUNK_ROWS], dtype=np.float64)
-        d[s : s + block.shape[0]] = ((block - c) ** 2).sum(axis=1)
-    return np.argsort(d, kind="stable")
+        dot = np.asarray(z[s : s + CHUNK_ROWS] @ c, dtype=np.float64)
+        out[s : s + dot.shape[0]] = sq[s : s + dot.shape[0]] - 2.0 * dot
+    return out
 
 
 def replace_duplicates(z: np.ndarray, picks: np.ndarray, centers: np.ndarray | None, rng=None) -> np.ndarray:
@@ -45,33 +62,47 @@ def replace_duplicates(z: np.ndarray, picks: np.ndarray, centers: np.ndarray | N
     Returns
     -------
     ndarray (b,), int64
-        ``picks`` itself when no two picks are duplicates, else a corrected copy (the
-        first pick of each duplicate group is kept). When every candidate duplicates a
-        pick, the remaining duplicates are kept (the indices stay distinct).
+        ``picks`` itself when no two picks are duplicates (checked on the ``b`` picks
+        only), else a corrected copy: the first pick of each duplicate group is kept, a
+        later one is replaced by the row nearest to its centre (lowest position among
+        equally near rows) that duplicates no kept pick. When every candidate
+        duplicates a pick, the remaining duplicates are kept (the indices stay distinct).
+        Cost when duplicates are found: one hash pass over ``z`` plus ``O(m d)`` per
+        replaced pick.
     """
     picks = np.asarray(picks, dtype=np.int64)
     keys = [_key(z, int(j)) for j in picks]
     if len(set(keys)) == len(keys):
         return picks
+    h = _row_hashes(z)
+    blocked = np.zeros(z.shape[0], dtype=bool)  # rows equal to a kept pick
+    used = np.zeros(z.shape[0], dtype=bool)
+    used[picks] = True
+
+    def block_like(j: int) -> None:
+        same = np.flatnonzero(h == h[j])
+        ref = np.asarray(z[j], dtype=np.float32) + np.float32(0.0)
+        blocked[same[(np.asarray(z[same], dtype=np.float32) == ref).all(axis=1)]] = True
+
+    sq = None
     out = picks.copy()
-    seen: set[bytes] = set()
-    used = set(int(j) for j in picks)
-    for t, key in enumerate(keys):
-        if key not in seen:
-            seen.add(key)
+    for t, j in enumerate(picks):
+        j = int(j)
+        if not blocked[j]:
+            block_like(j)
             continue
-        order = _by_distance(z, centers[t]) if centers is not None else rng.permutation(z.shape[0])
-        for c in order:
-            c = int(c)
-            if c in used:
-                continue
-            kc = _key(z, c)
-            if kc in seen:
-                continue
-            out[t] = c
-            used.add(c)
-            seen.add(kc)
-            break
-        else:
+        free = ~blocked & ~used
+        if not free.any():
             break  # nothing distinct is left: the remaining duplicates stay
+        if centers is not None:
+            if sq is None:
+                sq = np.einsum("ij,ij->i", z, z, dtype=np.float64)
+            dist = _sq_dist(z, sq, centers[t])
+            dist[~free] = np.inf
+            c = int(np.argmin(dist))
+        else:
+            c = int(rng.choice(np.flatnonzero(free)))
+        out[t] = c
+        used[c] = True
+        block_like(c)
     return out

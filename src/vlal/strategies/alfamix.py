@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import numbers
+
+import numpy as np
 
 from .._validation import CHUNK_ROWS, PROB_ATOL, check_param, l2_normalize, seed_int
 from ..exceptions import VlalInputError
@@ -123,8 +123,8 @@ class ALFAMix(Strategy):
     rows without ``labels`` are an error (the anchors need the classes), and every label
     must be a column of ``probs`` (see :func:`vlal.align_probs`).
 
-    Duplicates: as CEC, no two picks with equal normalised features while a candidate
-    that duplicates no pick remains (see :class:`~vlal.CEC`).
+    Duplicates: as CEC, no two picks with identical (normalised) features while a
+    candidate that duplicates no pick remains (see :class:`~vlal.CEC`).
 
     Utilities (``select(..., return_utilities=True)``): for each candidate, the number
     of anchors (labeled classes) whose mix changes its predicted class; the flips are

@@ -288,7 +288,7 @@ class Strategy(abc.ABC):
         else:
             lab = check_labels(labels, labeled_idx, n, n_classes=None)
         cand = check_candidates(candidates, n, labeled_idx)
-        b = check_budget(budget, cand.size)
+        b = check_budget(budget, cand.size, restricted=candidates is not None)
         if self._reads_labels() and labeled_idx.size and lab is None:
             raise VlalInputError(
                 f"{type(self).__name__} reads the classes of the labeled rows: labeled marks "

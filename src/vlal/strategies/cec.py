@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import numbers
+
+import numpy as np
 
 from .._validation import check_bool, check_choice, check_param, l2_normalize, seed_int
 from ..exceptions import VlalInputError
@@ -37,9 +37,10 @@ class CEC(Strategy):
     4. K-Means with ``budget`` clusters on the L2-normalised features, weighted by ``U`` (Sec. 4.3),
     5. for each cluster the candidate closest to its centre, all distinct (Sec. 4.4).
 
-    Duplicates: no two picks have equal normalised features while a candidate that
+    Duplicates: no two picks have identical (normalised) features while a candidate that
     duplicates no pick remains (web-scale pools hold many exact copies); a pick that
     duplicates an earlier one is replaced by the nearest non-duplicate to its centre.
+    Near-duplicates that differ in any bit count as distinct.
 
     Utilities (``select(..., return_utilities=True)``): ``U(x) = H^(x) + H_NN(x)`` of
     Eq. 7 for every candidate (the K-Means weights; ``H^`` alone with

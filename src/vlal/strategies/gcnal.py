@@ -9,7 +9,6 @@ import scipy.sparse as sp
 
 from .. import _faiss
 from .._validation import CHUNK_ROWS, check_param, l2_normalize, seed_int
-from ..exceptions import VlalInputError
 from .base import Pool, Strategy
 from .coreset import k_center_greedy
 
