@@ -113,3 +113,15 @@ def test_float16_memmap_cec(tmp_path):
     idx = CEC(k=5, random_state=0).select(mm, p.astype(np.float16), 10)
     ref = CEC(k=5, random_state=0).select(x.astype(np.float16).astype(np.float32), p, 10)
     np.testing.assert_array_equal(idx, ref)
+
+
+def test_float_labels_rejected_like_float_labeled():
+    # issue 8 item 17: one rule for ids; whole-number floats were silently cast before
+    x, p, _ = make_pool()
+    lab = np.array([0, 1, 2])
+    with pytest.raises(ValueError, match=r"labeled must hold integer indices"):
+        vlal.PCB(vlal.Entropy()).select(x, p, 3, labeled=lab.astype(float), labels=np.array([0, 1, 0]))
+    with pytest.raises(ValueError, match=r"labels must hold integer class ids .*float64; cast"):
+        vlal.PCB(vlal.Entropy()).select(x, p, 3, labeled=lab, labels=np.array([0.0, 1.0, 0.0]))
+    picks = vlal.PCB(vlal.Entropy(), random_state=0).select(x, p, 3, labeled=lab, labels=np.array([0, 1, 0]))
+    assert not set(picks.tolist()) & set(lab.tolist())

@@ -176,10 +176,10 @@ def check_labels(labels, labeled_idx: np.ndarray, n: int, n_classes: int | None 
             "give one class per labeled row, in the order of labeled"
         )
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
-            arr = arr.astype(np.int64)
-        else:
-            raise VlalInputError(f"labels must be integer class ids; got dtype {arr.dtype}")
+        # the same rule as for ``labeled``: no silent float -> int casts of ids
+        raise VlalInputError(f"labels must hold integer class ids (as labeled holds integer indices); got dtype "
+                             f"{arr.dtype}" + ("; cast whole-number floats with labels.astype(int)"
+                                               if np.issubdtype(arr.dtype, np.floating) else ""))
     arr = arr.astype(np.int64)
     if arr.size and arr.min() < 0:
         raise VlalInputError(f"labels must be non-negative class ids; got {int(arr.min())}")
