@@ -25,6 +25,8 @@ from vlal.bench import summarize, write_results
 HERE = Path(__file__).resolve().parent / "results"
 DATASETS = ["dtd", "caltech101", "flowers102", "imagenet_real_even"]
 REPORT = (1, 2, 5)
+ORDER = ["random", "entropy", "margin", "leastconf", "coreset", "badge", "alfamix", "gcnal", "pcb(entropy)", "pcb(cec)",
+         "cec"]
 
 
 def _load(path: Path) -> list[dict]:
@@ -55,11 +57,13 @@ def ranks(records: list[dict], strategies: list[str]) -> tuple[dict, list[str]]:
 
 
 def main():
-    parts = [HERE / f"table1_{d}.json" for d in DATASETS if (HERE / f"table1_{d}.json").exists()]
+    parts = [HERE / f"table1_{d}{x}.json" for d in DATASETS for x in ("", "_more") if (HERE / f"table1_{d}{x}.json").exists()]
     cmds = [json.loads(p.read_text())["command"] for p in parts]
-    table1 = [r for p in parts for r in _load(p)]
+    table1 = sorted([r for p in parts for r in _load(p)],
+                    key=lambda r: (DATASETS.index(r["dataset"]), ORDER.index(r["strategy"]) if r["strategy"] in ORDER else 99))
     note = ("Default tuner `anchored` (vlal.tuners.AnchoredTuner). Issue-11 re-measurement under CPU contention: "
-            "5 rounds of 1 % (B = 1/2/5 % are rounds 1/2/5) and the five headline strategies; one run per data set:\n\n"
+            "5 rounds of 1 % (B = 1/2/5 % are rounds 1/2/5); the five headline strategies first, the others "
+            "(`*_more`) as CPU time allowed (a strategy missing on a data set shows `-`). Runs (per data set, seeds 0-2):\n\n"
             + "\n".join(f"    {c}" for c in cmds))
     if table1:
         write_results(table1, HERE, "table1", command=None, note=note)
@@ -71,14 +75,14 @@ def main():
                       note="CEC ablations (paper Fig. 3) on imagenet_real_even (real CLIP zero-shot prior), default "
                            "tuner `anchored`, 5 rounds of 1 %; `cec` rows from table1_imagenet_real_even.")
     strategies = ["random", "entropy", "badge", "alfamix", "cec"]
-    runs = {"anchored (default)": table1}
+    runs = {"anchored (default)": [r for r in table1 if r["strategy"] in strategies]}
     tuner_files: dict[str, list[dict]] = {}
     for p in sorted(HERE.glob("robust_*_*.json")):
-        recs = _load(p)
+        recs = [r for r in _load(p) if r["strategy"] in strategies]
         tuner_files.setdefault(recs[0].get("tuner", p.stem.split("_")[1]), []).extend(recs)
+    if (HERE / "table1_free.json").exists():  # the earlier Table 1 (3 proxy sets) is the free tuner
+        tuner_files.setdefault("free", []).extend(r for r in _load(HERE / "table1_free.json") if r["strategy"] in strategies)
     runs.update(tuner_files)
-    if (HERE / "table1_free.json").exists():
-        runs["free (earlier Table 1)"] = [r for r in _load(HERE / "table1_free.json") if r["strategy"] in strategies]
     lines = ["# Strategy ranks under each tuner", "",
              "Average rank (1 = best mean test accuracy over 3 seeds) of each strategy over the data sets and the "
              f"reported rounds {list(REPORT)} (B = 1/2/5 %); random picks in round 1 for label-needing strategies "
@@ -99,13 +103,17 @@ def main():
         if not recs:
             continue
         st = summarize(recs)
-        dsets = [d for d in DATASETS if any(r["dataset"] == d for r in recs)]
-        zs = np.mean([np.mean([st[(d, s, 0)][0] for s in strategies if (d, s, 0) in st]) for d in dsets])
-        for i, rnd in enumerate(REPORT):
-            vals = [np.mean([st[(d, s, rnd)][0] for d in dsets]) if all((d, s, rnd) in st for d in dsets) else np.nan
-                    for s in strategies]
-            lines.append(f"| {tuner if i == 0 else ''} | {rnd} | " + " | ".join(f"{v:.1f}" for v in vals)
-                         + f" | {f'{zs:.1f}' if i == 0 else ''} |")
+        all_sets = [d for d in DATASETS if any(r["dataset"] == d for r in recs)]
+        groups = [(tuner + f" ({len(all_sets)} sets)", all_sets)]
+        if "imagenet_real_even" in all_sets and len(all_sets) > 1:
+            groups.append((tuner + " (proxy sets only)", [d for d in all_sets if d != "imagenet_real_even"]))
+        for label, dsets in groups:
+            zs = np.mean([np.mean([st[(d, s, 0)][0] for s in strategies if (d, s, 0) in st]) for d in dsets])
+            for i, rnd in enumerate(REPORT):
+                vals = [np.mean([st[(d, s, rnd)][0] for d in dsets]) if all((d, s, rnd) in st for d in dsets) else np.nan
+                        for s in strategies]
+                lines.append(f"| {label if i == 0 else ''} | {rnd} | " + " | ".join(f"{v:.1f}" for v in vals)
+                             + f" | {f'{zs:.1f}' if i == 0 else ''} |")
     _write_atomic(HERE / "tuner_robustness.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
