@@ -22,6 +22,7 @@ from .scoring import (
 from .strategies import (
     ALFAMix,
     BADGE,
+    BudgetMix,
     CEC,
     GCNAL,
     PCB,
