@@ -22,7 +22,7 @@ from .scoring import (
 from .strategies import (
     ALFAMix,
     BADGE,
-    BudgetMix,
+    CoverMix,
     CEC,
     GCNAL,
     PCB,

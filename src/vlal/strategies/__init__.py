@@ -2,7 +2,7 @@
 
 from .alfamix import ALFAMix
 from .badge import BADGE
-from .budget_mix import BudgetMix
+from .cover_mix import CoverMix
 from .base import Pool, ProbabilisticModel, Strategy
 from .cec import CEC
 from .coreset import CoreSet

@@ -1,4 +1,4 @@
-"""Budget-aware mixing of typicality and calibrated uncertainty over uncovered clusters."""
+"""CoverMix: calibrated uncertainty mixed with typicality, one pick per cluster not yet covered."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from ..scoring import (
 )
 from .base import Pool, Strategy
 
-__all__ = ["BudgetMix", "typicality", "budget_mix_weight", "rank01", "unique_rows"]
+__all__ = ["CoverMix", "typicality", "budget_mix_weight", "rank01", "unique_rows"]
 
-_PICKS = ("score", "center")
+_PICKS = ("score", "center", "typical")
+_UNCERTAINTIES = ("entropy", "margin")
 _INITS = ("k-means++", "random")
 
 
@@ -117,29 +118,33 @@ def unique_rows(z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     return first.astype(np.int64)
 
 
-class BudgetMix(Strategy):
-    """Budget-aware mix of typicality and calibrated uncertainty, one pick per uncovered cluster.
+class CoverMix(Strategy):
+    """Calibrated uncertainty mixed with typicality, one pick per cluster not yet covered by labels.
 
     On the whole pool ``z`` (L2-normalised; labeled rows included, as in TypiClust):
 
     1. score ``w(x) = (1 - lambda) r(Typ(x)) + lambda r(U(x))`` where ``Typ`` is TypiClust
        typicality (:func:`typicality`, Hacohen et al. 2022, Eq. 4), ``U = H^ + H_NN`` is CEC's
-       calibrated uncertainty (Safaei & Patel 2025, Eq. 2-7), ``r`` maps to ranks in [0, 1]
-       (:func:`rank01`), and ``lambda = s / (s + half_shots)`` with ``s`` = labels per class
-       after this query (:func:`budget_mix_weight`): typical picks while labels are scarce,
-       uncertain ones as they grow;
-    2. K-Means with ``|L| + b`` clusters over labeled and unlabeled rows, weighted by ``w``
-       (``cover=True``; else ``b`` clusters over the unlabeled rows), via
-       :func:`vlal.weighted_kmeans`;
+       calibrated uncertainty (Safaei & Patel 2025, Eq. 2-7; or the calibrated margin
+       ``1 - (P^_1 - P^_2)`` with ``uncertainty="margin"``), ``r`` maps to ranks in [0, 1]
+       (:func:`rank01`) so that the two scales mix. ``lambda = mix`` (default 0.8, fixed once on
+       the dev sets), or with ``mix=None`` the budget-aware ``lambda = s / (s + half_shots)``,
+       ``s`` = labels per class after this query (:func:`budget_mix_weight`);
+    2. weighted K-Means (weights ``w``, weighted k-means++ seeding) with ``|L| + b`` clusters over
+       labeled and unlabeled rows (``cover=True``; else ``b`` clusters over the unlabeled rows);
     3. clusters are served fewest labeled rows first, then largest score mass (TypiClust's
        "uncovered, large clusters first"; ProbCover's coverage idea);
-    4. from each served cluster the unlabeled row of highest ``w`` (``pick="score"``) or the
-       one nearest the centre (``pick="center"``);
+    4. from each served cluster the unlabeled row of highest ``w`` (``pick="score"``), the one
+       nearest the centre (``"center"``, as CEC) or the most typical (``"typical"``);
     5. ``balance=True``: a pick whose calibrated zero-shot pseudo-label (argmax of Eq. 5)
        already has ``ceil((|L| + b) / K)`` labels or picks is passed over for the next best
        row of its cluster (cf. PCB, Bang et al. CVPR 2024); the cap grows when nothing fits;
     6. ``dedupe=True``: rows identical to a labeled row or to another candidate are never
        both queried unless the budget needs them.
+
+    What each step is worth on the four dev sets is measured in ``docs/cover_mix.md``
+    (``benchmarks/study_cover_mix.py``); the budget-aware shift of step 1 did not help there
+    and is off by default.
 
     Parameters
     ----------
@@ -149,13 +154,16 @@ class BudgetMix(Strategy):
         Bandwidth of Eq. 6.
     top_n : int, default 10
         ``N`` of the contextualised prior (Eq. 3).
-    half_shots : float or None, default 1.0
-        Labels per class at which uncertainty and typicality weigh equally. ``mix`` overrides.
-    mix : float in [0, 1] or None, default None
+    half_shots : float, default 1.0
+        Used only with ``mix=None``: labels per class at which uncertainty and typicality
+        weigh equally.
+    mix : float in [0, 1] or None, default 0.8
         Fixed ``lambda`` (0 = typicality only, 1 = uncertainty only); None = budget-aware.
     cover, balance, dedupe, weighted : bool, default True
         Switches of steps 2-3, 5, 6 and the K-Means weights (for ablations).
-    pick : {"score", "center"}, default "score"
+    pick : {"score", "center", "typical"}, default "score"
+    uncertainty : {"entropy", "margin"}, default "entropy"
+        ``U`` of step 1: CEC's ``H^ + H_NN``, or the calibrated margin plus its ``H_NN``.
     init : {"k-means++", "random"}, default "k-means++"
         K-Means seeding: weighted k-means++ (scikit-learn, ``sample_weight``) while
         ``n * clusters <= vlal.scoring.KMEANS_EXACT_MAX_WORK``; above that, or with
@@ -174,9 +182,9 @@ class BudgetMix(Strategy):
     Language Models", CVPR 2024 (PCB).
     """
 
-    def __init__(self, k: int = 20, alpha: float = 0.1, top_n: int = 10, *, half_shots=1.0, mix=None,
+    def __init__(self, k: int = 20, alpha: float = 0.1, top_n: int = 10, *, half_shots=1.0, mix=0.8,
                  cover: bool = True, balance: bool = True, dedupe: bool = True, weighted: bool = True,
-                 pick: str = "score", init: str = "k-means++", n_iter: int = 20, use_gpu="auto", random_state=None):
+                 pick: str = "score", uncertainty: str = "entropy", init: str = "k-means++", n_iter: int = 20, use_gpu="auto", random_state=None):
         self.k = k
         self.alpha = alpha
         self.top_n = top_n
@@ -188,6 +196,7 @@ class BudgetMix(Strategy):
         self.weighted = weighted
         self.pick = pick
         self.init = init
+        self.uncertainty = uncertainty
         self.n_iter = n_iter
         self.use_gpu = use_gpu
         self.random_state = random_state
@@ -208,6 +217,8 @@ class BudgetMix(Strategy):
                 raise VlalInputError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
         if self.pick not in _PICKS:
             raise VlalInputError(f"pick must be one of {_PICKS}; got {self.pick!r}")
+        if self.uncertainty not in _UNCERTAINTIES:
+            raise VlalInputError(f"uncertainty must be one of {_UNCERTAINTIES}; got {self.uncertainty!r}")
         if self.init not in _INITS:
             raise VlalInputError(f"init must be one of {_INITS}; got {self.init!r}")
         if not (self.use_gpu == "auto" or isinstance(self.use_gpu, (bool, np.bool_))):
@@ -236,11 +247,18 @@ class BudgetMix(Strategy):
                else budget_mix_weight(lab.size + budget, n_classes, float(self.half_shots)))
         index = build_knn_index(z, "auto", use_gpu=self.use_gpu) if z.shape[0] >= 2 else None
         score = np.zeros(rows.size)
+        typ = None
+        if lam < 1.0 or self.pick == "typical":
+            typ = rank01(typicality(z, self.k, knn_index=index) if index is not None else np.ones(rows.size))
         if lam < 1.0:
-            score += (1.0 - lam) * rank01(typicality(z, self.k, knn_index=index) if index is not None
-                                          else np.ones(rows.size))
+            score += (1.0 - lam) * typ
         if lam > 0.0:
-            h = calibrated_entropy(probs, self.top_n)
+            if self.uncertainty == "margin":
+                p_cal = calibrate(probs, contextual_prior(probs, self.top_n))
+                top2 = -np.partition(-p_cal, 1, axis=1)[:, :2] if p_cal.shape[1] > 1 else np.hstack([p_cal, 0 * p_cal])
+                h = 1.0 - (top2[:, 0] - top2[:, 1])
+            else:
+                h = calibrated_entropy(probs, self.top_n)
             if index is not None:
                 k = min(int(self.k), z.shape[0] - 1)
                 h = h + neighbor_uncertainty(z, h, k, self.alpha, knn_index=index, use_gpu=self.use_gpu)
@@ -259,6 +277,8 @@ class BudgetMix(Strategy):
         # Candidate order inside each cluster: best score first, or nearest the centre first.
         if self.pick == "score":
             key = -score
+        elif self.pick == "typical":
+            key = -typ
         else:
             key = ((z - centers[assign]) ** 2).sum(axis=1)
         ranked = np.lexsort((np.arange(rows.size), key))
