@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -16,13 +17,14 @@ import numpy as np
 
 from .data import FeatureDataset, zero_shot_proxy
 from .exceptions import VlalInputError
-from .loop import round_budget, run_active_learning
+from .loop import ZERO_SHOT_MARGIN, BelowZeroShotWarning, round_budget, run_active_learning
 from .registry import make_strategy
-from .tuners import FeatureSpaceTuner
+from .tuners import DEFAULT_TUNER, make_tuner
 
 __all__ = ["run_benchmark", "summarize", "markdown_table", "plot_curves", "write_results"]
 
-FIELDS = ["dataset", "strategy", "seed", "round", "n_labeled", "budget_pct", "accuracy", "select_seconds"]
+FIELDS = ["dataset", "strategy", "seed", "round", "n_labeled", "budget_pct", "accuracy", "select_seconds", "tuner",
+          "below_zero_shot"]
 
 
 def run_benchmark(
@@ -35,6 +37,8 @@ def run_benchmark(
     tuner_factory: Callable[[np.ndarray], object] | None = None,
     tuner_inputs: str = "features",
     progress: bool = True,
+    tuner_name: str | None = None,
+    zero_shot_margin: float | None = ZERO_SHOT_MARGIN,
 ) -> list[dict]:
     """Run every strategy for every seed on ``dataset``; one record per (strategy, seed, round).
 
@@ -50,23 +54,34 @@ def run_benchmark(
     budget_fraction : float, default 0.01
         Queries per round as a fraction of the initial pool (at least 1).
     tuner_factory : callable ``W0 -> Tuner``, optional
-        Default: :class:`~vlal.tuners.FeatureSpaceTuner`. E.g.
+        Default: the registry's default tuner (:data:`vlal.tuners.DEFAULT_TUNER`,
+        :class:`~vlal.tuners.AnchoredTuner`). E.g.
         ``lambda w0: vlal.clip.CoOp(clip, class_names)`` for the paper's CoOp.
     tuner_inputs : {"features", "paths"}, default "features"
         What the tuner consumes: the cached features (feature-space tuner, CoOp), or the
         image paths stored by ``vlal embed`` (VPT, MaPLe, which run the image encoder).
     progress : bool
         tqdm progress bar over (seed, strategy) runs.
+    tuner_name : str, optional
+        Written in the records' ``tuner`` field (default: the default tuner's name when
+        ``tuner_factory`` is None, else ``"custom"``).
+    zero_shot_margin : float or None, default 0.03
+        The loop's guard (see :func:`~vlal.loop.run_active_learning`): rounds more than this
+        fraction below zero-shot are flagged ``below_zero_shot`` in the records, and one
+        :class:`~vlal.loop.BelowZeroShotWarning` summarising them is raised at the end.
 
     Returns
     -------
     list of dict
         Keys: dataset, strategy, seed, round, n_labeled, budget_pct, accuracy (percent),
-        select_seconds. Round 0 is zero-shot.
+        select_seconds, tuner, below_zero_shot. Round 0 is zero-shot.
     """
     from tqdm.auto import tqdm
 
-    make_tuner = tuner_factory or FeatureSpaceTuner
+    if tuner_factory is None:
+        tuner_name = tuner_name or DEFAULT_TUNER
+        tuner_factory = lambda w0: make_tuner(DEFAULT_TUNER, w0)  # noqa: E731
+    tuner_name = tuner_name or "custom"
     if tuner_inputs not in ("features", "paths"):
         raise VlalInputError(f"tuner_inputs must be 'features' or 'paths'; got {tuner_inputs!r}")
     if tuner_inputs == "paths" and (dataset.pool_paths is None or dataset.test_paths is None):
@@ -90,20 +105,23 @@ def run_benchmark(
         test_inputs = np.asarray(dataset.test_paths).tolist() if paths else dataset.test_features
         for name in strategies:
             bar.set_postfix_str(f"seed={seed} {name}")
-            result = run_active_learning(
-                # A Generator, not the int: every round then draws afresh (reproducibly). An
-                # int seed would repeat the same draws each round, and on a pool stored in
-                # class order Random would keep querying the same few classes.
-                make_strategy(name, random_state=np.random.default_rng(seed)),
-                make_tuner(w0),
-                pool_x,
-                pool_y,
-                test_inputs,
-                dataset.test_labels,
-                n_rounds=n_rounds,
-                budget=b,
-                pool_inputs=pool_inputs,
-            )
+            with warnings.catch_warnings():  # flagged per record and summarised once below
+                warnings.simplefilter("ignore", BelowZeroShotWarning)
+                result = run_active_learning(
+                    # A Generator, not the int: every round then draws afresh (reproducibly). An
+                    # int seed would repeat the same draws each round, and on a pool stored in
+                    # class order Random would keep querying the same few classes.
+                    make_strategy(name, random_state=np.random.default_rng(seed)),
+                    tuner_factory(w0),
+                    pool_x,
+                    pool_y,
+                    test_inputs,
+                    dataset.test_labels,
+                    n_rounds=n_rounds,
+                    budget=b,
+                    pool_inputs=pool_inputs,
+                    zero_shot_margin=zero_shot_margin,
+                )
             for r in result.rounds:
                 records.append(
                     {
@@ -117,10 +135,19 @@ def run_benchmark(
                                                      else r.n_labeled / n_pool), 6),
                         "accuracy": 100.0 * r.accuracy,
                         "select_seconds": r.select_seconds,
+                        "tuner": tuner_name,
+                        "below_zero_shot": bool(r.below_zero_shot),
                     }
                 )
             bar.update()
     bar.close()
+    flagged = sorted({(r["strategy"], r["seed"]) for r in records if r["below_zero_shot"]})
+    if flagged:
+        warnings.warn(
+            f"{dataset.name}: {sum(r['below_zero_shot'] for r in records)} round(s) ended more than "
+            f"{100 * zero_shot_margin:g} points below zero-shot (tuner {tuner_name}; runs (strategy, seed): "
+            f"{flagged[:6]}{' ...' if len(flagged) > 6 else ''}); see the records' below_zero_shot field",
+            BelowZeroShotWarning, stacklevel=2)
     return records
 
 
@@ -232,7 +259,13 @@ def write_results(records: list[dict], out_dir, prefix: str = "bench", command: 
     if command:
         md += ["Command:", "", f"    {command}", ""]
     seeds = sorted({r["seed"] for r in records})
-    md += [f"Test accuracy (%), mean ± std over seeds {seeds}; B = labeled budget as % of the pool; best per row in bold.", ""]
+    tuners = sorted({str(r.get("tuner", "?")) for r in records})
+    md += [f"Test accuracy (%), mean ± std over seeds {seeds}; B = labeled budget as % of the pool; best per row in bold; "
+           f"tuner: {', '.join(tuners)}; Zero-shot = round 0 of the same data.", ""]
+    low = [r for r in records if r.get("below_zero_shot")]
+    if low:
+        md += [f"**Guard**: {len(low)} of {sum(r['round'] > 0 for r in records)} rounds ended more than 3 points below "
+               "zero-shot (`below_zero_shot` in the CSV).", ""]
     md.append(markdown_table(records, report_rounds))
     paths["md"].write_text("\n".join(md))
     plot_curves(records, paths["png"])

@@ -11,6 +11,11 @@ import click
 import numpy as np
 
 from .exceptions import VlalInputError
+from .tuners import DEFAULT_TUNER as _DEFAULT_TUNER
+from .tuners import available_tuners as _available_tuners
+
+_FEATURE_TUNERS = _available_tuners(feature_only=True)
+_TUNER_CHOICES = _available_tuners() + ["feature"]
 
 
 def _load_array(spec: str, default_key: str) -> np.ndarray:
@@ -86,9 +91,11 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
 @click.option("--out", default="bench-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--prefix", default="bench", show_default=True, help="File name stem of the outputs.")
 @click.option("--report-rounds", default="1,2,5", show_default=True, help="Rounds shown in the table.")
-@click.option("--tuner", type=click.Choice(["feature", "coop", "vpt", "maple"]), default="feature", show_default=True,
-              help="feature = the feature-space stand-in for CoOp; coop/vpt/maple = CLIP prompt tuners "
-                   "(need the [clip] extra, --clip-model/--pretrained, and a file from `vlal embed`).")
+@click.option("--tuner", type=click.Choice(_TUNER_CHOICES), default=_DEFAULT_TUNER, show_default=True,
+              help="Classifier re-tuned each round. Feature-space stand-ins (no CLIP weights): "
+                   + ", ".join(_FEATURE_TUNERS) + " (see vlal.tuners; 'feature' = old name of 'free'). "
+                   "coop/vpt/maple = CLIP prompt tuners (need the [clip] extra, --clip-model/--pretrained, "
+                   "and a file from `vlal embed`).")
 @click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name (CLIP tuners).")
 @click.option("--pretrained", default=None, help="open_clip tag or local checkpoint path (CLIP tuners); none = random weights.")
 @click.option("--epochs", default=None, type=click.IntRange(min=1), help="Override the CLIP tuner's epochs.")
@@ -119,7 +126,8 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
         for ds in datasets:
             factory, inputs = _clip_tuner(tuner, ds, clip_model, pretrained, epochs)
             records += run_benchmark(ds, names, n_rounds=rounds, seeds=range(seeds), budget_fraction=budget_fraction,
-                                     tuner_factory=factory, tuner_inputs=inputs, progress=not quiet)
+                                     tuner_factory=factory, tuner_inputs=inputs, progress=not quiet,
+                                     tuner_name="free" if tuner == "feature" else tuner)
     dropped = [r for r in rr if r > rounds]
     if dropped:
         click.echo(f"note: --report-rounds {dropped} exceed --rounds {rounds} and are not shown", err=True)
@@ -142,9 +150,14 @@ def _user_errors():
 
 
 def _clip_tuner(kind, ds, model_name, pretrained, epochs):
-    """``(tuner_factory, tuner_inputs)`` for ``vlal bench --tuner``; the feature tuner is the default."""
-    if kind == "feature":
-        return None, "features"
+    """``(tuner_factory, tuner_inputs)`` for ``vlal bench --tuner``: a registry name of vlal.tuners
+    (built from ``W0``) or a CLIP prompt tuner."""
+    if kind == "feature":  # the old name of the free-embedding tuner
+        kind = "free"
+    if kind in _FEATURE_TUNERS:
+        from .tuners import make_tuner
+
+        return (lambda w0: make_tuner(kind, w0)), "features"
     if ds.class_names is None:
         raise VlalInputError(f"--tuner {kind} needs class names in {ds.name!r}: write it with `vlal embed` from a folder of class sub-folders (or `vlal embed --class-names`)")
     from . import clip  # needs the [clip] extra

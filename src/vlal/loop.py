@@ -8,6 +8,7 @@ re-tuned *from the zero-shot state* on all labels so far -> test accuracy.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
@@ -17,7 +18,16 @@ from ._validation import check_features, check_positive_int
 from .exceptions import VlalInputError
 from .strategies.base import Strategy
 
-__all__ = ["Tuner", "RoundResult", "LoopResult", "run_active_learning", "round_budget"]
+__all__ = ["Tuner", "RoundResult", "LoopResult", "run_active_learning", "round_budget", "BelowZeroShotWarning",
+           "ZERO_SHOT_MARGIN"]
+
+#: Default margin (accuracy as a fraction: 0.03 = 3 points) below zero-shot that triggers
+#: :class:`BelowZeroShotWarning`.
+ZERO_SHOT_MARGIN = 0.03
+
+
+class BelowZeroShotWarning(UserWarning):
+    """A round of the loop ended more than the stated margin below zero-shot accuracy."""
 
 
 @runtime_checkable
@@ -45,6 +55,8 @@ class RoundResult:
     queried: np.ndarray = field(repr=False)
     select_seconds: float = 0.0
     fit_seconds: float = 0.0
+    #: True when this round's accuracy is more than the loop's ``zero_shot_margin`` below round 0.
+    below_zero_shot: bool = False
 
 
 @dataclass
@@ -91,6 +103,7 @@ def run_active_learning(
     pool_inputs=None,
     progress: bool = False,
     callback: Callable[[RoundResult], None] | None = None,
+    zero_shot_margin: float | None = ZERO_SHOT_MARGIN,
 ) -> LoopResult:
     """Run ``n_rounds`` of active learning and return the accuracy after each.
 
@@ -117,6 +130,11 @@ def run_active_learning(
         Show a tqdm bar over rounds.
     callback : callable, optional
         Called with each :class:`RoundResult` as it completes.
+    zero_shot_margin : float or None, default 0.03
+        Guard (accuracy as a fraction; 0.03 = 3 points): a round whose test accuracy is more
+        than this below zero-shot (round 0) gets ``below_zero_shot=True`` and raises a
+        :class:`BelowZeroShotWarning` (a ``UserWarning``) pointing at the caller: the tuner
+        is then damaging the model rather than adapting it. ``None`` turns the guard off.
 
     Returns
     -------
@@ -143,6 +161,8 @@ def run_active_learning(
             raise VlalInputError(f"oracle labels must have shape ({n},); got {oracle_arr.shape}")
         ask = lambda idx: oracle_arr[idx]  # noqa: E731
     y_test = np.asarray(test_labels)
+    if zero_shot_margin is not None and not (np.isfinite(zero_shot_margin) and 0 <= zero_shot_margin <= 1):
+        raise VlalInputError(f"zero_shot_margin must be in [0, 1] (a fraction of accuracy) or None; got {zero_shot_margin!r}")
 
     labeled = np.empty(0, dtype=np.int64)
     labels = np.empty(0, dtype=np.int64)
@@ -170,6 +190,14 @@ def run_active_learning(
         tuner.fit(_take(inputs, labeled), labels)
         t2 = time.perf_counter()
         res = RoundResult(r, int(labeled.size), _accuracy(tuner, test_inputs, y_test), idx, t1 - t0, t2 - t1)
+        zs = rounds[0].accuracy
+        if zero_shot_margin is not None and res.accuracy < zs - zero_shot_margin:
+            res.below_zero_shot = True
+            warnings.warn(
+                f"round {r} ({res.n_labeled} labels): test accuracy {100 * res.accuracy:.1f} % is "
+                f"{100 * (zs - res.accuracy):.1f} points below zero-shot ({100 * zs:.1f} %), more than the "
+                f"{100 * zero_shot_margin:g}-point margin: the tuner ({type(tuner).__name__}) is damaging the model",
+                BelowZeroShotWarning, stacklevel=2)
         rounds.append(res)
         if callback:
             callback(res)

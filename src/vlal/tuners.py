@@ -340,7 +340,8 @@ class SharedTransformTuner(ZeroShotClassifier):
     lr, momentum, weight_decay : float, defaults 0.002, 0.9, 0.005
     epochs : int, default 200
     batch_size : int, default 32
-    max_steps : int, default 2000
+    max_steps : int, default 1000
+        Cap on SGD steps (each costs O(K d^2)): 200 epochs of 32 up to 160 labels, fewer epochs above.
     random_state : int, default 0
         Seeds the mini-batch order (a local generator; no global RNG).
 
@@ -355,7 +356,7 @@ class SharedTransformTuner(ZeroShotClassifier):
     knowledge_weight = 0.0
 
     def __init__(self, class_embeddings, temperature: float = 0.01, lr: float = 0.002, momentum: float = 0.9,
-                 weight_decay: float = 0.005, epochs: int = 200, batch_size: int = 32, max_steps: int = 2000,
+                 weight_decay: float = 0.005, epochs: int = 200, batch_size: int = 32, max_steps: int = 1000,
                  random_state: int = 0):
         super().__init__(class_embeddings, temperature)
         self.initial_embeddings = self.class_embeddings.copy()
