@@ -22,7 +22,7 @@ from .scoring import (
 from .strategies import (
     ALFAMix,
     BADGE,
-    CoverMix,
+    CalibratedMix,
     CEC,
     GCNAL,
     PCB,

@@ -15,7 +15,7 @@ from .exceptions import VlalInputError
 from .strategies import (
     ALFAMix,
     BADGE,
-    CoverMix,
+    CalibratedMix,
     CEC,
     GCNAL,
     PCB,
@@ -121,5 +121,5 @@ register("coreset", CoreSet)
 register("badge", BADGE)
 register("alfamix", ALFAMix)
 register("gcnal", GCNAL)
-register("cover-mix", CoverMix)  # typicality -> calibrated uncertainty as labels grow (docs/cover_mix.md)
+register("calibrated-mix", CalibratedMix)  # typicality -> calibrated uncertainty as labels grow (docs/calibrated_mix.md)
 register("pcb", PCB, wrapper=True)  # "pcb(entropy)", "pcb(cec)", ...

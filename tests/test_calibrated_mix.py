@@ -1,32 +1,36 @@
-"""CoverMix: the strategy template, hypothesis properties and hand-checked scoring pieces."""
+"""CalibratedMix: the strategy template, hypothesis properties and hand-checked scoring pieces."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlal import CoverMix, VlalInputError, make_strategy
-from vlal.strategies.cover_mix import budget_mix_weight, rank01, typicality, unique_rows
+from vlal import CalibratedMix, VlalInputError, make_strategy
+from vlal.strategies.calibrated_mix import budget_mix_weight, rank01, typicality, unique_rows
 
 from conftest import make_pool
 from strategy_template import StrategyTemplate
 
 
-class TestCoverMix(StrategyTemplate):
-    make = staticmethod(lambda rs: CoverMix(k=5, random_state=rs))
+class TestCalibratedMix(StrategyTemplate):
+    make = staticmethod(lambda rs: CalibratedMix(k=5, random_state=rs))
 
 
-class TestCoverMixNoBalanceCenter(StrategyTemplate):
-    make = staticmethod(lambda rs: CoverMix(k=5, balance=False, cover=False, pick="center", random_state=rs))
+class TestCalibratedMixNoBalanceCenter(StrategyTemplate):
+    make = staticmethod(lambda rs: CalibratedMix(k=5, balance=False, pick="center", random_state=rs))
 
 
-class TestCoverMixUncertaintyOnly(StrategyTemplate):
-    make = staticmethod(lambda rs: CoverMix(k=5, mix=1.0, dedupe=False, weighted=False, random_state=rs))
+class TestCalibratedMixCover(StrategyTemplate):
+    make = staticmethod(lambda rs: CalibratedMix(k=5, cover=True, pick="typical", uncertainty="margin", random_state=rs))
+
+
+class TestCalibratedMixUncertaintyOnly(StrategyTemplate):
+    make = staticmethod(lambda rs: CalibratedMix(k=5, mix=1.0, dedupe=False, weighted=False, random_state=rs))
 
 
 def test_registered():
-    s = make_strategy("cover-mix[k=7]", random_state=0)
-    assert isinstance(s, CoverMix) and s.k == 7
+    s = make_strategy("calibrated-mix[k=7]", random_state=0)
+    assert isinstance(s, CalibratedMix) and s.k == 7
 
 
 def test_typicality_hand_checked():
@@ -59,11 +63,11 @@ def test_never_two_identical_picks():
     base = rng.normal(size=(6, 4)).astype(np.float32)
     x = np.repeat(base, 5, axis=0)
     p = np.full((30, 3), 1 / 3, np.float32)
-    idx = CoverMix(k=3, random_state=0).select(x, p, 6)
+    idx = CalibratedMix(k=3, random_state=0).select(x, p, 6)
     assert len({tuple(r) for r in x[idx]}) == 6
     # and not a copy of a labeled row: label copy 0 of point 0, then ask for 5
     lab = np.array([0])
-    idx = CoverMix(k=3, random_state=0).select(x, p, 5, labeled=lab, labels=np.array([0]))
+    idx = CalibratedMix(k=3, random_state=0).select(x, p, 5, labeled=lab, labels=np.array([0]))
     assert not any(np.array_equal(x[i], x[0]) for i in idx)
 
 
@@ -75,7 +79,7 @@ def test_low_budget_picks_typical_rows_of_uncovered_clusters():
     out = np.array([[-1, -1.0]], np.float32)
     x = np.vstack([blob_a, blob_b, out])
     p = np.full((7, 2), 0.5, np.float32)
-    idx = CoverMix(k=2, mix=0.0, random_state=0).select(x, p, 2)
+    idx = CalibratedMix(k=2, mix=0.0, random_state=0).select(x, p, 2)
     assert sorted(idx.tolist()) == [0, 3]
 
 
@@ -83,7 +87,7 @@ def test_covered_cluster_is_skipped():
     # blob A already labeled: the single pick must come from blob B
     x = np.array([[1, 0.0], [1, 0.05], [1, -0.05], [0, 1.0], [0.05, 1], [-0.05, 1]], np.float32)
     p = np.full((6, 2), 0.5, np.float32)
-    idx = CoverMix(k=2, mix=0.0, balance=False, random_state=0).select(x, p, 1, labeled=[0], labels=[0])
+    idx = CalibratedMix(k=2, mix=0.0, balance=False, cover=True, random_state=0).select(x, p, 1, labeled=[0], labels=[0])
     assert idx[0] in (3, 4, 5)
 
 
@@ -92,7 +96,7 @@ def test_balance_spreads_pseudo_classes():
     # exists: with a budget of 1 and balance, the pick must have pseudo-label 1
     x = np.array([[1, 0, 0], [1, .05, 0], [0, 1, 0], [.05, 1, 0], [0, 0, 1], [0, .05, 1]], np.float32)
     p = np.array([[.9, .1], [.9, .1], [.9, .1], [.9, .1], [.2, .8], [.2, .8]], np.float32)
-    idx = CoverMix(k=1, mix=0.0, cover=False, random_state=0).select(x, p, 1, labeled=[0], labels=[0])
+    idx = CalibratedMix(k=1, mix=0.0, random_state=0).select(x, p, 1, labeled=[0], labels=[0])
     assert idx[0] in (4, 5)
 
 
@@ -100,7 +104,7 @@ def test_balance_spreads_pseudo_classes():
                                      ({"pick": "max"}, "pick"), ({"cover": 1}, "cover"), ({"alpha": -1}, "alpha")])
 def test_bad_params_named_in_select(pool, kw, msg):
     x, p, _ = pool
-    s = CoverMix(**kw)  # __init__ only stores
+    s = CalibratedMix(**kw)  # __init__ only stores
     with pytest.raises(VlalInputError, match=msg):
         s.select(x, p, 3)
 
@@ -117,7 +121,7 @@ def test_property_distinct_values_when_possible(n_lab, budget, seed, mix):
     distinct /= np.linalg.norm(distinct, axis=1, keepdims=True)
     x = distinct[rng.integers(0, 12, size=40)].astype(np.float32)  # many identical rows
     lab = np.sort(rng.choice(40, size=n_lab, replace=False))
-    idx = CoverMix(k=3, mix=mix, random_state=seed).select(x, p, budget, labeled=lab, labels=y[lab])
+    idx = CalibratedMix(k=3, mix=mix, random_state=seed).select(x, p, budget, labeled=lab, labels=y[lab])
     lab_rows = {tuple(r) for r in x[lab]}
     cand_rows = {tuple(r) for i, r in enumerate(x) if i not in set(lab.tolist())} - lab_rows
     picked = [tuple(r) for r in x[idx]]

@@ -1,16 +1,16 @@
-"""Study of CoverMix (``cover-mix``): ingredient ablation at 1 % and the 1/2/5 % comparison.
+"""Study of CalibratedMix (``calibrated-mix``): ingredient ablation at 1 % and the 1/2/5 % comparison.
 
-Writes ``benchmarks/results/study_cover_mix{suffix}.{md,csv,json}``.
+Writes ``benchmarks/results/study_calibrated_mix{suffix}.{md,csv,json}``.
 
 Part ``ablation``: every ingredient switched off in turn (and the two ends of the mix), plus CEC and
 every baseline, one round of 1 % on the four dev sets, 5 seeds; paired differences (dataset x seed
 pairs) against CEC and against the best baseline, with 95 % t confidence intervals.
-Part ``budgets``: CoverMix vs CEC and the main baselines, 5 rounds of 1 % (reported at 1/2/5 %), 3 seeds.
+Part ``budgets``: CalibratedMix vs CEC and the main baselines, 5 rounds of 1 % (reported at 1/2/5 %), 3 seeds.
 
 All runs go through :func:`vlal.bench.run_benchmark` (the loop of :func:`vlal.loop.run_active_learning`).
 Run with ``OMP_NUM_THREADS=1``::
 
-    OMP_NUM_THREADS=1 python benchmarks/study_cover_mix.py --tuner default
+    OMP_NUM_THREADS=1 python benchmarks/study_calibrated_mix.py --tuner default
 """
 
 from __future__ import annotations
@@ -35,22 +35,31 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VLAL_DATA", ROOT.parent / "shared" / "data" / "clip-vitb32"))
 DATASETS = ("dtd", "caltech101", "flowers102", "imagenet_real_even")
 
-FINAL = "cover-mix"
+FINAL = "calibrated-mix"
 ABLATIONS = {  # name in the tables -> registry spec
-    FINAL: "cover-mix",
-    "uncertainty only (mix=1)": "cover-mix[mix=1.0]",
-    "typicality only (mix=0)": "cover-mix[mix=0.0]",
-    "budget-aware mix, half_shots=1": "cover-mix[mix=None,half_shots=1.0]",
-    "budget-aware mix, half_shots=0.05": "cover-mix[mix=None,half_shots=0.05]",
-    "calibrated margin for U": "cover-mix[uncertainty='margin']",
-    "no class balance": "cover-mix[balance=False]",
-    "unweighted K-Means": "cover-mix[weighted=False]",
-    "pick nearest centre (as CEC)": "cover-mix[pick='center']",
-    "uniform seeding (faiss)": "cover-mix[init='random']",
+    FINAL: "calibrated-mix",
+    "uncertainty only (mix=1)": "calibrated-mix[mix=1.0]",
+    "typicality only (mix=0)": "calibrated-mix[mix=0.0]",
+    "budget-aware mix, half_shots=1": "calibrated-mix[mix=None,half_shots=1.0]",
+    "budget-aware mix, half_shots=0.05": "calibrated-mix[mix=None,half_shots=0.05]",
+    "calibrated margin for U": "calibrated-mix[uncertainty='margin']",
+    "no class balance": "calibrated-mix[balance=False]",
+    "unweighted K-Means": "calibrated-mix[weighted=False]",
+    "pick nearest centre (as CEC)": "calibrated-mix[pick='center']",
+    "uniform seeding (faiss)": "calibrated-mix[init='random']",
 }
 BASELINES = ("random", "entropy", "margin", "leastconf", "coreset", "badge", "alfamix")
 MAIN = ("cec", "entropy", "badge", "random", "margin", "alfamix")
-BUDGET_EXTRA = ("cover-mix[cover=False]",)  # the covered-cluster drop only acts once rows are labeled
+BUDGET_EXTRA = ("calibrated-mix[cover=True]",)  # the covered-cluster rule only acts once rows are labeled
+
+
+NOTE = ("Defaults of `calibrated-mix` were fixed from the 1 % development runs (`study_calibrated_mix_dev.md`: "
+        "`mix=0.8`) and from the budgets part below (`cover=False`: the covered-cluster rule cost 0.5 point at 5 %). "
+        "The runs were made when the strategy was named `cover-mix` with `cover=True` by default; the records were "
+        "relabelled, not re-run: in the budgets part `cover-mix` -> `calibrated-mix[cover=True]` and "
+        "`cover-mix[cover=False]` -> `calibrated-mix`; in the ablation part (one round, nothing labeled) `cover` "
+        "changes nothing (same code path, same picks; checked on DTD and imagenet_real_even), so `cover-mix` -> "
+        "`calibrated-mix`. ALFA-Mix falls back to random picks when nothing is labeled, so at 1 % it equals random.")
 
 
 # ---------------------------------------------------------------- tuners
@@ -192,9 +201,9 @@ def budgets_md(records, tuner_desc, datasets, strategies):
     zs_avg = np.mean([zs[d] for d in datasets])
     lines = [f"### 4-set average at 1 / 2 / 5 %, tuner: {tuner_desc}", "",
              f"Test accuracy (%), mean over {len({r['seed'] for r in records})} seeds and the four sets; "
-             f"zero-shot (same data): {zs_avg:.1f}. Last columns: paired difference cover-mix - CEC "
+             f"zero-shot (same data): {zs_avg:.1f}. Last columns: paired difference calibrated-mix - CEC "
              "(dataset x seed pairs, 95 % CI).", "",
-             "| B (%) | " + " | ".join(strategies) + " | zero-shot | cover-mix - cec |", "|---|" + "---|" * (len(strategies) + 2)]
+             "| B (%) | " + " | ".join(strategies) + " | zero-shot | calibrated-mix - cec |", "|---|" + "---|" * (len(strategies) + 2)]
     for rnd in (1, 2, 5):
         mu = means(records, rnd)
         if not mu:
@@ -219,7 +228,8 @@ def budgets_md(records, tuner_desc, datasets, strategies):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tuner", choices=["default", "l2", "tip"], default="default")
-    ap.add_argument("--part", choices=["ablation", "budgets", "all"], default="all")
+    ap.add_argument("--part", choices=["ablation", "budgets", "all", "render"], default="all",
+                    help="render: rewrite the .md/.csv from the .json only")
     ap.add_argument("--seeds-ablation", type=int, default=5)
     ap.add_argument("--seeds-budgets", type=int, default=3)
     ap.add_argument("--datasets", default=",".join(DATASETS))
@@ -228,8 +238,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     datasets = [d for d in args.datasets.split(",") if d]
     tuner, desc = tuner_factory(args.tuner)
-    command = "OMP_NUM_THREADS=1 python benchmarks/study_cover_mix.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = Path(args.out) / f"study_cover_mix{args.suffix}"
+    command = "OMP_NUM_THREADS=1 python benchmarks/study_calibrated_mix.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    out = Path(args.out) / f"study_calibrated_mix{args.suffix}"
     all_records = []
     label_of = {spec: label for label, spec in ABLATIONS.items()} | {"cec": "cec"} | {b: b for b in BASELINES}
     if args.part in ("ablation", "all"):
@@ -249,13 +259,15 @@ def main(argv=None):
     for r in all_records:
         r["tuner"] = desc
     done = {r["part"] for r in all_records}
+    if args.part == "render":
+        command = ""
     if out.with_suffix(".json").exists():  # keep the other part of an earlier run with the same tuner
         old = json.loads(out.with_suffix(".json").read_text())
         if old.get("tuner") == desc:
             kept = [r for r in old["records"] if r.get("part") not in done]
             all_records = kept + all_records
-            command = "; ".join(dict.fromkeys([*old.get("command", "").split("; "), command]))
-    md = [f"# study_cover_mix{args.suffix}", "", "Commands:", "", *[f"    {c}" for c in command.split("; ") if c], ""]
+            command = "; ".join(dict.fromkeys(c for c in [*old.get("command", "").split("; "), command] if c))
+    md = [f"# study_calibrated_mix{args.suffix}", "", NOTE, "", "Commands:", "", *[f"    {c}" for c in command.split("; ") if c], ""]
     if any(r["part"] == "ablation" for r in all_records):
         md.append(ablation_md([r for r in all_records if r["part"] == "ablation"], label_of, desc, datasets)[0])
     if any(r["part"] == "budgets" for r in all_records):
