@@ -121,7 +121,7 @@ def unique_rows(z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
 class CalibratedMix(Strategy):
     """Calibrated uncertainty mixed with typicality; the best-scored row of each weighted cluster.
 
-    On the whole pool ``z`` (L2-normalised; labeled rows included, as in TypiClust):
+    On the L2-normalised unlabeled rows ``z`` (with ``cover=True`` the labeled rows too, as in TypiClust):
 
     1. score ``w(x) = (1 - lambda) r(Typ(x)) + lambda r(U(x))`` where ``Typ`` is TypiClust
        typicality (:func:`typicality`, Hacohen et al. 2022, Eq. 4), ``U = H^ + H_NN`` is CEC's
