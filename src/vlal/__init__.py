@@ -23,6 +23,7 @@ from .scoring import (
 from .strategies import (
     ALFAMix,
     BADGE,
+    CalibratedMix,
     CEC,
     GCNAL,
     PCB,

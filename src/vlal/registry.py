@@ -15,6 +15,7 @@ from .exceptions import VlalInputError
 from .strategies import (
     ALFAMix,
     BADGE,
+    CalibratedMix,
     CEC,
     GCNAL,
     PCB,
@@ -123,4 +124,5 @@ register("coreset", CoreSet)
 register("badge", BADGE)
 register("alfamix", ALFAMix)
 register("gcnal", GCNAL)
+register("calibrated-mix", CalibratedMix)  # typicality -> calibrated uncertainty as labels grow (docs/calibrated_mix.md)
 register("pcb", PCB, wrapper=True)  # "pcb(entropy)", "pcb(cec)", ...

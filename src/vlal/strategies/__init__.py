@@ -2,6 +2,7 @@
 
 from .alfamix import ALFAMix
 from .badge import BADGE
+from .calibrated_mix import CalibratedMix
 from .base import Pool, ProbabilisticModel, Strategy
 from .cec import CEC
 from .coreset import CoreSet

@@ -1,0 +1,329 @@
+"""CalibratedMix: calibrated uncertainty mixed with typicality, the best-scored row of each weighted cluster."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._validation import check_positive_int, l2_normalize, seed_int
+from ..exceptions import VlalInputError
+from ..scoring import (
+    build_knn_index,
+    calibrate,
+    calibrated_entropy,
+    contextual_prior,
+    neighbor_uncertainty,
+    weighted_kmeans,
+)
+from .base import Pool, Strategy
+
+__all__ = ["CalibratedMix", "typicality", "budget_mix_weight", "rank01", "unique_rows"]
+
+_PICKS = ("score", "center", "typical")
+_UNCERTAINTIES = ("entropy", "margin")
+_INITS = ("k-means++", "random")
+
+
+def _cluster(z, weights, n_clusters, seed, n_iter, init, use_gpu):
+    """Weighted K-Means: scikit-learn with weighted k-means++ seeding while the work is small
+    (``n * clusters <= KMEANS_EXACT_MAX_WORK``), else vlal's faiss path (uniform seeding)."""
+    from ..scoring import KMEANS_EXACT_MAX_WORK
+
+    if init == "random" or z.shape[0] * n_clusters > KMEANS_EXACT_MAX_WORK or n_clusters == z.shape[0]:
+        return weighted_kmeans(z, weights, n_clusters, random_state=seed, n_iter=n_iter, use_gpu=use_gpu)
+    from sklearn.cluster import KMeans
+
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    km = KMeans(n_clusters, init="k-means++", n_init=1, max_iter=n_iter, random_state=seed)
+    with warnings.catch_warnings():  # identical rows leave fewer distinct clusters: picks are still filled
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km.fit(z, sample_weight=weights)
+    return km.cluster_centers_.astype(np.float32), km.labels_.astype(np.int64)
+
+
+def typicality(features, k: int = 20, *, knn_index="auto", use_gpu="auto") -> np.ndarray:
+    """TypiClust typicality: the inverse mean Euclidean distance to the ``k`` nearest other rows.
+
+    ``Typ(x) = ( (1/k) sum_{x_i in kNN(x)} ||z_x - z_i|| )^-1`` (Hacohen et al., ICML 2022, Eq. 4),
+    on the rows as given (pass L2-normalised features). For each row the nearest hit is
+    dropped as the row itself (an identical copy at distance 0 is equivalent).
+
+    Parameters
+    ----------
+    features : ndarray (n, d), float32
+    k : int, default 20
+        Neighbours; reduced to ``n - 1`` when fewer rows exist.
+    knn_index : {"auto", "exact", "ivf", "hnsw"} or KnnIndex
+        See :func:`vlal.scoring.build_knn_index`; a prebuilt index must hold ``features``.
+
+    Returns
+    -------
+    ndarray (n,), float64
+        Positive; ``1e12`` for a row whose ``k`` neighbours all coincide with it; ``1.0``
+        for a single row.
+    """
+    n = features.shape[0]
+    k = check_positive_int(k, "k")
+    if n == 1:
+        return np.ones(1, dtype=np.float64)
+    k = min(k, n - 1)
+    index = knn_index if not isinstance(knn_index, str) else build_knn_index(features, knn_index, use_gpu=use_gpu)
+    out = np.empty(n, dtype=np.float64)
+    for rows, dist, _ in index.self_search(k + 1):
+        d = np.sqrt(np.maximum(dist[:, 1 : k + 1].astype(np.float64), 0.0)).mean(axis=1)
+        out[rows] = 1.0 / np.maximum(d, 1e-12)
+    return out
+
+
+def rank01(values) -> np.ndarray:
+    """Ranks scaled to ``[0, 1]`` (ties share their mean rank); one row -> ``[1.0]``.
+
+    Puts scores of different units (typicality, entropy) on one scale before mixing.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size <= 1:
+        return np.ones(v.size)
+    from scipy.stats import rankdata
+
+    return (rankdata(v, method="average") - 1.0) / (v.size - 1.0)
+
+
+def budget_mix_weight(n_labeled_after: int, n_classes: int, half_shots: float) -> float:
+    """Weight ``lambda`` of uncertainty versus typicality for one query.
+
+    ``s = n_labeled_after / K`` labels per class after the query; ``lambda = s / (s + s_half)``:
+    near 0 (typical, covering picks) while the labeled set is far below one label per class
+    (the low-budget regime of Hacohen et al., 2022), ``1/2`` at ``s = s_half``, towards 1
+    (uncertain picks) as labels grow.
+    """
+    s = n_labeled_after / max(1, n_classes)
+    return float(s / (s + half_shots)) if half_shots > 0 else 1.0
+
+
+def unique_rows(z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the first copy of each distinct row of ``z``, in row order, without
+    the rows equal to a row of ``exclude`` (exact bitwise equality of float32 rows)."""
+    zc = np.ascontiguousarray(z, dtype=np.float32)
+    _, first = np.unique(zc.view(np.dtype((np.void, zc.dtype.itemsize * zc.shape[1]))).ravel(), return_index=True)
+    first = np.sort(first)
+    if exclude is not None and exclude.shape[0]:
+        ex = np.ascontiguousarray(exclude, dtype=np.float32)
+        void = np.dtype((np.void, zc.dtype.itemsize * zc.shape[1]))
+        seen = np.isin(zc[first].view(void).ravel(), ex.view(void).ravel())
+        first = first[~seen]
+    return first.astype(np.int64)
+
+
+class CalibratedMix(Strategy):
+    """Calibrated uncertainty mixed with typicality; the best-scored row of each weighted cluster.
+
+    On the L2-normalised unlabeled rows ``z`` (with ``cover=True`` the labeled rows too, as in TypiClust):
+
+    1. score ``w(x) = (1 - lambda) r(Typ(x)) + lambda r(U(x))`` where ``Typ`` is TypiClust
+       typicality (:func:`typicality`, Hacohen et al. 2022, Eq. 4), ``U = H^ + H_NN`` is CEC's
+       calibrated uncertainty (Safaei & Patel 2025, Eq. 2-7; or the calibrated margin
+       ``1 - (P^_1 - P^_2)`` with ``uncertainty="margin"``), ``r`` maps to ranks in [0, 1]
+       (:func:`rank01`) so that the two scales mix. ``lambda = mix`` (default 0.8, fixed once on
+       the dev sets), or with ``mix=None`` the budget-aware ``lambda = s / (s + half_shots)``,
+       ``s`` = labels per class after this query (:func:`budget_mix_weight`);
+    2. weighted K-Means (weights ``w``, weighted k-means++ seeding) with ``b`` clusters over the
+       unlabeled rows; with ``cover=True`` (off by default: it cost 0.5 point at 5 %),
+       ``|L| + b`` clusters over labeled and unlabeled rows instead;
+    3. clusters are served largest score mass first; with ``cover=True`` fewest labeled rows
+       first (TypiClust's "uncovered, large clusters first"; ProbCover's coverage idea);
+    4. from each served cluster the unlabeled row of highest ``w`` (``pick="score"``), the one
+       nearest the centre (``"center"``, as CEC) or the most typical (``"typical"``);
+    5. ``balance=True``: a pick whose calibrated zero-shot pseudo-label (argmax of Eq. 5)
+       already has ``ceil((|L| + b) / K)`` labels or picks is passed over for the next best
+       row of its cluster (cf. PCB, Bang et al. CVPR 2024); the cap grows when nothing fits;
+    6. ``dedupe=True``: rows identical to a labeled row or to another candidate are never
+       both queried unless the budget needs them.
+
+    What each step is worth on the four dev sets is measured in ``docs/calibrated_mix.md``
+    (``benchmarks/study_calibrated_mix.py``); the budget-aware shift of step 1 and the
+    covered-cluster rule of steps 2-3 did not help there and are off by default.
+
+    Parameters
+    ----------
+    k : int, default 20
+        Neighbours for typicality and for ``H_NN`` (Eq. 6).
+    alpha : float, default 0.1
+        Bandwidth of Eq. 6.
+    top_n : int, default 10
+        ``N`` of the contextualised prior (Eq. 3).
+    half_shots : float, default 1.0
+        Used only with ``mix=None``: labels per class at which uncertainty and typicality
+        weigh equally.
+    mix : float in [0, 1] or None, default 0.8
+        Fixed ``lambda`` (0 = typicality only, 1 = uncertainty only); None = budget-aware.
+    cover : bool, default False
+        Cluster labeled rows too and serve uncovered clusters first (steps 2-3).
+    balance, dedupe, weighted : bool, default True
+        Switches of steps 5, 6 and the K-Means weights (for ablations).
+    pick : {"score", "center", "typical"}, default "score"
+    uncertainty : {"entropy", "margin"}, default "entropy"
+        ``U`` of step 1: CEC's ``H^ + H_NN``, or the calibrated margin plus its ``H_NN``.
+    init : {"k-means++", "random"}, default "k-means++"
+        K-Means seeding: weighted k-means++ (scikit-learn, ``sample_weight``) while
+        ``n * clusters <= vlal.scoring.KMEANS_EXACT_MAX_WORK``; above that, or with
+        ``"random"``, :func:`vlal.weighted_kmeans` (faiss, uniform seeding).
+    n_iter : int, default 20
+        K-Means iterations.
+    use_gpu : "auto" or bool
+    random_state : int, numpy Generator or None
+
+    References
+    ----------
+    G. Hacohen, A. Dekel, D. Weinshall, "Active Learning on a Budget: Opposite Strategies Suit
+    High and Low Budgets", ICML 2022 (TypiClust). O. Yehuda et al., "Active Learning Through a
+    Covering Lens", NeurIPS 2022 (ProbCover). B. Safaei and V. M. Patel, "Active Learning for
+    Vision-Language Models", WACV 2025 (CEC). J. Bang et al., "Active Prompt Learning in Vision
+    Language Models", CVPR 2024 (PCB).
+    """
+
+    def __init__(self, k: int = 20, alpha: float = 0.1, top_n: int = 10, *, half_shots=1.0, mix=0.8,
+                 cover: bool = False, balance: bool = True, dedupe: bool = True, weighted: bool = True,
+                 pick: str = "score", uncertainty: str = "entropy", init: str = "k-means++", n_iter: int = 20, use_gpu="auto", random_state=None):
+        self.k = k
+        self.alpha = alpha
+        self.top_n = top_n
+        self.half_shots = half_shots
+        self.mix = mix
+        self.cover = cover
+        self.balance = balance
+        self.dedupe = dedupe
+        self.weighted = weighted
+        self.pick = pick
+        self.init = init
+        self.uncertainty = uncertainty
+        self.n_iter = n_iter
+        self.use_gpu = use_gpu
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        check_positive_int(self.k, "k")
+        check_positive_int(self.top_n, "top_n")
+        check_positive_int(self.n_iter, "n_iter")
+        if not np.isfinite(float(self.alpha)) or float(self.alpha) < 0:
+            raise VlalInputError(f"alpha must be a finite number >= 0; got {self.alpha!r}")
+        if self.mix is None:
+            if not (np.isfinite(float(self.half_shots)) and float(self.half_shots) > 0):
+                raise VlalInputError(f"half_shots must be a finite number > 0; got {self.half_shots!r}")
+        elif not (0.0 <= float(self.mix) <= 1.0):
+            raise VlalInputError(f"mix must be None or a number in [0, 1]; got {self.mix!r}")
+        for flag in ("cover", "balance", "dedupe", "weighted"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise VlalInputError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
+        if self.pick not in _PICKS:
+            raise VlalInputError(f"pick must be one of {_PICKS}; got {self.pick!r}")
+        if self.uncertainty not in _UNCERTAINTIES:
+            raise VlalInputError(f"uncertainty must be one of {_UNCERTAINTIES}; got {self.uncertainty!r}")
+        if self.init not in _INITS:
+            raise VlalInputError(f"init must be one of {_INITS}; got {self.init!r}")
+        if not (self.use_gpu == "auto" or isinstance(self.use_gpu, (bool, np.bool_))):
+            raise VlalInputError(f"use_gpu must be 'auto', True or False; got {self.use_gpu!r}")
+
+    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
+        self._check_params()
+        cand, lab = pool.candidates, pool.labeled
+        n_classes = pool.probs.shape[1]
+        z_cand = l2_normalize(pool.features, "features", rows=cand)
+        z_lab = l2_normalize(pool.features, "features", rows=lab) if lab.size else z_cand[:0]
+        # Candidates considered: one copy of each distinct row, none equal to a labeled row.
+        keep = unique_rows(z_cand, z_lab) if self.dedupe else np.arange(cand.size)
+        if keep.size < budget:  # the budget needs duplicates: the unique rows first, then the rest
+            rest = np.setdiff1d(np.arange(cand.size), keep)
+            keep = np.concatenate([keep, rest[: budget - keep.size]])
+        uc = cand[keep]
+        rows = np.concatenate([lab, uc]) if self.cover else uc  # pool positions of the working set
+        z = np.concatenate([z_lab, z_cand[keep]]) if self.cover else z_cand[keep]
+        is_cand = np.zeros(rows.size, dtype=bool)
+        is_cand[rows.size - uc.size:] = True
+        probs = np.asarray(pool.probs[rows], dtype=np.float64)
+        probs /= probs.sum(axis=1, keepdims=True)
+
+        lam = (float(self.mix) if self.mix is not None
+               else budget_mix_weight(lab.size + budget, n_classes, float(self.half_shots)))
+        index = build_knn_index(z, "auto", use_gpu=self.use_gpu) if z.shape[0] >= 2 else None
+        score = np.zeros(rows.size)
+        typ = None
+        if lam < 1.0 or self.pick == "typical":
+            typ = rank01(typicality(z, self.k, knn_index=index) if index is not None else np.ones(rows.size))
+        if lam < 1.0:
+            score += (1.0 - lam) * typ
+        if lam > 0.0:
+            if self.uncertainty == "margin":
+                p_cal = calibrate(probs, contextual_prior(probs, self.top_n))
+                top2 = -np.partition(-p_cal, 1, axis=1)[:, :2] if p_cal.shape[1] > 1 else np.hstack([p_cal, 0 * p_cal])
+                h = 1.0 - (top2[:, 0] - top2[:, 1])
+            else:
+                h = calibrated_entropy(probs, self.top_n)
+            if index is not None:
+                k = min(int(self.k), z.shape[0] - 1)
+                h = h + neighbor_uncertainty(z, h, k, self.alpha, knn_index=index, use_gpu=self.use_gpu)
+            score += lam * rank01(h)
+
+        n_clusters = min(rows.size, (lab.size + budget) if self.cover else budget)
+        seed = seed_int(self.random_state, rng)
+        weights = score + 1e-3 if self.weighted else None
+        centers, assign = _cluster(z, weights, n_clusters, seed, self.n_iter, self.init, self.use_gpu)
+        covered = np.bincount(assign[~is_cand], minlength=n_clusters)
+        mass = np.bincount(assign[is_cand], weights=score[is_cand], minlength=n_clusters)
+        has_cand = np.bincount(assign[is_cand], minlength=n_clusters) > 0
+        order = np.lexsort((np.arange(n_clusters), -mass, covered))
+        order = order[has_cand[order]]
+
+        # Candidate order inside each cluster: best score first, or nearest the centre first.
+        if self.pick == "score":
+            key = -score
+        elif self.pick == "typical":
+            key = -typ
+        else:
+            key = ((z - centers[assign]) ** 2).sum(axis=1)
+        ranked = np.lexsort((np.arange(rows.size), key))
+        ranked = ranked[is_cand[ranked]]
+        members = {c: [] for c in range(n_clusters)}
+        for r in ranked:
+            members[int(assign[r])].append(int(r))
+
+        if self.balance:
+            p_cal = calibrate(probs, contextual_prior(probs, self.top_n))
+            pseudo = p_cal.argmax(axis=1)
+            counts = np.bincount(pool.labels, minlength=n_classes) if pool.labels is not None and lab.size else np.zeros(n_classes, np.int64)
+            counts = counts.astype(np.int64)
+            cap = max(1, math.ceil((lab.size + budget) / n_classes))
+        chosen: list[int] = []
+        taken = np.zeros(rows.size, dtype=bool)
+        queue = list(order)
+        while queue and len(chosen) < budget:
+            deferred = []
+            for c in queue:
+                if len(chosen) >= budget:
+                    break
+                pick = None
+                for r in members[c]:
+                    if taken[r]:
+                        continue
+                    if not self.balance or counts[pseudo[r]] < cap:
+                        pick = r
+                        break
+                if pick is None:
+                    if self.balance and any(not taken[r] for r in members[c]):
+                        deferred.append(c)
+                    continue
+                taken[pick] = True
+                chosen.append(pick)
+                if self.balance:
+                    counts[pseudo[pick]] += 1
+            queue = deferred
+            if self.balance:
+                cap += 1
+        if len(chosen) < budget:  # more picks than served clusters: best remaining scores
+            left = [r for r in ranked if not taken[r]] if self.pick == "score" else \
+                [r for r in np.lexsort((np.arange(rows.size), -score)) if is_cand[r] and not taken[r]]
+            chosen.extend(int(r) for r in left[: budget - len(chosen)])
+        return rows[np.asarray(chosen, dtype=np.int64)]
