@@ -59,7 +59,8 @@ NOTE = ("Defaults of `calibrated-mix` were fixed from the 1 % development runs (
         "relabelled, not re-run: in the budgets part `cover-mix` -> `calibrated-mix[cover=True]` and "
         "`cover-mix[cover=False]` -> `calibrated-mix`; in the ablation part (one round, nothing labeled) `cover` "
         "changes nothing (same code path, same picks; checked on DTD and imagenet_real_even), so `cover-mix` -> "
-        "`calibrated-mix`. ALFA-Mix falls back to random picks when nothing is labeled, so at 1 % it equals random.")
+        "`calibrated-mix`. Check: `calibrated-mix` re-run under its final name and defaults (budgets part, 3 seeds, "
+        "4 sets, 5 rounds) reproduced all 72 relabelled records exactly (max abs difference 0.0). ALFA-Mix falls back to random picks when nothing is labeled, so at 1 % it equals random.")
 
 
 # ---------------------------------------------------------------- tuners

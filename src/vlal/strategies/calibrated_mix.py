@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .._validation import check_positive_int, l2_normalize, seed_int
+from .._validation import check_positive_int, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
     build_knn_index,
@@ -116,6 +116,15 @@ def unique_rows(z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
         seen = np.isin(zc[first].view(void).ravel(), ex.view(void).ravel())
         first = first[~seen]
     return first.astype(np.int64)
+
+
+def _calibrated_argmax(probs, prior) -> np.ndarray:
+    """Argmax of the calibrated probabilities (Eq. 5), chunk by chunk (no (n, K) float64 copy)."""
+    out = np.empty(probs.shape[0], dtype=np.int64)
+    step = rows_per_chunk(probs.shape[1])
+    for s in range(0, probs.shape[0], step):
+        out[s : s + step] = calibrate(probs[s : s + step], prior).argmax(axis=1)
+    return out
 
 
 class CalibratedMix(Strategy):
@@ -243,7 +252,7 @@ class CalibratedMix(Strategy):
         z = np.concatenate([z_lab, z_cand[keep]]) if self.cover else z_cand[keep]
         is_cand = np.zeros(rows.size, dtype=bool)
         is_cand[rows.size - uc.size:] = True
-        probs = np.asarray(pool.probs[rows], dtype=np.float64)
+        probs = np.asarray(pool.probs[rows], dtype=np.float64)  # (rows, K) float64: the one full-size copy
         probs /= probs.sum(axis=1, keepdims=True)
 
         lam = (float(self.mix) if self.mix is not None
@@ -291,8 +300,7 @@ class CalibratedMix(Strategy):
             members[int(assign[r])].append(int(r))
 
         if self.balance:
-            p_cal = calibrate(probs, contextual_prior(probs, self.top_n))
-            pseudo = p_cal.argmax(axis=1)
+            pseudo = _calibrated_argmax(probs, contextual_prior(probs, self.top_n))
             counts = np.bincount(pool.labels, minlength=n_classes) if pool.labels is not None and lab.size else np.zeros(n_classes, np.int64)
             counts = counts.astype(np.int64)
             cap = max(1, math.ceil((lab.size + budget) / n_classes))
