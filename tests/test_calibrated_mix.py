@@ -128,3 +128,18 @@ def test_property_distinct_values_when_possible(n_lab, budget, seed, mix):
     if budget <= len(cand_rows):
         assert len(set(picked)) == budget
         assert not set(picked) & lab_rows
+
+
+def test_utilities_are_the_step1_score_and_nan_off_candidates():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(80, 6)).astype(np.float32)
+    p = rng.dirichlet(np.ones(4), size=80)
+    lab = np.arange(5)
+    s = CalibratedMix(k=5, random_state=0)
+    idx, util = s.select(x, p, 6, labeled=lab, return_utilities=True)
+    assert np.isnan(util[lab]).all() and np.isfinite(np.delete(util, lab)).all()
+    assert ((0.0 <= np.delete(util, lab)) & (np.delete(util, lab) <= 1.0 + 1e-9)).all()
+    np.testing.assert_array_equal(idx, CalibratedMix(k=5, random_state=0).select(x, p, 6, labeled=lab))
+    # with mix=1 the score is the rank of U = H^ + H_NN alone: one distinct value per row (no ties here)
+    u = CalibratedMix(k=5, mix=1.0, random_state=0).select(x, p, 6, return_utilities=True)[1]
+    assert np.unique(u).size > 40  # ranks, not a constant

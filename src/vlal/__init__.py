@@ -56,6 +56,7 @@ __all__ = [
     "ALFAMix",
     "GCNAL",
     "PCB",
+    "CalibratedMix",
     "entropy",
     "contextual_prior",
     "calibrate",

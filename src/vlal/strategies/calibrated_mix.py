@@ -152,6 +152,10 @@ class CalibratedMix(Strategy):
     6. ``dedupe=True``: rows identical to a labeled row or to another candidate are never
        both queried unless the budget needs them.
 
+    Utilities (``select(..., return_utilities=True)``): the score ``w(x)`` of step 1, in
+    [0, 1] (0 for a dropped duplicate copy); the picks are not simply the top-``budget``
+    utilities: they are spread by the clustering.
+
     What each step is worth on the four dev sets is measured in ``docs/calibrated_mix.md``
     (``benchmarks/study_calibrated_mix.py``); the budget-aware shift of step 1 and the
     covered-cluster rule of steps 2-3 did not help there and are off by default.
@@ -236,7 +240,7 @@ class CalibratedMix(Strategy):
         if not (self.use_gpu == "auto" or isinstance(self.use_gpu, (bool, np.bool_))):
             raise VlalInputError(f"use_gpu must be 'auto', True or False; got {self.use_gpu!r}")
 
-    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def _query(self, pool: Pool, budget: int, rng: np.random.Generator):
         self._check_params()
         cand, lab = pool.candidates, pool.labeled
         n_classes = pool.probs.shape[1]
@@ -334,4 +338,8 @@ class CalibratedMix(Strategy):
             left = [r for r in ranked if not taken[r]] if self.pick == "score" else \
                 [r for r in np.lexsort((np.arange(rows.size), -score)) if is_cand[r] and not taken[r]]
             chosen.extend(int(r) for r in left[: budget - len(chosen)])
-        return rows[np.asarray(chosen, dtype=np.int64)]
+        # Utilities (aligned with pool.candidates): the score w of step 1; a dropped duplicate
+        # copy gets 0 (it is never queried while distinct rows remain).
+        util = np.zeros(cand.size, dtype=np.float64)
+        util[keep] = score[is_cand]
+        return rows[np.asarray(chosen, dtype=np.int64)], util
