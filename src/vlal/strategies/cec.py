@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from .._validation import check_positive_int, l2_normalize, seed_int
+from .._validation import _is_lazy, check_features, check_positive_int, check_probs, l2_normalize, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
     KMEANS_MODES,
@@ -134,6 +136,24 @@ class CEC(Strategy):
         return h + neighbor_uncertainty(features, h, self.k, self.alpha, knn_index=index, use_gpu=self.use_gpu)
 
     def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
+        if _is_lazy(pool.features) or _is_lazy(pool.probs):
+            from .. import _scale
+
+            f, p = pool.features, pool.probs
+            if f.shape[0] * f.shape[1] * 4 > _scale.STREAM_MIN_BYTES:
+                # Too large for memory: stream the shards, compressed kNN index (vlal._scale).
+                self.stream_stats_ = {}
+                return _scale.cec_stream(
+                    f, p, budget, pool.candidates, k=self.k, alpha=float(self.alpha), top_n=self.top_n,
+                    calibration=self.calibration, neighbor_term=self.neighbor_term, clustering=self.clustering,
+                    n_iter=min(self.n_iter, 10), seed=seed_int(self.random_state, rng), stats=self.stream_stats_,
+                )
+            # Small enough: read into memory, then exactly the in-memory path.
+            pool = replace(
+                pool,
+                features=check_features(np.asarray(f, dtype=np.float32) if _is_lazy(f) else f, "features"),
+                probs=check_probs(np.asarray(p, dtype=np.float32) if _is_lazy(p) else p, "probs"),
+            )
         cand = pool.candidates
         everyone = cand.size == pool.n  # no labeled rows: no gathered copies of the pool
         z = l2_normalize(pool.features, "features", rows=None if everyone else cand, copy=False)
