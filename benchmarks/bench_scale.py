@@ -48,12 +48,13 @@ def clip_like_blocks(n: int, n_classes: int, seed: int = 0, chunk: int = 65536, 
     g /= np.linalg.norm(g)
     centres = 1.6 * g + rng.normal(size=(n_classes, d)) * lam
     mode_c = centres[:, None, :] + 0.6 * rng.normal(size=(n_classes, modes, d)) * lam
-    lam32 = lam.astype(np.float32)
+    # within-mode noise 0.75 lam_j plus isotropic 0.02 / sqrt(d): one Gaussian draw of the summed variance
+    std = np.sqrt((0.75 * lam) ** 2 + 0.02**2 / d).astype(np.float32)
 
     def draw(y, m):
-        noise = rng.standard_normal(size=(y.size, d), dtype=np.float32)
-        x = mode_c[y, m].astype(np.float32) + 0.75 * noise * lam32
-        x += (0.02 / np.sqrt(d)) * rng.standard_normal(size=(y.size, d), dtype=np.float32)
+        x = rng.standard_normal(size=(y.size, d), dtype=np.float32)
+        x *= std
+        x += mode_c[y, m]
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     yield "protos", draw(np.arange(n_classes), rng.integers(0, modes, size=n_classes))

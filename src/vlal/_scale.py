@@ -55,6 +55,8 @@ STREAM_MIN_BYTES = 2**30
 ROWS_PER_LIST = 192
 #: Probed lists tried, smallest first, when tuning for ``min_recall``.
 PROBE_CHOICES = (2, 3, 4, 6, 8, 12, 16, 24, 32)
+#: Per-query probing: each query picks its lists among this many x nprobe lists nearest its own list.
+PROBE_WINDOW = 4
 #: Rows sampled to measure recall against exact search.
 RECALL_QUERIES = 256
 #: Coarse quantizer: sample rows per list and Lloyd iterations.
@@ -113,12 +115,13 @@ class CompressedIVF:
         nl = nlist if nlist is not None else round(n / ROWS_PER_LIST)
         self.nlist = int(max(1, min(nl, sample.shape[0])))
         self.seed = seed
-        self.sq = SQ8(sample)
         if self.nlist == 1:
             self.centroids = sample.mean(axis=0, keepdims=True).astype(np.float32)
         else:
             self.centroids = _faiss.kmeans_fast(sample, self.nlist, None, seed, n_iter=TRAIN_ITER)
         self.quantizer = _faiss.assignment_index(self.centroids, n, False, seed)
+        # SQ8 of the residuals to the list centroid (their range is narrower than the rows')
+        self.sq = SQ8(sample - self.centroids[self.quantizer.search(sample, 1)[1][:, 0]])
         self.codes = np.empty((self.n, self.d), dtype=np.uint8)
         self.assign = np.empty(self.n, dtype=np.int32)
         self.nprobe = min(PROBE_CHOICES[0], self.nlist)
@@ -127,8 +130,9 @@ class CompressedIVF:
     def add(self, block: np.ndarray) -> None:
         """Append rows (in order) of normalised float32 features."""
         s, e = self._filled, self._filled + block.shape[0]
-        self.assign[s:e] = self.quantizer.search(block, 1)[1][:, 0]
-        self.codes[s:e] = self.sq.encode(block)
+        a = self.quantizer.search(block, 1)[1][:, 0]
+        self.assign[s:e] = a
+        self.codes[s:e] = self.sq.encode(block - self.centroids[a])
         self._filled = e
 
     def finish(self) -> None:
@@ -137,24 +141,40 @@ class CompressedIVF:
             raise RuntimeError(f"added {self._filled} rows, expected {self.n}")
         self.order = np.argsort(self.assign, kind="stable")
         self.bounds = np.searchsorted(self.assign[self.order], np.arange(self.nlist + 1))
-        self.probe = _faiss.knn_search(self.centroids, self.centroids, min(self.nlist, 4 * max(PROBE_CHOICES)))[1]
+        self.probe = _faiss.knn_search(self.centroids, self.centroids, min(self.nlist, PROBE_WINDOW * max(PROBE_CHOICES)))[1]
 
-    def _candidates(self, c: int, k: int, nprobe: int) -> np.ndarray:
-        parts, total = [], 0
-        for j, lst in enumerate(self.probe[c]):
-            if lst < 0:
+    def decode(self, rows: np.ndarray) -> np.ndarray:
+        """Approximate float32 rows (SQ8 residual + list centroid)."""
+        out = self.sq.decode(self.codes[rows])
+        out += self.centroids[self.assign[rows]]
+        return out
+
+    def _candidates(self, q: np.ndarray, c: int, k: int, nprobe: int) -> np.ndarray:
+        """Rows of the lists probed for queries ``q`` (all assigned to list ``c``): each query's
+        ``nprobe`` nearest lists among the ``PROBE_WINDOW * nprobe`` lists nearest to list ``c``
+        (per-query probing, exact centroid distances), united; widened until >= k rows."""
+        window = self.probe[c][: max(PROBE_WINDOW * nprobe, nprobe)]
+        window = window[window >= 0]
+        if window.size > nprobe:
+            d2 = _faiss.knn_search(self.centroids[window], q, nprobe)[1]
+            lists = window[np.unique(d2[d2 >= 0])]
+        else:
+            lists = window
+        parts = [self.order[self.bounds[lst] : self.bounds[lst + 1]] for lst in lists]
+        total = sum(p.size for p in parts)
+        for lst in self.probe[c]:
+            if total >= k:
                 break
-            part = self.order[self.bounds[lst] : self.bounds[lst + 1]]
-            parts.append(part)
-            total += part.size
-            if j + 1 >= nprobe and total >= k:
-                break
+            if lst >= 0 and lst not in lists:
+                part = self.order[self.bounds[lst] : self.bounds[lst + 1]]
+                parts.append(part)
+                total += part.size
         return np.sort(np.concatenate(parts))
 
     def _group(self, q: np.ndarray, c: int, k: int, nprobe: int):
-        cand = self._candidates(c, k, nprobe)
+        cand = self._candidates(q, c, k, nprobe)
         kk = min(k, cand.size)
-        dist, idx = _faiss.knn_search(self.sq.decode(self.codes[cand]), q, kk)
+        dist, idx = _faiss.knn_search(self.decode(cand), q, kk)
         idx = np.where(idx >= 0, cand[np.maximum(idx, 0)], -1)
         if kk < k:
             dist = np.pad(dist, ((0, 0), (0, k - kk)), constant_values=np.inf)
@@ -170,7 +190,7 @@ class CompressedIVF:
         a = self.assign[rows]
         for c in np.unique(a):
             pos = np.flatnonzero(a == c)
-            dist[pos], idx[pos] = self._group(self.sq.decode(self.codes[rows[pos]]), int(c), k, nprobe)
+            dist[pos], idx[pos] = self._group(self.decode(rows[pos]), int(c), k, nprobe)
         return dist, idx
 
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None):
@@ -190,7 +210,7 @@ class CompressedIVF:
         nprobe = self.nprobe if nprobe is None else nprobe
 
         def task(c, members):
-            return (members, *self._group(self.sq.decode(self.codes[members]), c, k, nprobe))
+            return (members, *self._group(self.decode(members), c, k, nprobe))
 
         tasks = (
             (task, c, members[s : s + _faiss.SEARCH_CHUNK_ROWS])
@@ -395,8 +415,8 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
                       stacklevel=2)
     # SQ8 distance error on the exact neighbours of the sampled rows (relative, median / p99)
     nb = gt_i[:, 1:].ravel()
-    dec = index.sq.decode(index.codes[nb])
-    qrep = np.repeat(index.sq.decode(index.codes[rq]), kk, axis=0)
+    dec = index.decode(nb)
+    qrep = np.repeat(index.decode(rq), kk, axis=0)
     d_sq = ((dec - qrep) ** 2).sum(axis=1)
     d_ex = gt_d[:, 1:].ravel()
     rel = np.abs(d_sq - d_ex) / np.maximum(d_ex, 1e-12)
