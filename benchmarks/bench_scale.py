@@ -166,6 +166,24 @@ def select(args) -> None:
     out.write_text(json.dumps(res, indent=1) + "\n")
 
 
+def report(args) -> None:
+    """Add (or replace, by n) the runs of ``args.results`` in select_scaling.{json,md}."""
+    sys.path.insert(0, str(HERE))
+    import bench_select
+
+    path = Path(args.out_dir) / "select_scaling.json"
+    rep = json.loads(path.read_text())
+    rows = {r["n"]: r for r in rep.get("streamed", [])}
+    for f in args.results:
+        r = json.loads(Path(f).read_text())
+        if args.note:
+            r["note"] = args.note
+        rows[r["n"]] = r
+    rep["streamed"] = [rows[n] for n in sorted(rows)]
+    path.write_text(json.dumps(rep, indent=1, default=float))
+    (Path(args.out_dir) / "select_scaling.md").write_text(bench_select.markdown(rep))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -180,8 +198,12 @@ def main(argv=None) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=str(RESULTS / "select_scaling_1e7.json"))
     s.add_argument("--stream", action="store_true", help="stream even a small pool (vlal._scale.STREAM_MIN_BYTES = 0)")
+    r = sub.add_parser("report", help="add result JSON files to benchmarks/results/select_scaling.{json,md}")
+    r.add_argument("results", nargs="+")
+    r.add_argument("--out-dir", default=str(RESULTS))
+    r.add_argument("--note", default=None)
     args = ap.parse_args(argv)
-    generate(args) if args.cmd == "generate" else select(args)
+    {"generate": generate, "select": select, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

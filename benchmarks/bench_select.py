@@ -771,9 +771,41 @@ def markdown(report: dict) -> str:
         for name, s in report["stats"].items():
             lines.append(f"| {name} | {s['rows']} | {s['norm_of_mean']} | {s['cos_to_class_mean']} | "
                          f"{s['effective_dim']} | {s['nn1_cos']} | {s['nn20_cos']} |")
+    lines += streamed_section(report.get("streamed", []))
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def streamed_section(rows: list[dict]) -> list[str]:
+    """Runs of ``benchmarks/bench_scale.py`` (CEC streaming float16 shards, issue 14)."""
+    if not rows:
+        return []
+    out = ["", "## Streamed from float16 shards (issue 14)", "",
+           "`python benchmarks/bench_scale.py generate --n N --classes 1000` then `select --budget N/1000 "
+           "--stream`: synthetic CLIP-like pool (model of this benchmark, d = 512, K = 1000 classes), "
+           "features and probabilities as float16 shards on disk, read through `vlal.shards.ShardedFeatures`; "
+           "CEC streams them (`vlal._scale`, SQ8 IVF index). Peak RSS = `VmHWM` of the selecting process. "
+           "recall@20: of the compressed index against exact search (float32 of the float16 rows), on "
+           "sampled rows. Load: 1-min load average sampled every 15 s during the run (2 cores).", "",
+           "| n | b | status | total s | prior s | entropy s | index s | tune s | kNN s | K-Means s | query s | "
+           "peak RSS GiB | index GiB | nlist | nprobe | recall@20 | SQ8 dist. err (median / p99) | "
+           "classes covered | load avg (mean / max) | date |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        st = r.get("stages_s", {})
+        err = r.get("sq8_dist_err") or {}
+        la = r.get("load_avg_1min") or {}
+        out.append(
+            f"| {r['n']:,} | {r['budget']:,} | {r.get('status', 'ok')} | {_fmt(r.get('wall_s'))} | "
+            + " | ".join(_fmt(st.get(k)) for k in ("prior", "entropy", "index", "tune", "knn", "kmeans", "query"))
+            + f" | {_fmt(r.get('peak_rss_gib'), '.2f')} | {_fmt(r.get('index_gib'), '.2f')} | {r.get('nlist', '–')} | "
+            f"{r.get('nprobe', '–')} | {_fmt(r.get('recall_at_20'), '.3f')} | "
+            f"{_fmt(err.get('median'), '.4f')} / {_fmt(err.get('p99'), '.4f')} | {r.get('classes_covered', '–')} | "
+            f"{_fmt(la.get('mean'))} / {_fmt(la.get('max'))} | {r.get('date', '')} |")
+        if r.get("note"):
+            out.append(f"|  | | note: {r['note']} |" + " |" * 17)
+    return out
 
 
 def main(argv=None) -> None:
