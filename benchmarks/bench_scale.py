@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import sys
 import threading
 import time
@@ -136,6 +137,7 @@ def select(args) -> None:
     print(feats, probs, f"RSS after open: {_vm('VmRSS'):.2f} GiB", flush=True)
     load_before = os.getloadavg()
     cec = vlal.CEC(random_state=args.seed)
+    cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     t0 = time.perf_counter()
     _scale.LOG = print
     if args.stream:
@@ -148,6 +150,7 @@ def select(args) -> None:
         "n": feats.shape[0], "d": feats.shape[1], "classes": probs.shape[1], "budget": args.budget,
         "wall_s": round(wall, 1), "stages_s": {k: round(v, 1) for k, v in stats["stages_s"].items()},
         "peak_rss_gib": round(_vm("VmHWM"), 2),
+        "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0, 1),
         "recall_at_20": round(stats["recall_at_k"], 4), "recall_by_nprobe": stats["recall_by_nprobe"],
         "recall_queries": stats["recall_queries"], "nlist": stats["nlist"], "nprobe": stats["nprobe"],
         "index_gib": round(stats["index_bytes"] / 2**30, 2), "sq8_dist_err": stats["sq8_dist_err"],
