@@ -67,6 +67,17 @@ class CEC(Strategy):
     random_state : int, numpy Generator or None
         Seeds the K-Means initialisation.
 
+    Notes
+    -----
+    ``features`` and ``probs`` may be :class:`vlal.shards.ShardedFeatures` (float16 shards
+    on disk). Up to ``vlal._scale.STREAM_MIN_BYTES`` (1 GiB as float32) they are read into
+    memory and the result equals the in-memory one; above, CEC streams them
+    (:func:`vlal._scale.cec_stream`: exact Eq. 2-5 in passes, Eq. 6 on an SQ8-compressed IVF
+    index whose probe count is tuned to a measured recall@k >= 0.9, the fast weighted
+    K-Means, and an exact re-rank of the query step); ``knn_index``, ``kmeans_mode`` and
+    ``use_gpu`` do not apply there, ``clustering="greedy"`` is refused, and the stage
+    times and measured recall are left in ``stream_stats_``. See ``docs/scale.md``.
+
     References
     ----------
     B. Safaei and V. M. Patel, "Active Learning for Vision-Language Models", WACV 2025.
