@@ -65,6 +65,32 @@ def clip_like_blocks(n: int, n_classes: int, seed: int = 0, chunk: int = 65536, 
         yield draw(y, rng.integers(0, modes, size=e - s)), y
 
 
+def real_blocks(n: int, seed: int = 0, chunk: int = 65536):
+    """As :func:`clip_like_blocks` for the realistic pool of ``bench_select.make_real_clip_pool``:
+    real CLIP rows (shared/data/clip-vitb32, 749 classes) drawn with replacement + N(0, 0.02)
+    per coordinate, re-normalised; prototypes first."""
+    sys.path.insert(0, str(HERE))
+    import bench_select
+
+    rng = np.random.default_rng(seed)
+    feats, labels, offset = [], [], 0
+    for name in bench_select.REAL_FILES:
+        with np.load(bench_select.REAL_DATA / f"{name}.npz") as f:
+            feats.append(np.asarray(f["pool_features"], dtype=np.float32))
+            labels.append(np.asarray(f["pool_labels"], dtype=np.int64) + offset)
+            offset = int(labels[-1].max()) + 1
+    src, src_y = np.concatenate(feats), np.concatenate(labels)
+
+    def draw(rows):
+        x = src[rows] + 0.02 * rng.standard_normal(size=(rows.size, src.shape[1]), dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    yield "protos", draw(np.array([rng.choice(np.flatnonzero(src_y == c)) for c in range(offset)]))
+    for s in range(0, n, chunk):
+        rows = rng.integers(0, src.shape[0], size=min(chunk, n - s))
+        yield draw(rows), src_y[rows]
+
+
 def softmax_probs(x: np.ndarray, w: np.ndarray, temperature: float = T) -> np.ndarray:
     logits = (x @ w.T) / temperature
     logits -= logits.max(axis=1, keepdims=True)
@@ -79,15 +105,18 @@ def generate(args) -> None:
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    gen = clip_like_blocks(args.n, args.classes, seed=args.seed)
+    gen = (real_blocks(args.n, seed=args.seed) if args.pool == "real"
+           else clip_like_blocks(args.n, args.classes, seed=args.seed))
     _, protos = next(gen)
+    n_classes = protos.shape[0]
     w = (protos / np.linalg.norm(protos, axis=1, keepdims=True)).astype(np.float32)
     labels = np.empty(args.n, dtype=np.int16)
-    meta = dict(model="synthetic CLIP-like (bench_select model)", weights=None,
-                preprocessing={"generator": "benchmarks/bench_scale.py", "seed": args.seed, "classes": args.classes})
+    meta = dict(model="real CLIP ViT-B/32 rows + noise 0.02" if args.pool == "real" else "synthetic CLIP-like", weights=None,
+                preprocessing={"generator": "benchmarks/bench_scale.py", "pool": args.pool, "seed": args.seed,
+                               "classes": int(n_classes)})
     pos = 0
     with ShardWriter(root / "features", D, **meta, normalized=True) as fw, \
-            ShardWriter(root / "probs", args.classes, prefix="probs", shard_rows=2**19, **meta) as pw:
+            ShardWriter(root / "probs", n_classes, prefix="probs", shard_rows=2**19, **meta) as pw:
         for x, y in gen:
             fw.write(x)
             pw.write(softmax_probs(x, w))
@@ -148,6 +177,7 @@ def select(args) -> None:
     stats = cec.stream_stats_
     res = {
         "n": feats.shape[0], "d": feats.shape[1], "classes": probs.shape[1], "budget": args.budget,
+        "pool": (feats.manifest.get("preprocessing") or {}).get("pool", "synthetic"),
         "wall_s": round(wall, 1), "stages_s": {k: round(v, 1) for k, v in stats["stages_s"].items()},
         "peak_rss_gib": round(_vm("VmHWM"), 2),
         "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0, 1),
@@ -195,6 +225,8 @@ def main(argv=None) -> None:
     g.add_argument("--classes", type=int, default=1000)
     g.add_argument("--dir", default="/work/tmp-scale")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--pool", choices=("synthetic", "real"), default="synthetic",
+                   help="synthetic CLIP-like (K = --classes) or real CLIP rows + noise (K = 749)")
     s = sub.add_parser("select")
     s.add_argument("--dir", default="/work/tmp-scale")
     s.add_argument("--budget", type=int, default=10_000)
