@@ -206,13 +206,13 @@ def report(args) -> None:
 
     path = Path(args.out_dir) / "select_scaling.json"
     rep = json.loads(path.read_text())
-    rows = {r["n"]: r for r in rep.get("streamed", [])}
+    rows = {(r["n"], r.get("pool", "synthetic")): r for r in rep.get("streamed", [])}
     for f in args.results:
         r = json.loads(Path(f).read_text())
         if args.note:
             r["note"] = args.note
-        rows[r["n"]] = r
-    rep["streamed"] = [rows[n] for n in sorted(rows)]
+        rows[(r["n"], r.get("pool", "synthetic"))] = r
+    rep["streamed"] = [rows[key] for key in sorted(rows)]
     path.write_text(json.dumps(rep, indent=1, default=float))
     (Path(args.out_dir) / "select_scaling.md").write_text(bench_select.markdown(rep))
 

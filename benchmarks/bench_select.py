@@ -782,8 +782,9 @@ def streamed_section(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     out = ["", "## Streamed from float16 shards (issue 14)", "",
-           "`python benchmarks/bench_scale.py generate --n N --classes 1000` then `select --budget N/1000 "
-           "--stream`: synthetic CLIP-like pool (model of this benchmark, d = 512, K = 1000 classes), "
+           "`python benchmarks/bench_scale.py generate --n N [--pool real]` then `select --budget N/1000 "
+           "--stream`: `[synthetic]` = the CLIP-like model of this benchmark with K = 1000 classes, `[real]` = "
+           "real CLIP rows + noise 0.02 (749 classes), as in the tables above; "
            "features and probabilities as float16 shards on disk, read through `vlal.shards.ShardedFeatures`; "
            "CEC streams them (`vlal._scale`, SQ8 IVF index). Peak RSS = `VmHWM` of the selecting process. "
            "recall@20: of the compressed index against exact search (float32 of the float16 rows), on "
@@ -797,7 +798,7 @@ def streamed_section(rows: list[dict]) -> list[str]:
         err = r.get("sq8_dist_err") or {}
         la = r.get("load_avg_1min") or {}
         out.append(
-            f"| {r['n']:,} | {r['budget']:,} | {r.get('status', 'ok')} | {_fmt(r.get('wall_s'))} | "
+            f"| {r['n']:,} [{r.get('pool', 'synthetic')}] | {r['budget']:,} | {r.get('status', 'ok')} | {_fmt(r.get('wall_s'))} | "
             + " | ".join(_fmt(st.get(k)) for k in ("prior", "entropy", "index", "tune", "knn", "kmeans", "query"))
             + f" | {_fmt(r.get('peak_rss_gib'), '.2f')} | {_fmt(r.get('index_gib'), '.2f')} | {r.get('nlist', '–')} | "
             f"{r.get('nprobe', '–')} | {_fmt(r.get('recall_at_20'), '.3f')} | "
