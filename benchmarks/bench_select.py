@@ -58,7 +58,7 @@ METHODS = ("cec", "reference", "skal-coreset", "skal-badge", "skal-clue")
 EXTRA_METHODS = ("cec-exact", "cec-f16-memmap")
 DEFAULT_SIZES = (10_000, 50_000, 100_000, 1_000_000)
 QUICK_SIZES = (2_000, 25_000)
-REAL_DATA = HERE.parents[1] / "shared" / "data" / "clip-vitb32"
+REAL_DATA = Path(os.environ.get("VLAL_DATA", HERE.parents[1] / "shared" / "data" / "clip-vitb32"))
 
 
 # ----------------------------------------------------------------------------- data
@@ -136,8 +136,45 @@ def data_stats(x, y) -> dict:
     }
 
 
-def write_pool(n: int, data_dir: Path, seed: int = 0, float16: bool = False) -> None:
-    x, y, protos = make_clip_like_pool(n, seed=seed)
+REAL_FILES = ("dtd", "caltech101", "flowers102", "imagenet_real_even")
+#: Pools every table reports: the synthetic model above and real CLIP rows plus noise.
+POOLS = ("synthetic", "real")
+
+
+def make_real_clip_pool(n: int, seed: int = 0, noise: float = 0.02, chunk: int = 65536):
+    """Real CLIP ViT-B/32 rows (all four files of ``shared/data/clip-vitb32``, classes kept apart:
+    47 + 100 + 102 + 500 = 749), drawn with replacement, plus Gaussian noise of std ``noise`` per
+    coordinate, re-normalised. The "prototype" of each class (the zero-shot proxy, as for the
+    synthetic pool) is one real row of that class with its own noise draw.
+
+    Returns features (n, 512) float32 unit rows, labels (n,) int64, prototypes (749, 512).
+    Raises FileNotFoundError when the data files are absent.
+    """
+    rng = np.random.default_rng(seed)
+    feats, labels, offset = [], [], 0
+    for name in REAL_FILES:
+        with np.load(REAL_DATA / f"{name}.npz") as f:
+            feats.append(np.asarray(f["pool_features"], dtype=np.float32))
+            labels.append(np.asarray(f["pool_labels"], dtype=np.int64) + offset)
+            offset = int(labels[-1].max()) + 1
+    src = np.concatenate(feats)
+    src_y = np.concatenate(labels)
+
+    def draw(rows):
+        x = src[rows] + noise * rng.standard_normal(size=(rows.size, src.shape[1]), dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    proto_rows = np.array([rng.choice(np.flatnonzero(src_y == c)) for c in range(offset)])
+    protos = draw(proto_rows)
+    rows = rng.integers(0, src.shape[0], size=n)
+    x = np.empty((n, src.shape[1]), dtype=np.float32)
+    for s in range(0, n, chunk):
+        x[s : s + chunk] = draw(rows[s : s + chunk])
+    return x, src_y[rows], protos
+
+
+def write_pool(n: int, data_dir: Path, seed: int = 0, float16: bool = False, pool: str = "synthetic") -> None:
+    x, y, protos = make_clip_like_pool(n, seed=seed) if pool == "synthetic" else make_real_clip_pool(n, seed=seed)
     np.save(data_dir / f"x_{n}.npy", x)
     p = prototype_softmax(x, protos)
     np.save(data_dir / f"p_{n}.npy", p)
@@ -164,7 +201,7 @@ def matmul_gflops(size: int = 2048, repeat: int = 5) -> float:
 # ----------------------------------------------------------------------------- quality
 
 
-def selection_quality(x, y, h, picks, eval_rows) -> dict:
+def selection_quality(x, y, h, picks, eval_rows, n_classes: int | None = None) -> dict:
     """Quality of a selection on ``eval_rows`` (see the module docstring)."""
     from vlal import _faiss
 
@@ -180,7 +217,7 @@ def selection_quality(x, y, h, picks, eval_rows) -> dict:
     return {
         "weighted_sq_dist": float((w * d2).sum() / w.sum()),
         "mean_sq_dist": float(d2.mean()),
-        "class_coverage": float(classes.size / K),
+        "class_coverage": float(classes.size / (n_classes or K)),
         "ncm_accuracy": float((pred == y[eval_rows]).mean()),
     }
 
@@ -288,7 +325,7 @@ def worker_cec(n: int, data_dir: Path, seed: int, exact: bool = False, f16_memma
     hnn_a = (np.exp(-strategy.alpha * rec["_approx"][0]) * h[rec["_approx"][1]]).mean(1)
     hnn_e = (np.exp(-strategy.alpha * rec["_exact"][0]) * h[rec["_exact"][1]]).mean(1)
     eval_rows = np.sort(rng.choice(n, size=min(n, EVAL_ROWS), replace=False))
-    quality = selection_quality(x, y, h, picks, eval_rows)
+    quality = selection_quality(x, y, h, picks, eval_rows, p.shape[1])
     random_picks = np.random.default_rng(seed).choice(n, size=b, replace=False)
     name = "cec-exact" if exact else "cec-f16-memmap" if f16_memmap else "cec"
     np.save(data_dir / f"picks_{name}_{n}.npy", picks)
@@ -308,7 +345,7 @@ def worker_cec(n: int, data_dir: Path, seed: int, exact: bool = False, f16_memma
         "peak_rss_gb": rss_select, "rss_after_load_gb": rss_loaded,
         "features_f32_gb": n * D * 4 / 1e9,
         "quality": quality,
-        "random_quality": selection_quality(x, y, h, random_picks, eval_rows),
+        "random_quality": selection_quality(x, y, h, random_picks, eval_rows, p.shape[1]),
     }
 
 
@@ -390,7 +427,7 @@ def worker_reference(n: int, data_dir: Path, seed: int) -> dict:
         "knn_gflops": 2 * D * n * n / times["knn"] / 1e9,
         "kmeans_gflops": 2 * D * n * b * iters / times["kmeans"] / 1e9,
         "peak_rss_gb": rss_select, "rss_after_load_gb": rss_loaded,
-        "quality": selection_quality(x, y, h, picks, eval_rows),
+        "quality": selection_quality(x, y, h, picks, eval_rows, p.shape[1]),
     }
 
 
@@ -448,7 +485,7 @@ def worker_skal(method: str, n: int, data_dir: Path, seed: int) -> dict:
     return {
         "n": n, "b": b, "method": method, "total_s": total,
         "peak_rss_gb": rss_select, "rss_after_load_gb": rss_loaded,
-        "quality": selection_quality(x, y, h, picks, eval_rows),
+        "quality": selection_quality(x, y, h, picks, eval_rows, p.shape[1]),
     }
 
 
@@ -570,17 +607,25 @@ def _fmt(v, spec=".1f"):
 
 def _ordered(runs):
     order = {m: i for i, m in enumerate(METHODS + EXTRA_METHODS)}
-    return sorted(runs, key=lambda r: (r["n"], r.get("batch", 0), order.get(r["method"], 99)))
+    pools = {p: i for i, p in enumerate(POOLS)}
+    return sorted(runs, key=lambda r: (r["n"], pools.get(r.get("pool", "synthetic"), 9), r.get("batch", 0),
+                                       order.get(r["method"], 99)))
 
 
 def _label(r) -> str:
-    return r["method"] + (f" (appended run {r['batch']})" if r.get("batch") else "")
+    return (r["method"] + (f" [{r['pool']}]" if r.get("pool") else "")
+            + (f" (appended run {r['batch']})" if r.get("batch") else ""))
 
 
-def targets(report: dict) -> list[str]:
-    """Issue-5 targets, checked against the first (non-appended) run of each size."""
-    runs = {(r["n"], r["method"]): r for r in report["runs"] if r.get("status") == "ok" and not r.get("batch")}
-    out = ["", "## Targets (2 CPU cores)", "", "| target | measured | met |", "|---|---|---|"]
+def _key(method: str, n: int, pool: str | None) -> str:
+    return f"{method}_{n}" if pool in (None, "synthetic") else f"{method}_{pool}_{n}"
+
+
+def targets(report: dict, pool: str = "synthetic") -> list[str]:
+    """Issue-5 targets, checked against the first (non-appended) run of each size on ``pool``."""
+    runs = {(r["n"], r["method"]): r for r in report["runs"] if r.get("status") == "ok" and not r.get("batch")
+            and r.get("pool", "synthetic") == pool}
+    out = ["", f"## Targets (2 CPU cores), {pool} pool", "", "| target | measured | met |", "|---|---|---|"]
     cec, ref = runs.get((50_000, "cec")), runs.get((50_000, "reference"))
     if cec and ref:
         s = ref["total_s"] / cec["total_s"]
@@ -637,8 +682,11 @@ def markdown(report: dict) -> str:
         "The machine's 2 cores were shared with other engineers' jobs during the runs (see the load "
         "averages), so wall times are noisy: the same run can differ by 2x between a busy and a quiet moment.",
         "",
-        "Pools: synthetic CLIP-like unit vectors (d = 512, K = 100 classes, probabilities from a "
-        "one-prototype softmax at T = 0.01), budget b = 1 % of n, float32 features (the caller's array). "
+        "Pools: `[synthetic]` = synthetic CLIP-like unit vectors (d = 512, K = 100 classes); `[real]` = real "
+        "CLIP ViT-B/32 rows of the four files in `shared/data/clip-vitb32` (749 classes) drawn with "
+        "replacement plus Gaussian noise of std 0.02 per coordinate, re-normalised (issue 14: less clustered, "
+        "harder for IVF and K-Means); rows without a pool tag come from runs before the real pool existed "
+        "(synthetic). Probabilities: a one-prototype softmax at T = 0.01. Budget b = 1 % of n, float32 features (the caller's array). "
         "Each method ran in its own process; peak RSS is that process' high-water mark (`VmHWM`) after selection, "
         "including the loaded inputs (features + probabilities; for `cec-f16-memmap` the float16 "
         "files are memory-mapped and their pages count once touched). The synthetic features are unit-norm "
@@ -691,19 +739,21 @@ def markdown(report: dict) -> str:
         if r.get("status") != "ok":
             continue
         q = r["quality"]
-        ov = report.get("overlap", {}).get(f"{r['method']}_{r['n']}")
-        ove = report.get("overlap_exact", {}).get(f"{r['method']}_{r['n']}")
+        ov = report.get("overlap", {}).get(_key(r["method"], r["n"], r.get("pool")))
+        ove = report.get("overlap_exact", {}).get(_key(r["method"], r["n"], r.get("pool")))
         lines.append(f"| {r['n']:,} | {_label(r)} | {q['weighted_sq_dist']:.4f} | {q['mean_sq_dist']:.4f} | "
                      f"{q['class_coverage']:.2f} | {q['ncm_accuracy']:.3f} | {_fmt(ov, '.3f')} | {_fmt(ove, '.3f')} |")
         if "random_quality" in r and r["method"] == "cec" and not r.get("batch"):
             q = r["random_quality"]
-            lines.append(f"| {r['n']:,} | random | {q['weighted_sq_dist']:.4f} | {q['mean_sq_dist']:.4f} | "
+            lines.append(f"| {r['n']:,} | random{' [' + r['pool'] + ']' if r.get('pool') else ''} | {q['weighted_sq_dist']:.4f} | {q['mean_sq_dist']:.4f} | "
                          f"{q['class_coverage']:.2f} | {q['ncm_accuracy']:.3f} | | |")
-    lines += targets(report)
+    for pool in POOLS:
+        lines += targets(report, pool)
     if report.get("speedup"):
-        lines += ["", "## CEC vs the plain reference", "", "| n | reference s / CEC s |", "|---|---|"]
+        lines += ["", "## CEC vs the plain reference", "", "| n | pool | reference s / CEC s |", "|---|---|---|"]
         for n, s in report["speedup"].items():
-            lines.append(f"| {int(n):,} | {s:.1f}x |")
+            size, _, pool = n.partition(" ")
+            lines.append(f"| {int(size):,} | {pool or 'synthetic'} | {s:.1f}x |")
     if report.get("ann"):
         a = report["ann"]
         lines += ["", f"## Approximate index choice (n = {a['n']:,}, d = 512, k = 20)", "",
@@ -721,9 +771,42 @@ def markdown(report: dict) -> str:
         for name, s in report["stats"].items():
             lines.append(f"| {name} | {s['rows']} | {s['norm_of_mean']} | {s['cos_to_class_mean']} | "
                          f"{s['effective_dim']} | {s['nn1_cos']} | {s['nn20_cos']} |")
+    lines += streamed_section(report.get("streamed", []))
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def streamed_section(rows: list[dict]) -> list[str]:
+    """Runs of ``benchmarks/bench_scale.py`` (CEC streaming float16 shards, issue 14)."""
+    if not rows:
+        return []
+    out = ["", "## Streamed from float16 shards (issue 14)", "",
+           "`python benchmarks/bench_scale.py generate --n N [--pool real]` then `select --budget N/1000 "
+           "--stream`: `[synthetic]` = the CLIP-like model of this benchmark with K = 1000 classes, `[real]` = "
+           "real CLIP rows + noise 0.02 (749 classes), as in the tables above; "
+           "features and probabilities as float16 shards on disk, read through `vlal.shards.ShardedFeatures`; "
+           "CEC streams them (`vlal._scale`, SQ8 IVF index). Peak RSS = `VmHWM` of the selecting process. "
+           "recall@20: of the compressed index against exact search (float32 of the float16 rows), on "
+           "sampled rows. Load: 1-min load average sampled every 15 s during the run (2 cores).", "",
+           "| n | b | status | total s | prior s | entropy s | index s | tune s | kNN s | K-Means s | query s | "
+           "peak RSS GiB | index GiB | nlist | nprobe | recall@20 | SQ8 dist. err (median / p99) | "
+           "classes covered | load avg (mean / max) | date |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        st = r.get("stages_s", {})
+        err = r.get("sq8_dist_err") or {}
+        la = r.get("load_avg_1min") or {}
+        out.append(
+            f"| {r['n']:,} [{r.get('pool', 'synthetic')}] | {r['budget']:,} | {r.get('status', 'ok')} | {_fmt(r.get('wall_s'))} | "
+            + " | ".join(_fmt(st.get(k)) for k in ("prior", "entropy", "index", "tune", "knn", "kmeans", "query"))
+            + f" | {_fmt(r.get('peak_rss_gib'), '.2f')} | {_fmt(r.get('index_gib'), '.2f')} | {r.get('nlist', '–')} | "
+            f"{r.get('nprobe', '–')} | {_fmt(r.get('recall_at_20'), '.3f')} | "
+            f"{_fmt(err.get('median'), '.4f')} / {_fmt(err.get('p99'), '.4f')} | {r.get('classes_covered', '–')} | "
+            f"{_fmt(la.get('mean'))} / {_fmt(la.get('max'))} | {r.get('date', '')} |")
+        if r.get("note"):
+            out.append(f"|  | | note: {r['note']} |" + " |" * 17)
+    return out
 
 
 def main(argv=None) -> None:
@@ -742,6 +825,9 @@ def main(argv=None) -> None:
     ap.add_argument("--append", action="store_true",
                     help="add these runs to the existing {out}/{prefix}.json report instead of starting a new one")
     ap.add_argument("--data-dir", default=None, help="scratch directory for the generated pools")
+    ap.add_argument("--pools", default=",".join(POOLS),
+                    help="comma-separated pools, each run at every size (default synthetic,real; real needs "
+                         "shared/data/clip-vitb32)")
     # worker mode (internal)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -792,6 +878,9 @@ def main(argv=None) -> None:
     stats = report.get("stats", {}) if args.append else {}
     x, y, _ = make_clip_like_pool(1600, seed=args.seed)
     stats["synthetic (this benchmark)"] = data_stats(x, y)
+    if all((REAL_DATA / f"{f}.npz").exists() for f in REAL_FILES):
+        x, y, _ = make_real_clip_pool(1600, seed=args.seed)
+        stats["real rows + noise 0.02 (this benchmark)"] = data_stats(x, y)
     for name in ("dtd", "caltech101", "flowers102"):
         path = REAL_DATA / f"{name}.npz"
         if path.exists():
@@ -799,62 +888,17 @@ def main(argv=None) -> None:
                 stats[f"real {name} (CLIP ViT-B/32)"] = data_stats(f["pool_features"], f["pool_labels"])
     report["stats"] = stats
 
-    skipped: dict[str, tuple[int, float]] = {}  # method -> (n, seconds) of the run that hit the cap
+    pools = [p.strip() for p in args.pools.split(",") if p.strip()]
+    if set(pools) - set(POOLS):
+        ap.error(f"unknown pools {sorted(set(pools) - set(POOLS))}")
+    if "real" in pools and not all((REAL_DATA / f"{f}.npz").exists() for f in REAL_FILES):
+        notes.append(f"real pool not run: {REAL_DATA} is missing")
+        pools.remove("real")
+    skipped: dict[tuple[str, str], tuple[int, float]] = {}  # (method, pool) -> (n, s) of the capped run
     for n in sizes:
-        t = time.perf_counter()
-        write_pool(n, scratch, seed=args.seed, float16="cec-f16-memmap" in methods)
-        print(f"n={n:,}: pool written in {time.perf_counter() - t:.1f} s", flush=True)
-        for method in methods:
-            if method in skipped:
-                n0, s0 = skipped[method]
-                report["runs"].append({"n": n, "method": method, "status": "skipped",
-                                       "reason": f"previous size n={n0:,} took > {s0:.0f} s; ~n^2 scaling "
-                                                 f"-> > {s0 * (n / n0) ** 2 / 60:.0f} min estimated"})
-                continue
-            if method == "skal-badge" and n * K * D * 8 > 8e9:
-                report["runs"].append({"n": n, "method": method, "status": "skipped",
-                                       "reason": f"scikit-activeml Badge builds the (n, K*d) float64 gradient "
-                                                 f"embedding: {n * K * D * 8 / 1e9:.0f} GB"})
-                continue
-            if method == "reference" and n > 200_000:
-                last = [r for r in report["runs"] if r["method"] == "reference" and r.get("status") == "ok"]
-                est = f"; ~n^2 from n={last[-1]['n']:,} ({last[-1]['total_s']:.0f} s) -> " \
-                      f"{last[-1]['total_s'] * (n / last[-1]['n']) ** 2 / 3600:.1f} h" if last else ""
-                report["runs"].append({"n": n, "method": method, "status": "skipped",
-                                       "reason": f"exact all-pairs kNN needs {2 * D * n * n / 1e12:.0f} TFLOP{est}"})
-                continue
-            prev = [r for r in report["runs"] if r["method"] == method and r.get("status") == "ok"]
-            if method != "cec" and prev and prev[-1]["total_s"] * (n / prev[-1]["n"]) ** 2 > cap:
-                est = prev[-1]["total_s"] * (n / prev[-1]["n"]) ** 2
-                report["runs"].append({"n": n, "method": method, "status": "skipped",
-                                       "reason": f"~n^2 from n={prev[-1]['n']:,} ({prev[-1]['total_s']:.0f} s) -> "
-                                                 f"~{est / 60:.0f} min estimated, over the {cap:.0f} s cap"})
-                continue
-            res = spawn(method, n, scratch, args.seed, None if method == "cec" else cap)
-            if args.append and report.get("appended"):
-                res["batch"] = len(report["appended"])  # which appended command produced it
-            report["runs"].append(res)
-            print(f"  {method}: {json.dumps({k: v for k, v in res.items() if k != 'error'}, default=float)[:400]}",
-                  flush=True)
-            if res.get("status") == "error":
-                print(res.get("error"), flush=True)
-            if res.get("status") == "timeout":
-                skipped[method] = (n, cap)
-        for m in methods:
-            picks = scratch / f"picks_{m}_{n}.npy"
-            for other, key in (("reference", "overlap"), ("cec-exact", "overlap_exact")):
-                ref = scratch / f"picks_{other}_{n}.npy"
-                if picks.exists() and ref.exists() and m != other:
-                    a, r = np.load(picks), np.load(ref)
-                    report.setdefault(key, {})[f"{m}_{n}"] = float(np.intersect1d(a, r).size / r.size)
-        batch = len(report.get("appended", [])) if args.append else 0
-        runs = {r["method"]: r for r in report["runs"]
-                if r["n"] == n and r.get("status") == "ok" and r.get("batch", 0) == batch}
-        if "cec" in runs and "reference" in runs:
-            report.setdefault("speedup", {})[str(n)] = runs["reference"]["total_s"] / runs["cec"]["total_s"]
-        for f in scratch.glob(f"*_{n}.npy"):
-            f.unlink()
-        write_report(report, args)  # after every size, so a long run leaves partial results
+        for pool in pools:
+            run_size(report, args, scratch, n, pool, methods, cap, skipped)
+            write_report(report, args)  # after every size, so a long run leaves partial results
 
     ann_n = None if args.no_ann or args.quick else (args.ann_compare or max(sizes))
     if ann_n:
@@ -879,6 +923,66 @@ def main(argv=None) -> None:
     if not args.data_dir:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"wrote {Path(args.out) / (args.prefix + '.md')}", flush=True)
+
+
+def run_size(report, args, scratch, n, pool, methods, cap, skipped) -> None:
+    """Run every method at size ``n`` on ``pool`` (appends to ``report['runs']``)."""
+    t = time.perf_counter()
+    write_pool(n, scratch, seed=args.seed, float16="cec-f16-memmap" in methods, pool=pool)
+    print(f"n={n:,} [{pool}]: pool written in {time.perf_counter() - t:.1f} s", flush=True)
+    for method in methods:
+        if (method, pool) in skipped:
+            n0, s0 = skipped[(method, pool)]
+            report["runs"].append({"n": n, "method": method, "pool": pool, "status": "skipped",
+                                   "reason": f"previous size n={n0:,} took > {s0:.0f} s; ~n^2 scaling "
+                                             f"-> > {s0 * (n / n0) ** 2 / 60:.0f} min estimated"})
+            continue
+        if method == "skal-badge" and n * K * D * 8 > 8e9:
+            report["runs"].append({"n": n, "method": method, "pool": pool, "status": "skipped",
+                                   "reason": f"scikit-activeml Badge builds the (n, K*d) float64 gradient "
+                                             f"embedding: {n * K * D * 8 / 1e9:.0f} GB"})
+            continue
+        if method == "reference" and n > 200_000:
+            last = [r for r in report["runs"] if r["method"] == "reference" and r.get("status") == "ok"
+                    and r.get("pool", "synthetic") == pool]
+            est = f"; ~n^2 from n={last[-1]['n']:,} ({last[-1]['total_s']:.0f} s) -> " \
+                  f"{last[-1]['total_s'] * (n / last[-1]['n']) ** 2 / 3600:.1f} h" if last else ""
+            report["runs"].append({"n": n, "method": method, "pool": pool, "status": "skipped",
+                                   "reason": f"exact all-pairs kNN needs {2 * D * n * n / 1e12:.0f} TFLOP{est}"})
+            continue
+        prev = [r for r in report["runs"] if r["method"] == method and r.get("status") == "ok"
+                and r.get("pool", "synthetic") == pool]
+        if method != "cec" and prev and prev[-1]["total_s"] * (n / prev[-1]["n"]) ** 2 > cap:
+            est = prev[-1]["total_s"] * (n / prev[-1]["n"]) ** 2
+            report["runs"].append({"n": n, "method": method, "pool": pool, "status": "skipped",
+                                   "reason": f"~n^2 from n={prev[-1]['n']:,} ({prev[-1]['total_s']:.0f} s) -> "
+                                             f"~{est / 60:.0f} min estimated, over the {cap:.0f} s cap"})
+            continue
+        res = spawn(method, n, scratch, args.seed, None if method == "cec" else cap)
+        res["pool"] = pool
+        if args.append and report.get("appended"):
+            res["batch"] = len(report["appended"])  # which appended command produced it
+        report["runs"].append(res)
+        print(f"  {method}: {json.dumps({k: v for k, v in res.items() if k != 'error'}, default=float)[:400]}",
+              flush=True)
+        if res.get("status") == "error":
+            print(res.get("error"), flush=True)
+        if res.get("status") == "timeout":
+            skipped[(method, pool)] = (n, cap)
+    for m in methods:
+        picks = scratch / f"picks_{m}_{n}.npy"
+        for other, key in (("reference", "overlap"), ("cec-exact", "overlap_exact")):
+            ref = scratch / f"picks_{other}_{n}.npy"
+            if picks.exists() and ref.exists() and m != other:
+                a, r = np.load(picks), np.load(ref)
+                report.setdefault(key, {})[_key(m, n, pool)] = float(np.intersect1d(a, r).size / r.size)
+    batch = len(report.get("appended", [])) if args.append else 0
+    runs = {r["method"]: r for r in report["runs"]
+            if r["n"] == n and r.get("status") == "ok" and r.get("batch", 0) == batch and r.get("pool") == pool}
+    if "cec" in runs and "reference" in runs:
+        report.setdefault("speedup", {})[str(n) if pool == "synthetic" else f"{n} {pool}"] = runs["reference"]["total_s"] / runs["cec"]["total_s"]
+    for f in scratch.glob(f"*_{n}.npy"):
+        f.unlink()
 
 
 def write_report(report: dict, args) -> None:

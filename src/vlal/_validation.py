@@ -87,10 +87,20 @@ def check_probs(probs, name: str = "probs") -> np.ndarray:
     return arr
 
 
+def _is_lazy(x) -> bool:
+    from .shards import ShardedFeatures
+
+    return isinstance(x, ShardedFeatures)
+
+
 def check_pool(features, probs) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``features`` (n, d) and ``probs`` (n, K) together."""
-    f = np.asarray(features)
-    p = np.asarray(probs)
+    """Validate ``features`` (n, d) and ``probs`` (n, K) together.
+
+    :class:`vlal.shards.ShardedFeatures` are checked for shape only and returned as
+    they are (their values are checked block by block when read).
+    """
+    f = features if _is_lazy(features) else np.asarray(features)
+    p = probs if _is_lazy(probs) else np.asarray(probs)
     if f.ndim != 2 or p.ndim != 2:
         raise VlalInputError(
             f"features and probs must both be 2-D; got features shape {f.shape} and probs shape {p.shape}"
@@ -100,6 +110,10 @@ def check_pool(features, probs) -> tuple[np.ndarray, np.ndarray]:
             f"features and probs must have the same number of rows; got features shape {f.shape} "
             f"and probs shape {p.shape}"
         )
+    if _is_lazy(f) or _is_lazy(p):
+        if f.shape[0] == 0 or f.shape[1] == 0 or p.shape[1] == 0:
+            raise VlalInputError(f"features and probs must be non-empty; got shapes {f.shape} and {p.shape}")
+        return f, p
     return check_features(f, "features"), check_probs(p, "probs")
 
 

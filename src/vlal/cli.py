@@ -29,6 +29,10 @@ def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise click.BadParameter(f"no such file: {p}", param_hint=flag)
+    if p.suffix == ".json" or (p.is_dir() and (p / "manifest.json").is_file()):
+        from .shards import ShardedFeatures  # float16 shards + manifest: read lazily, never whole
+
+        return ShardedFeatures(p)
     if p.suffix not in (".npy", ".npz"):
         raise click.BadParameter(f"{p}: expected a .npy or .npz file", param_hint=flag)
     try:
@@ -79,8 +83,10 @@ def strategies_cmd():
 
 
 @main.command("select")
-@click.option("--features", required=True, help="Pool features (n, d): .npy, .npz (key pool_features) or FILE.npz:KEY.")
-@click.option("--probs", required=True, help="Class probabilities (n, K): .npy, .npz (key probs) or FILE.npz:KEY.")
+@click.option("--features", required=True, help="Pool features (n, d): .npy, .npz (key pool_features), FILE.npz:KEY "
+              "or a shard manifest.json (see vlal.shards; streamed by cec).")
+@click.option("--probs", required=True, help="Class probabilities (n, K): .npy, .npz (key probs), FILE.npz:KEY "
+              "or a shard manifest.json.")
 @click.option("--budget", required=True, type=int, help="Number of rows to query.")
 @click.option("--strategy", default="cec", show_default=True, help="Strategy name (see `vlal strategies`).")
 @click.option("--labeled", default=None, help="Indices (or a boolean mask) of labeled rows: .npy/.npz.")

@@ -32,8 +32,14 @@ __all__ = ["embed"]
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
 @click.option("--no-cache", is_flag=True, help="Re-encode even if OUT already holds matching features.")
 @click.option("--allow-download", is_flag=True, help="Let open_clip download a tag's weights (needs a network).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process, OUT is a .npz. ray: Ray Data + an actor pool of encoders (the [ray] "
+                   "extra); OUT is a folder of float16 shards + manifest.json (for vlal select --features).")
+@click.option("--actors", type=click.IntRange(min=1), default=None,
+              help="--engine ray: encoder actors (default: the cluster's GPUs, else its CPUs).")
+@click.option("--ray-address", default=None, help="--engine ray: address of a running cluster (default: local).")
 def embed(images, out, model_name, pretrained, test_images, class_names_file, template, batch_size, device,
-          no_cache, allow_download):
+          no_cache, allow_download, engine, actors, ray_address):
     """Encode IMAGES (a folder of class sub-folders, or of images) into OUT (.npz).
 
     OUT holds pool_features (n, d) float32 unit rows, pool_labels, class_names and
@@ -45,6 +51,21 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
     from ..exceptions import VlalInputError, WeightsNotFoundError
     from . import RandomWeightsWarning, embed as embed_fn, load_clip
 
+    if engine == "ray":
+        if test_images is not None or class_names_file is not None:
+            raise click.UsageError("--engine ray embeds the pool images only (no --test-images / --class-names)")
+        from ..exceptions import VlalInputError
+        from ._ray import embed_ray
+
+        spec = None if pretrained.strip().lower() in ("none", "random") else pretrained
+        try:
+            manifest = embed_ray(images, out, model_name=model_name, pretrained=spec, batch_size=batch_size,
+                                 num_actors=actors, use_gpu="auto" if device == "cpu" else True,
+                                 allow_download=allow_download, address=ray_address)
+        except (VlalInputError, FileNotFoundError, ImportError) as err:
+            raise click.UsageError(str(err)) from err
+        click.echo(f"features -> {manifest}")
+        return
     names = None
     if class_names_file is not None:
         names = [ln.strip() for ln in class_names_file.read_text().splitlines() if ln.strip()]

@@ -1,0 +1,182 @@
+"""Distributed image embedding on Ray (the ``[ray]`` extra): Ray Data + an actor pool of CLIP encoders.
+
+:func:`embed_ray` reads images (a folder, or a list of paths) as a Ray Dataset of
+``(row, path)`` records, runs the open_clip image encoder in an actor pool (one model per
+actor, loaded once; a GPU per actor when the cluster has GPUs, else CPUs), and streams the
+features, in input order, into float16 shards with a manifest (:mod:`vlal.shards`).
+Scheduling, retries and back-pressure are Ray's: an actor that dies mid-job is restarted
+and its batch re-run (``max_restarts`` / ``max_task_retries``), so the output is complete
+and in order. The single-process :func:`vlal.clip.embed` stays the default path.
+
+Each actor calls :func:`vlal.clip.load_clip` itself (weights are read from the local disk or
+cache of the node; nothing is downloaded unless ``allow_download``), so every actor holds
+the same model: features equal the single-process ones up to float16 rounding of the
+stored shards.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..exceptions import VlalInputError
+
+__all__ = ["embed_ray"]
+
+
+class _Encoder:
+    """Ray Data actor: one CLIP model, ``__call__`` encodes a batch of image paths."""
+
+    def __init__(self, model_name, pretrained, device, model_config, allow_download, crash_file=None):
+        import warnings
+
+        if model_config:
+            import open_clip
+
+            open_clip.add_model_config(model_config)
+        from ._loading import RandomWeightsWarning, load_clip
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            self.clip = load_clip(model_name, pretrained, device=device, allow_download=allow_download)
+        self.crash_file = crash_file
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        from ._images import as_image_source
+
+        if self.crash_file and os.path.exists(self.crash_file):
+            # testing hook: the actor whose batch holds the row written in the file dies, once
+            row = int(Path(self.crash_file).read_text())
+            if row in set(np.asarray(batch["row"]).tolist()):
+                os.unlink(self.crash_file)
+                os._exit(1)
+        src = as_image_source([str(p) for p in batch["path"]])
+        with torch.no_grad():
+            x = src.batch(slice(None), self.clip.preprocess).to(self.clip.device)
+            f = self.clip.model.encode_image(x)
+            f = torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy()
+        return {"row": np.asarray(batch["row"], dtype=np.int64), "features": f.astype(np.float32)}
+
+
+def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, batch_size: int = 64,
+              num_actors: int | None = None, use_gpu: str | bool = "auto", shard_rows: int = 2**20,
+              model_config: str | None = None, allow_download: bool = False, address: str | None = None,
+              _crash_file: str | None = None) -> Path:
+    """Embed images on a Ray cluster into float16 feature shards + ``manifest.json``.
+
+    Parameters
+    ----------
+    images : str, Path or sequence of paths
+        A folder (class sub-folders or flat, as :func:`vlal.clip.scan_image_folder`) or image paths.
+        Row ``i`` of the output is image ``i`` in this order.
+    out : str or Path
+        Output folder (created): ``features-*.npy`` (float16, (rows, d)), ``paths.txt``,
+        ``manifest.json`` (model, weights id, preprocessing); ``labels.npy`` and
+        ``class_names.txt`` when the folder has class sub-folders.
+    model_name, pretrained, allow_download
+        As :func:`vlal.clip.load_clip` (``pretrained=None``: random weights, testing only).
+    batch_size : int, default 64
+        Images per actor call.
+    num_actors : int, optional
+        Actor pool size (default: the cluster's GPUs when ``use_gpu``, else its CPUs).
+    use_gpu : "auto" or bool
+        One GPU per actor (``"auto"``: when the cluster has GPUs).
+    shard_rows : int, default 2**20
+    model_config : str, optional
+        open_clip model config JSON to register in each actor (custom architectures).
+    address : str, optional
+        ``ray.init(address=...)``; when Ray is already initialised the running one is used.
+
+    Returns
+    -------
+    Path of the manifest.
+
+    Raises
+    ------
+    ImportError
+        Ray is missing (``pip install 'vlal[ray]'``).
+    vlal.VlalInputError, FileNotFoundError
+        No images.
+    """
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("embed_ray needs the [ray] extra: pip install 'vlal[ray]'") from err
+    from ..shards import ShardWriter, _atomic_save_npy, _atomic_write_bytes
+    from ._images import scan_image_folder
+
+    labels = names = None
+    if isinstance(images, (str, Path)):
+        folder = scan_image_folder(images)
+        paths, labels, names = [str(p) for p in folder.paths], folder.labels, folder.class_names
+    else:
+        paths = [str(p) for p in images]
+    if not paths:
+        raise VlalInputError("no images to embed")
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpu = gpus > 0 if use_gpu == "auto" else bool(use_gpu)
+    if num_actors is None:
+        num_actors = max(1, gpus if gpu else int(ray.cluster_resources().get("CPU", 1)))
+    device = "cuda" if gpu else "cpu"
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # output rows in input order
+    ds = ray.data.from_items([{"row": i, "path": p} for i, p in enumerate(paths)],
+                             override_num_blocks=max(1, min(len(paths) // batch_size, 4 * num_actors)))
+    feats = ds.map_batches(
+        _Encoder,
+        fn_constructor_args=(model_name, pretrained, device, model_config, allow_download, _crash_file),
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        num_gpus=1 if gpu else 0,
+        num_cpus=0 if gpu else 1,
+        max_restarts=-1,
+        max_task_retries=-1,
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = _meta(model_name, pretrained, model_config, allow_download)
+    _atomic_write_bytes(out / "paths.txt", ("\n".join(paths) + "\n").encode("utf-8"))
+    if labels is not None:
+        _atomic_save_npy(out / "labels.npy", labels)
+        _atomic_write_bytes(out / "class_names.txt", ("\n".join(names) + "\n").encode("utf-8"))
+    writer = None
+    expect = 0
+    for batch in feats.iter_batches(batch_size=None, batch_format="numpy"):
+        rows = batch["row"]
+        if rows.size and (rows[0] != expect or not np.array_equal(rows, np.arange(expect, expect + rows.size))):
+            raise RuntimeError(f"Ray returned rows out of order (expected {expect}, got {rows[:3]})")
+        f = batch["features"]
+        if writer is None:
+            writer = ShardWriter(out, f.shape[1], shard_rows=shard_rows, paths="paths.txt", normalized=True, **meta)
+        writer.write(f)
+        expect += rows.size
+    if expect != len(paths):
+        raise RuntimeError(f"Ray returned {expect} of {len(paths)} rows")
+    return writer.close()
+
+
+def _meta(model_name, pretrained, model_config, allow_download) -> dict:
+    """Model, weights id and preprocessing, read on the driver (one extra model load, CPU)."""
+    import warnings
+
+    if model_config:
+        import open_clip
+
+        open_clip.add_model_config(model_config)
+    from ._loading import RandomWeightsWarning, load_clip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        clip = load_clip(model_name, pretrained, device="cpu", allow_download=allow_download)
+    m = clip.cache_meta()
+    return {"model": clip.model_name, "weights": m["weights_id"],
+            "preprocessing": {k: m[k] for k in ("image_size", "image_mean", "image_std", "interpolation",
+                                                "resize_mode")}}
