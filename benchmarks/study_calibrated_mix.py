@@ -21,13 +21,13 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
+from vlal._io import write_text_atomic
 from vlal.bench import run_benchmark
 from vlal.data import load_features
 
@@ -155,16 +155,7 @@ def run(specs, seeds, n_rounds, tuner, datasets):
 
 def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_text_atomic(path, text)
 
 
 def fmt(m, h):

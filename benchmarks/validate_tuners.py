@@ -20,12 +20,12 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from vlal._io import write_bytes_atomic
 from vlal.bench import run_benchmark
 from vlal.data import load_features, zero_shot_proxy
 from vlal.tuners import DEFAULT_TUNER, available_tuners, make_tuner
@@ -46,16 +46,7 @@ PUBLISHED = {
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_bytes_atomic(path, data)
 
 
 def sweep(data_dir: Path, tuners, seeds, log=print, slow=(), slow_max_labels=125) -> list[dict]:
