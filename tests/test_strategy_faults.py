@@ -213,6 +213,7 @@ def test_cli_select_labeled_without_labels(tmp_path):
             "--labeled", str(tmp_path / "lab.npy"), "--out", str(tmp_path / "q.npy")]
     res = CliRunner().invoke(main, args + ["--strategy", "alfamix"])
     assert res.exit_code != 0 and "labels" in res.output and "Traceback" not in res.output
+    assert "--labels" in res.output and "labels=<" not in res.output  # the CLI flag, not the Python argument
     assert not (tmp_path / "q.npy").exists()
 
 

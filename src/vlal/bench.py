@@ -129,6 +129,9 @@ def run_benchmark(
     strategies = list(strategies)
     if not strategies:
         raise VlalInputError("strategies is empty: name at least one (see `vlal strategies`)")
+    twice = sorted({str(n) for n in strategies if strategies.count(n) > 1})
+    if twice:  # records are keyed by the name: a repeat would be reported as spread over seeds
+        raise VlalInputError(f"strategies names {', '.join(twice)} more than once; name each strategy once")
     for name in strategies:  # fail before any work: a typo, or a missing extra (GCNAL: torch)
         make_strategy(name).check_dependencies()
     check_strategy_tuner(strategies, tuner_inputs)
@@ -163,6 +166,9 @@ def run_benchmark(
             file_rows = np.flatnonzero(keep)
             n_pool = pool_x.shape[0]
             b = round_budget(n_pool, budget_fraction)
+            # B % is nominal (round x fraction) while the per-round budget is within 10 % of
+            # fraction x pool; a tiny pool or fraction (rounded up to whole rows) shows the true share
+            nominal = abs(b - budget_fraction * n_pool) <= 0.1 * budget_fraction * n_pool
             paths = tuner_inputs == "paths"
             pool_inputs = np.asarray(dataset.pool_paths)[keep].tolist() if paths else None
             test_inputs = np.asarray(dataset.test_paths).tolist() if paths else dataset.test_features
@@ -206,7 +212,7 @@ def run_benchmark(
                         "round": r.round,
                         "n_labeled": r.n_labeled,
                         # nominal B (round x fraction), or the true share once the pool ran out
-                        "budget_pct": round(100.0 * (r.round * budget_fraction if r.n_labeled == r.round * b
+                        "budget_pct": round(100.0 * (r.round * budget_fraction if nominal and r.n_labeled == r.round * b
                                                      else r.n_labeled / n_pool), 6),
                         "accuracy": round(float(r.accuracy), _ACC_DECIMALS),  # percent (loop convention)
                         "select_seconds": round(float(r.select_seconds), _SEC_DECIMALS),

@@ -117,9 +117,13 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
         except VlalInputError as err:  # name the CLI flag, not the Python argument
             arg = str(err).split(" ", 1)[0].split("=", 1)[0].rstrip(":,")
             flag = _SELECT_FLAGS.get(arg)
+            msg = str(err).replace("pass labels=<one class per labeled row>", "pass --labels FILE (one class per "
+                                   "labeled row)")
+            if "labels was not given" in msg:
+                flag = "--labels"
             if flag is None:
-                raise
-            raise click.BadParameter(str(err), param_hint=flag) from err
+                raise click.ClickException(msg) from err
+            raise click.BadParameter(msg, param_hint=flag) from err
         _write_indices(outp, idx)
     click.echo(f"{strat!r}: queried {idx.size} of {f.shape[0]} rows -> {outp}")
 
@@ -163,7 +167,19 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
     from .bench import check_prefix, check_strategy_tuner, run_benchmark, write_results
     from .data import load_features, make_synthetic
 
-    names = [s.strip() for s in _split_top_level(strategies) if s.strip()]
+    names = [s.strip() for s in _split_top_level(strategies)]
+    if not any(names):
+        raise click.BadParameter("strategies is empty: name at least one (see `vlal strategies`)",
+                                 param_hint="--strategies")
+    if any(not n for n in names):
+        raise click.BadParameter(f"{strategies!r} has an empty strategy name (two commas, or one at an end)",
+                                 param_hint="--strategies")
+    stems = [Path(d).stem for d in data]
+    twice = sorted({st for st in stems if stems.count(st) > 1})
+    if twice:  # the tables, the run files and --resume key each data set by its file name
+        raise click.BadParameter(
+            f"{', '.join(twice)}: given more than once (or two files with the same name); each data set is "
+            "named by its file name in the tables and run files: rename one", param_hint="--data")
     rr = None
     if report_rounds is not None:
         try:

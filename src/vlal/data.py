@@ -105,19 +105,44 @@ def _read_feature_file(path: Path) -> FeatureDataset:
         if missing:
             raise VlalInputError(f"{path} lacks keys {missing}; it has {z.files}")
         get = lambda k: z[k] if k in z.files else None  # noqa: E731
+        text = get("text_features")
+        n_text = None if text is None else int(np.asarray(text).shape[0])
+        pool_y = _file_labels(path, "pool_labels", z["pool_labels"], n_text)
+        # without text embeddings the classes are those of the pool (the proxy needs a pool image of each)
+        n_classes = n_text if n_text is not None else (int(pool_y.max()) + 1 if pool_y.size else 0)
         return FeatureDataset(
             name=path.stem,
             pool_features=z["pool_features"],
-            pool_labels=z["pool_labels"].astype(np.int64),
+            pool_labels=pool_y,
             test_features=z["test_features"],
-            test_labels=z["test_labels"].astype(np.int64),
+            test_labels=_file_labels(path, "test_labels", z["test_labels"], n_classes, "pool_labels"),
             shot_features=get("shot_features"),
-            shot_labels=None if get("shot_labels") is None else z["shot_labels"].astype(np.int64),
-            class_embeddings=get("text_features"),
+            shot_labels=None if get("shot_labels") is None else _file_labels(path, "shot_labels", z["shot_labels"],
+                                                                               n_classes, "pool_labels"),
+            class_embeddings=text,
             class_names=get("class_names"),
             pool_paths=get("pool_paths"),
             test_paths=get("test_paths"),
         )
+
+
+def _file_labels(path: Path, key: str, y: np.ndarray, n_classes: int | None, against: str = "text_features"):
+    """Class ids of ``key`` in a feature file: 1-D integers in ``[0, n_classes)``; errors name file and key."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise VlalInputError(f"{path}: {key} must be 1-D; got shape {y.shape}")
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        raise VlalInputError(f"{path}: {key} must hold integer class ids; got dtype {y.dtype} "
+                             "(no silent float -> int cast: save the labels as integers)")
+    y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise VlalInputError(f"{path}: {key} holds the negative class id {int(y.min())} "
+                             f"(row {int(np.argmin(y))}); class ids are 0..K-1")
+    if y.size and n_classes is not None and y.max() >= n_classes:
+        source = (f"text_features has {n_classes} rows (classes)" if against == "text_features"
+                  else f"pool_labels has classes 0..{n_classes - 1}")
+        raise VlalInputError(f"{path}: {key} holds class {int(y.max())} (row {int(np.argmax(y))}), but {source}")
+    return y
 
 
 def make_synthetic(

@@ -756,7 +756,11 @@ class Session:
 
     def _read_labels(self, path: Path) -> list[tuple[str, str, str | None, str]]:
         """``[(row description, image key, label or None (skipped), skip reason)]`` from a file."""
-        text = path.read_text(encoding="utf-8-sig")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise SessionError(f"{path}: not UTF-8 text (byte {err.start}); expected a Label Studio JSON export or a "
+                               "CSV image,label saved as UTF-8") from err
         rows = []
         if path.suffix.lower() == ".csv":
             reader = csv.DictReader(io.StringIO(text))
