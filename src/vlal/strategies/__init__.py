@@ -4,6 +4,7 @@ from .alfamix import ALFAMix
 from .badge import BADGE
 from .base import Pool, ProbabilisticModel, Strategy
 from .cec import CEC
+from . import cec_ablations  # noqa: F401  (registers cec-nocal, cec-nonn, ...)
 from .coreset import CoreSet
 from .gcnal import GCNAL
 from .least_confidence import LeastConfidence
