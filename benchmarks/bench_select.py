@@ -225,6 +225,25 @@ def selection_quality(x, y, h, picks, eval_rows, n_classes: int | None = None) -
 # ----------------------------------------------------------------------------- workers
 
 
+def _count_knn_distances() -> list:
+    """Wrap ``faiss.knn`` (the brute-force kernel every vlal kNN search ends in) so that it
+    counts the squared distances it evaluates; returns the one-element counter. The
+    library keeps no counters of its own; this worker process measures from outside."""
+    import threading
+
+    import faiss
+
+    counter, lock, knn = [0], threading.Lock(), faiss.knn
+
+    def counting_knn(xq, xb, k, *args, **kwargs):
+        with lock:
+            counter[0] += xq.shape[0] * xb.shape[0]
+        return knn(xq, xb, k, *args, **kwargs)
+
+    faiss.knn = counting_knn
+    return counter
+
+
 def _rss_gb() -> float:
     """Peak resident memory of this process, GB.
 
@@ -285,14 +304,15 @@ def worker_cec(n: int, data_dir: Path, seed: int, exact: bool = False, f16_memma
     times = {"calibration": 0.0, "knn_build": 0.0, "knn_search": 0.0, "kmeans": 0.0, "query": 0.0}
     dists = {"knn": 0, "kmeans": 0}
     captured = {}
+    computed = _count_knn_distances()
 
     def timed(name, fn, count=None, keep=False):
         def wrapper(*args, **kwargs):
-            c0, t0 = _faiss.distances_computed(), time.perf_counter()
+            c0, t0 = computed[0], time.perf_counter()
             out = fn(*args, **kwargs)
             times[name] += time.perf_counter() - t0
             if count:
-                dists[count] += _faiss.distances_computed() - c0
+                dists[count] += computed[0] - c0
             if keep:
                 captured[name] = out
             return out
@@ -313,7 +333,7 @@ def worker_cec(n: int, data_dir: Path, seed: int, exact: bool = False, f16_memma
 
     index = captured["knn_build"]
     kmeans_mode = scoring.resolve_kmeans_mode(strategy.kmeans_mode, n, b)
-    iters = strategy.n_iter if kmeans_mode == "exact" else min(strategy.n_iter, _faiss.KMEANS_FAST_MAX_ITER)
+    iters = strategy.n_iter if kmeans_mode == "exact" else min(strategy.n_iter, _faiss.DEFAULT_CONFIG.kmeans_fast_max_iter)
     if kmeans_mode == "exact":  # faiss' own Lloyd does not pass through the counter
         dists["kmeans"] += n * b * iters
     rng = np.random.default_rng(1234)
@@ -532,7 +552,7 @@ def ann_compare(n: int, data_dir: Path, search_rows: int = 10_000) -> list[dict]
     for _ in index.self_search(k):
         pass
     full = time.perf_counter() - t
-    out.append({"index": "ivf (vlal, query-grouped)", "params": f"nlist={nlist}, nprobe={_faiss.IVF_NPROBE}",
+    out.append({"index": "ivf (vlal, query-grouped)", "params": f"nlist={nlist}, nprobe={_faiss.DEFAULT_CONFIG.ivf_nprobe}",
                 "build_s": build, "search_all_s_est": full, "total_s_est": build + full,
                 "recall20": recall(index.search(x, k, rows=qrows)[1])})
     print(f"  ann {out[-1]}", flush=True)
@@ -555,13 +575,13 @@ def ann_compare(n: int, data_dir: Path, search_rows: int = 10_000) -> list[dict]
     del ivf
 
     t = time.perf_counter()
-    hnsw = faiss.IndexHNSWFlat(D, _faiss.HNSW_M)
-    hnsw.hnsw.efConstruction = _faiss.HNSW_EF_CONSTRUCTION
+    hnsw = faiss.IndexHNSWFlat(D, _faiss.DEFAULT_CONFIG.hnsw_m)
+    hnsw.hnsw.efConstruction = _faiss.DEFAULT_CONFIG.hnsw_ef_construction
     hnsw.add(x)
     build = time.perf_counter() - t
     for ef in (64, 128):
         hnsw.hnsw.efSearch = ef
-        record("faiss IndexHNSWFlat", f"M={_faiss.HNSW_M}, efC={_faiss.HNSW_EF_CONSTRUCTION}, efS={ef}", build,
+        record("faiss IndexHNSWFlat", f"M={_faiss.DEFAULT_CONFIG.hnsw_m}, efC={_faiss.DEFAULT_CONFIG.hnsw_ef_construction}, efS={ef}", build,
                lambda r: hnsw.search(x[r], k)[1])
     return out
 

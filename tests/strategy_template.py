@@ -1,7 +1,9 @@
 """The template every strategy's tests run through.
 
-Subclass :class:`StrategyTemplate` and set ``make`` (a callable ``random_state -> Strategy``);
-pytest then runs every check below on that strategy. New strategies get them for free.
+Subclass :class:`StrategyTemplate` and set ``make`` (a callable ``random_state -> Strategy``)
+and ``registered`` (the :func:`vlal.make_strategy` name it covers); pytest then runs every
+check below on that strategy. New strategies get them for free, and
+``tests/test_registration.py`` fails while a registered name has no such subclass.
 """
 
 import numpy as np
@@ -21,6 +23,7 @@ def _labeled_setup(n, n_lab, seed=1):
 
 class StrategyTemplate:
     make = None  # random_state -> Strategy
+    registered = None  # the registered name this subclass covers (see test_registration.py)
 
     def strategy(self, random_state=0):
         return type(self).make(random_state)

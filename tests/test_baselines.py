@@ -21,22 +21,27 @@ from strategy_template import StrategyTemplate
 
 
 class TestMargin(StrategyTemplate):
+    registered = "margin"
     make = staticmethod(lambda rs: Margin(random_state=rs))
 
 
 class TestLeastConfidence(StrategyTemplate):
+    registered = "leastconf"
     make = staticmethod(lambda rs: LeastConfidence(random_state=rs))
 
 
 class TestCoreSet(StrategyTemplate):
+    registered = "coreset"
     make = staticmethod(lambda rs: CoreSet(random_state=rs))
 
 
 class TestBADGE(StrategyTemplate):
+    registered = "badge"
     make = staticmethod(lambda rs: BADGE(random_state=rs))
 
 
 class TestALFAMix(StrategyTemplate):
+    registered = "alfamix"
     make = staticmethod(lambda rs: ALFAMix(random_state=rs))
 
 
@@ -50,14 +55,17 @@ needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reas
 
 @needs_torch
 class TestGCNAL(StrategyTemplate):
+    registered = "gcnal"
     make = staticmethod(lambda rs: GCNAL(n_neighbors=5, hidden=16, n_steps=5, random_state=rs))
 
 
 class TestPCBEntropy(StrategyTemplate):
+    registered = "pcb"
     make = staticmethod(lambda rs: PCB(Entropy(), random_state=rs))
 
 
 class TestPCBCEC(StrategyTemplate):
+    registered = "pcb"
     make = staticmethod(lambda rs: PCB(CEC(k=5), gamma=0.3, random_state=rs))
 
 

@@ -13,6 +13,7 @@ from strategy_template import StrategyTemplate
 
 
 class TestCalibratedMix(StrategyTemplate):
+    registered = "calibrated-mix"
     make = staticmethod(lambda rs: CalibratedMix(k=5, random_state=rs))
 
 

@@ -11,30 +11,37 @@ from strategy_template import StrategyTemplate
 
 
 class TestRandom(StrategyTemplate):
+    registered = "random"
     make = staticmethod(lambda rs: Random(random_state=rs))
 
 
 class TestEntropy(StrategyTemplate):
+    registered = "entropy"
     make = staticmethod(lambda rs: Entropy(random_state=rs))
 
 
 class TestCEC(StrategyTemplate):
+    registered = "cec"
     make = staticmethod(lambda rs: CEC(k=5, random_state=rs))
 
 
 class TestCECNoCalibration(StrategyTemplate):
+    registered = "cec-nocal"
     make = staticmethod(lambda rs: CEC(k=5, calibration=False, random_state=rs))
 
 
 class TestCECNoNeighbors(StrategyTemplate):
+    registered = "cec-nonn"
     make = staticmethod(lambda rs: CEC(k=5, neighbor_term=False, random_state=rs))
 
 
 class TestCECPlainKMeans(StrategyTemplate):
+    registered = "cec-kmeans"
     make = staticmethod(lambda rs: CEC(k=5, clustering="plain", random_state=rs))
 
 
 class TestCECGreedy(StrategyTemplate):
+    registered = "cec-greedy"
     make = staticmethod(lambda rs: CEC(k=5, clustering="greedy", random_state=rs))
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from ._io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .data import FeatureDataset, zero_shot_proxy
 from .exceptions import VlalInputError
+from ._warnings import warn_caller
 from .loop import ZERO_SHOT_MARGIN, BelowZeroShotWarning, round_budget, run_active_learning
 from .registry import make_strategy
 from .tuners import DEFAULT_TUNER, make_tuner
@@ -231,11 +232,11 @@ def run_benchmark(
         bar.close()
     flagged = sorted({(r["strategy"], r["seed"]) for r in records if r.get("below_zero_shot")})
     if flagged:
-        warnings.warn(
+        warn_caller(
             f"{dataset.name}: {sum(bool(r.get('below_zero_shot')) for r in records)} round(s) ended more than "
             f"{zero_shot_margin:g} points below zero-shot (tuner {tuner_name}; runs (strategy, seed): "
             f"{flagged[:6]}{' ...' if len(flagged) > 6 else ''}); see the records' below_zero_shot field",
-            BelowZeroShotWarning, stacklevel=2)
+            BelowZeroShotWarning)
     return records
 
 

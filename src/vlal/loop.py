@@ -8,7 +8,6 @@ re-tuned *from the zero-shot state* on all labels so far -> test accuracy.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from ._validation import check_features, check_positive_int
 from .exceptions import VlalInputError
+from ._warnings import warn_caller
 from .strategies.base import Strategy
 
 __all__ = ["Tuner", "RoundResult", "LoopResult", "run_active_learning", "round_budget", "BelowZeroShotWarning",
@@ -211,11 +211,11 @@ def run_active_learning(
         zs = rounds[0].accuracy
         if zero_shot_margin is not None and res.accuracy < zs - zero_shot_margin:
             res.below_zero_shot = True
-            warnings.warn(
+            warn_caller(
                 f"round {r} ({res.n_labeled} labels): test accuracy {res.accuracy:.1f} % is "
                 f"{zs - res.accuracy:.1f} points below zero-shot ({zs:.1f} %), more than the "
                 f"{zero_shot_margin:g}-point margin: the tuner ({type(tuner).__name__}) is damaging the model",
-                BelowZeroShotWarning, stacklevel=2)
+                BelowZeroShotWarning)
         rounds.append(res)
         if callback:
             callback(res)

@@ -1,8 +1,10 @@
 """Strategy names used by the CLI and the benchmark harness.
 
 ``make_strategy("cec", random_state=0)`` builds a strategy from its name. Wrapped
-strategies use call syntax: ``"pcb(cec)"``. Third-party strategies can be added
-with :func:`register`.
+strategies use call syntax: ``"pcb(cec)"``. Strategies register
+themselves in their own module with ``@register("name")`` (see
+:mod:`vlal.strategies._register`); third-party ones can do the same, or call
+``register(name, factory)``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from typing import Callable
 
 from .exceptions import VlalInputError
+from .strategies import _register
 from .strategies import (
     ALFAMix,
     BADGE,
@@ -29,20 +32,11 @@ from .strategies import (
 
 __all__ = ["register", "make_strategy", "available_strategies"]
 
-_FACTORIES: dict[str, Callable[..., Strategy]] = {}
-_WRAPPERS: dict[str, Callable[..., Strategy]] = {}
-
-
-def register(name: str, factory: Callable[..., Strategy], *, wrapper: bool = False) -> None:
-    """Register ``factory(random_state=...) -> Strategy`` under ``name``.
-
-    With ``wrapper=True`` the factory is called as ``factory(base_strategy, random_state=...)``
-    and the name is used as ``"name(base)"``.
-    """
-    key = name.strip().lower()
-    if not re.fullmatch(r"[a-z0-9_\-]+", key):
-        raise VlalInputError(f"strategy name must be letters, digits, '-' or '_'; got {name!r}")
-    (_WRAPPERS if wrapper else _FACTORIES)[key] = factory
+# The tables live in vlal.strategies._register: each strategy registers itself in its own
+# module with ``@register("name")``; this module only builds strategies from names.
+_FACTORIES = _register.FACTORIES
+_WRAPPERS = _register.WRAPPERS
+register = _register.register
 
 
 def available_strategies() -> list[str]:
@@ -107,22 +101,3 @@ def _parse_params(text: str, name: str) -> dict:
         except (ValueError, SyntaxError):
             out[k] = v.strip()  # bare words, e.g. clustering=greedy
     return out
-
-
-register("random", Random)
-register("entropy", Entropy)
-register("cec", CEC)
-# CEC ablations (paper Fig. 3)
-register("cec-nocal", lambda random_state=None, **kw: CEC(calibration=False, random_state=random_state, **kw))
-register("cec-nonn", lambda random_state=None, **kw: CEC(neighbor_term=False, random_state=random_state, **kw))
-register("cec-kmeans", lambda random_state=None, **kw: CEC(clustering="plain", random_state=random_state, **kw))
-register("cec-greedy", lambda random_state=None, **kw: CEC(clustering="greedy", random_state=random_state, **kw))
-# Baselines (paper Table 1) and the PCB wrapper
-register("margin", Margin)
-register("leastconf", LeastConfidence)
-register("coreset", CoreSet)
-register("badge", BADGE)
-register("alfamix", ALFAMix)
-register("gcnal", GCNAL)
-register("calibrated-mix", CalibratedMix)  # typicality -> calibrated uncertainty as labels grow (docs/calibrated_mix.md)
-register("pcb", PCB, wrapper=True)  # "pcb(entropy)", "pcb(cec)", ...

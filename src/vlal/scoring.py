@@ -8,7 +8,6 @@ float16 or memory-mapped arrays are never copied whole to float64.
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from ._validation import (
     seed_int,
 )
 from .exceptions import VlalInputError
+from ._warnings import warn_caller
 
 __all__ = [
     "entropy",
@@ -319,7 +319,7 @@ def neighbor_uncertainty(
     if n == 1:
         return np.zeros(1, dtype=np.float64)
     if k >= n:
-        warnings.warn(f"k={k} >= number of candidates ({n}); using k={n - 1}", UserWarning, stacklevel=2)
+        warn_caller(f"k={k} >= number of candidates ({n}); using k={n - 1}", UserWarning)
         k = n - 1
     z = l2_normalize(f, "features", copy=False)
     index = _index_for(z, knn_index, use_gpu, n)

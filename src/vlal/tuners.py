@@ -30,6 +30,8 @@ See :func:`make_tuner` / :func:`available_tuners`.
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 from scipy.optimize import minimize
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ from ._validation import check_features, check_positive_int, l2_normalize, rows_
 from .exceptions import VlalInputError
 
 __all__ = [
+    "Tuner",
     "ZeroShotClassifier", "FeatureSpaceTuner", "FreeEmbeddingTuner", "AnchoredTuner", "SharedTransformTuner",
     "KgCoOpTuner", "TipAdapter", "TipAdapterF", "CLAPTuner", "cosine_softmax", "TunerSpec", "TUNERS",
     "DEFAULT_TUNER", "available_tuners", "make_tuner",
@@ -81,7 +84,28 @@ def cosine_softmax(features, class_embeddings, temperature: float = 0.01) -> np.
     return out
 
 
-class ZeroShotClassifier:
+class Tuner(abc.ABC):
+    """What the loop and the harness need of a tuner: ``fit`` then ``predict_proba``.
+
+    Attributes
+    ----------
+    inputs : {"features", "images"}
+        What ``fit`` / ``predict_proba`` consume: cached image features (n, d), or images
+        (paths or an image source; the CLIP prompt tuners VPT and MaPLe).
+    """
+
+    inputs: str = "features"
+
+    @abc.abstractmethod
+    def fit(self, inputs, labels) -> "Tuner":
+        """Adapt to the labeled ``(inputs, labels)`` (all of them, from the start); returns ``self``."""
+
+    @abc.abstractmethod
+    def predict_proba(self, inputs) -> np.ndarray:
+        """Class probabilities, shape (n, K), rows summing to 1."""
+
+
+class ZeroShotClassifier(Tuner):
     """Zero-shot CLIP on features: Eq. 1 with fixed class embeddings; ``fit`` changes nothing.
 
     Parameters

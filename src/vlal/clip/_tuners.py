@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .._io import atomic_write
 from ..exceptions import VlalInputError
+from ..tuners import Tuner
 from ._encode import DEFAULT_TEMPLATE, _check_clip, encode_class_names, encode_images, prompt_texts
 from ._images import as_image_source
 from ._loading import ClipModel
@@ -54,7 +55,7 @@ def _check_nonneg(value, name: str) -> float:
     return v
 
 
-class PromptTuner:
+class PromptTuner(Tuner):
     """Shared machinery of the prompt tuners (training loop, prediction, save / load).
 
     Subclasses define the prompt parameters (:meth:`_build`, :meth:`_reset`), how
@@ -484,6 +485,8 @@ class CoOp(PromptTuner):
 
 class _ImagePromptTuner(PromptTuner):
     """Tuners whose prompts live inside the image transformer: inputs must be images."""
+
+    inputs = "images"
 
     def __init__(self, clip, class_names, *, augment: bool = True, **kwargs):
         self.augment = bool(augment)

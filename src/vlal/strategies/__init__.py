@@ -5,6 +5,7 @@ from .badge import BADGE
 from .calibrated_mix import CalibratedMix
 from .base import Pool, ProbabilisticModel, Strategy
 from .cec import CEC
+from . import cec_ablations  # noqa: F401  (registers cec-nocal, cec-nonn, ...)
 from .coreset import CoreSet
 from .gcnal import GCNAL
 from .least_confidence import LeastConfidence
@@ -28,4 +29,5 @@ __all__ = [
     "ALFAMix",
     "GCNAL",
     "PCB",
+    "CalibratedMix",
 ]

@@ -11,6 +11,7 @@ from ..exceptions import VlalInputError
 from ..scoring import nearest_to_centers, weighted_kmeans
 from ._distinct import replace_duplicates
 from .base import Pool, Strategy
+from ._register import register
 
 __all__ = ["ALFAMix"]
 
@@ -109,6 +110,7 @@ class _PrototypeClassifier:
         return e / e.sum(axis=1, keepdims=True)
 
 
+@register("alfamix")
 class ALFAMix(Strategy):
     """Active Learning by FeAture Mixing.
 

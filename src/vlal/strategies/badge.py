@@ -6,6 +6,7 @@ import numpy as np
 
 from .._validation import CHUNK_ROWS, l2_normalize
 from .base import Pool, Strategy
+from ._register import register
 
 __all__ = ["BADGE"]
 
@@ -94,6 +95,7 @@ def _kmeanspp_seeding(
     return (picks, g_sq) if return_norms else picks
 
 
+@register("badge")
 class BADGE(Strategy):
     """Batch Active learning by Diverse Gradient Embeddings.
 

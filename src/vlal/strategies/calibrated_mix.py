@@ -17,6 +17,7 @@ from ..scoring import (
     weighted_kmeans,
 )
 from .base import Pool, Strategy
+from ._register import register
 
 __all__ = ["CalibratedMix", "typicality", "budget_mix_weight", "rank01", "unique_rows"]
 
@@ -127,6 +128,7 @@ def _calibrated_argmax(probs, prior) -> np.ndarray:
     return out
 
 
+@register("calibrated-mix")
 class CalibratedMix(Strategy):
     """Calibrated uncertainty mixed with typicality; the best-scored row of each weighted cluster.
 

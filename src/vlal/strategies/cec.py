@@ -21,12 +21,14 @@ from ..scoring import (
 )
 from ._distinct import replace_duplicates
 from .base import Pool, Strategy
+from ._register import register
 
 __all__ = ["CEC"]
 
 _CLUSTERING = ("weighted", "plain", "greedy")
 
 
+@register("cec")
 class CEC(Strategy):
     """Calibrated Entropy-weighted Clustering (paper Sec. 4, Algorithm 1).
 

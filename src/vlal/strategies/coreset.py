@@ -7,6 +7,7 @@ import numpy as np
 from .. import _faiss
 from .._validation import CHUNK_ROWS, l2_normalize
 from .base import Pool, Strategy
+from ._register import register
 
 __all__ = ["CoreSet", "k_center_greedy"]
 
@@ -89,6 +90,7 @@ def k_center_greedy(
     return picks, np.sqrt(min_d)
 
 
+@register("coreset")
 class CoreSet(Strategy):
     """Greedy k-centre CoreSet on L2-normalised features.
 

@@ -11,6 +11,7 @@ from .. import _faiss
 from .._validation import CHUNK_ROWS, check_param, l2_normalize, seed_int
 from .base import Pool, Strategy
 from .coreset import k_center_greedy
+from ._register import register
 
 __all__ = ["GCNAL"]
 
@@ -132,6 +133,7 @@ def _gcn_embeddings(
     return emb.numpy().astype(np.float32)
 
 
+@register("gcnal")
 class GCNAL(Strategy):
     """CoreGCN: greedy k-centre CoreSet on the hidden embeddings of a graph network.
 

@@ -6,10 +6,12 @@ import numpy as np
 
 from .._validation import CHUNK_ROWS
 from .uncertainty import UncertaintyStrategy
+from ._register import register
 
 __all__ = ["LeastConfidence"]
 
 
+@register("leastconf")
 class LeastConfidence(UncertaintyStrategy):
     """The ``budget`` candidates whose most likely class is least probable.
 

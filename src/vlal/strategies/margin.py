@@ -6,6 +6,7 @@ import numpy as np
 
 from .._validation import CHUNK_ROWS
 from .uncertainty import UncertaintyStrategy
+from ._register import register
 
 __all__ = ["Margin", "margin"]
 
@@ -36,6 +37,7 @@ def margin(probs) -> np.ndarray:
     return out
 
 
+@register("margin")
 class Margin(UncertaintyStrategy):
     """The ``budget`` candidates with the smallest top-1 minus top-2 probability gap.
 

@@ -11,6 +11,7 @@ import numpy as np
 from .._validation import check_param
 from ..exceptions import VlalInputError
 from .base import Pool, Strategy
+from ._register import register
 
 __all__ = ["PCB"]
 
@@ -51,6 +52,7 @@ def balanced_picks(proposal_classes: np.ndarray, counts: np.ndarray, budget: int
     return picks
 
 
+@register("pcb", wrapper=True)
 class PCB(Strategy):
     """PCB: a class-balancing wrapper around any base strategy.
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Pool, Strategy
+from ._register import register
 
 __all__ = ["Random"]
 
 
+@register("random")
 class Random(Strategy):
     """``budget`` uniform draws without replacement from the candidates.
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..scoring import entropy
 from .base import Pool, Strategy
+from ._register import register
 
 __all__ = ["UncertaintyStrategy", "Entropy"]
 
@@ -34,6 +35,7 @@ class UncertaintyStrategy(Strategy):
         return cand[order[:budget]], scores
 
 
+@register("entropy")
 class Entropy(UncertaintyStrategy):
     """The ``budget`` candidates of largest (uncalibrated) entropy, Eq. 2 (Shannon [48]).
 
