@@ -43,6 +43,7 @@ import warnings
 import numpy as np
 
 from . import _faiss
+from ._faiss.ivf import parallel_map
 from ._validation import PROB_ATOL, rng_from, rows_per_chunk
 from .exceptions import VlalInputError
 
@@ -213,12 +214,12 @@ class CompressedIVF:
             return (members, *self._group(self.decode(members), c, k, nprobe))
 
         tasks = (
-            (task, c, members[s : s + _faiss.SEARCH_CHUNK_ROWS])
+            (task, c, members[s : s + _faiss.DEFAULT_CONFIG.search_chunk_rows])
             for c in range(self.nlist)
             for members in [self.order[self.bounds[c] : self.bounds[c + 1]]]
-            for s in range(0, members.size, _faiss.SEARCH_CHUNK_ROWS)
+            for s in range(0, members.size, _faiss.DEFAULT_CONFIG.search_chunk_rows)
         )
-        yield from _faiss._parallel_map(tasks)
+        yield from parallel_map(tasks)
 
 
 # ----------------------------------------------------------------------------- readers
@@ -456,7 +457,7 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
     # ---- weighted K-Means on a U-proportional sample read from the shards
     t = time.perf_counter()
     b = int(budget)
-    draws = _faiss.KMEANS_FAST_ROWS_PER_CENTROID * b
+    draws = _faiss.DEFAULT_CONFIG.kmeans_fast_rows_per_centroid * b
     w = u if clustering == "weighted" else None
     if m <= draws:
         rows = np.arange(m)
