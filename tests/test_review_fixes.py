@@ -81,3 +81,12 @@ def test_session_import_of_non_utf8_file_is_one_line(tmp_path):
         s.next(3)
         with pytest.raises(SessionError, match=r"labels.csv: not UTF-8 text \(byte \d+\)"):
             s.import_labels(bad)
+
+
+@pytest.mark.parametrize("spec,msg", [("cec[alpha=nan]", "alpha must be a finite number; got nan"),
+                                      ("cec[alpha=-inf]", "alpha must be a finite number; got -inf")])
+def test_nan_and_inf_in_strategy_names_are_numbers(spec, msg):
+    import vlal
+
+    with pytest.raises(VlalInputError, match=msg):  # was: "alpha must be an instance of float, not str"
+        vlal.make_strategy(spec)

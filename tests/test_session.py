@@ -45,7 +45,7 @@ def test_init_writes_config_pool_state(session, pool_file):
         st = s.status()
         assert st["n_pool"] == 300 and st["n_labeled"] == 0 and st["waiting"] is None
         assert st["never_labeled"] == NAMES
-        assert 0 <= st["rounds"][0]["heldout_accuracy"] <= 1
+        assert 0 <= st["rounds"][0]["heldout_accuracy"] <= 100  # percent
         assert s.pool["pool_features"].shape == (300, 16)
     assert "<Choice value=\"class 4\"/>" in (session / "labelstudio.xml").read_text()
 

@@ -96,8 +96,12 @@ def _parse_params(text: str, name: str) -> dict:
             raise VlalInputError(f"bad parameter {item!r} in {name!r}; use name[key=value,...]")
         if k in out:
             raise VlalInputError(f"parameter {k!r} given twice in {name!r}")
+        word = v.strip()
+        if word.lower() in ("nan", "inf", "+inf", "-inf"):  # numbers, so that the check names them as such
+            out[k] = float(word)
+            continue
         try:
-            out[k] = ast.literal_eval(v.strip())
+            out[k] = ast.literal_eval(word)
         except (ValueError, SyntaxError):
-            out[k] = v.strip()  # bare words, e.g. clustering=greedy
+            out[k] = word  # bare words, e.g. clustering=greedy
     return out

@@ -426,7 +426,8 @@ def init_session(
 
 
 def _accuracy(model, features, labels) -> float:
-    return float(np.mean(np.asarray(model.predict_proba(features)).argmax(axis=1) == labels))
+    """Held-out accuracy in percent, the convention of the loop and the bench."""
+    return 100.0 * float(np.mean(np.asarray(model.predict_proba(features)).argmax(axis=1) == labels))
 
 
 # --------------------------------------------------------------------------- session
@@ -834,7 +835,7 @@ class Session:
         -------
         dict
             The round record: ``round``, ``picks``, ``labels`` (class names), ``skipped``,
-            ``n_labeled``, ``fit_seconds``, ``heldout_accuracy`` (None without a held-out split).
+            ``n_labeled``, ``fit_seconds``, ``heldout_accuracy`` (percent; None without a held-out split).
 
         Raises
         ------
@@ -993,7 +994,7 @@ def format_status(st: dict) -> str:
              f"pool {st['n_pool']} images, {st['n_labeled']} labeled", "",
              "round  picks  labeled  held-out acc  select s  fit s  closed"]
     for r in st["rounds"]:
-        acc = "-" if r["heldout_accuracy"] is None else f"{100 * r['heldout_accuracy']:.1f} %"
+        acc = "-" if r["heldout_accuracy"] is None else f"{r['heldout_accuracy']:.1f} %"
         sel = "-" if r["select_seconds"] is None else f"{r['select_seconds']:.2f}"
         fit = "-" if r["fit_seconds"] is None else f"{r['fit_seconds']:.2f}"
         lines.append(f"{r['round']:>5}  {r['n_picks']:>5}  {r['n_labeled']:>7}  {acc:>12}  {sel:>8}  {fit:>5}  {r['closed']}")

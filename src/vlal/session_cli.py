@@ -140,7 +140,7 @@ def import_cmd(path, file, allow_skipped):
         if s.recovered:
             click.echo(f"note: {s.recovered}", err=True)
         rec = s.import_labels(file, allow_skipped=allow_skipped)
-    acc = "" if rec["heldout_accuracy"] is None else f", held-out accuracy {100 * rec['heldout_accuracy']:.1f} %"
+    acc = "" if rec["heldout_accuracy"] is None else f", held-out accuracy {rec['heldout_accuracy']:.1f} %"
     skipped = f", {len(rec['skipped'])} skipped (back in the pool)" if rec["skipped"] else ""
     click.echo(f"round {rec['round']}: {len(rec['picks'])} labels applied{skipped}; {rec['n_labeled']} labeled "
                f"in all; tuner re-fitted in {rec['fit_seconds']:.2f} s{acc}")
