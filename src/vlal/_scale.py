@@ -45,6 +45,7 @@ import numpy as np
 from . import _faiss
 from ._faiss.ivf import parallel_map
 from ._validation import PROB_ATOL, rng_from, rows_per_chunk
+from .scoring import _neighbor_term
 from .exceptions import VlalInputError
 
 __all__ = ["CompressedIVF", "SQ8", "cec_stream", "STREAM_MIN_BYTES"]
@@ -440,13 +441,7 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
             if bad.any():  # fewer candidates than k + 1 in the probed lists: widen
                 dist[bad], idx[bad] = index.search_rows(rows[bad], kk + 1, index.nlist)
             r = rows.shape[0]
-            own = idx == rows[:, None]
-            drop = np.where(own.any(axis=1), own.argmax(axis=1), kk)
-            keep = np.ones_like(own)
-            keep[np.arange(r), drop] = False
-            dd = dist[keep].reshape(r, kk).astype(np.float64)
-            nbr = idx[keep].reshape(r, kk)
-            hnn[rows] = (np.exp(-alpha * dd) * h[nbr]).sum(axis=1) / kk
+            hnn[rows] = _neighbor_term(rows, dist, idx, h, kk, alpha)
             done += r
             if done % (1 << 20) < r:
                 log(f"knn: {done}/{m} rows, {time.perf_counter() - t:.0f} s", flush=True)

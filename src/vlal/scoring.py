@@ -326,15 +326,27 @@ def neighbor_uncertainty(
     out = np.empty(n, dtype=np.float64)
     # Search k+1 and drop the row itself (or, when identical rows hide it, the farthest hit).
     for rows, dist, idx in index.self_search(k + 1):
-        m = rows.shape[0]
-        own = idx == rows[:, None]
-        drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
-        keep = np.ones_like(own)
-        keep[np.arange(m), drop] = False
-        d = dist[keep].reshape(m, k).astype(np.float64)
-        nb = idx[keep].reshape(m, k)
-        out[rows] = (np.exp(-alpha * d) * h[nb]).sum(axis=1) / k
+        out[rows] = _neighbor_term(rows, dist, idx, h, k, alpha)
     return out
+
+
+def _neighbor_term(rows: np.ndarray, dist: np.ndarray, idx: np.ndarray, h: np.ndarray, k: int,
+                   alpha: float) -> np.ndarray:
+    """Eq. 6 for one block of a self-search: ``(1/k) sum_j exp(-alpha d_ij) h_j`` over the k
+    nearest other rows.
+
+    ``dist`` / ``idx`` (m, k + 1) are the block's k + 1 nearest rows (squared L2); each row's own
+    hit is dropped (or, when identical rows hide it, the farthest hit), so a row never counts as
+    its own neighbour. The one place of the self-exclusion rule (in-memory and streamed CEC).
+    """
+    m = rows.shape[0]
+    own = idx == rows[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    keep = np.ones_like(own)
+    keep[np.arange(m), drop] = False
+    d = dist[keep].reshape(m, k).astype(np.float64)
+    nb = idx[keep].reshape(m, k)
+    return (np.exp(-alpha * d) * h[nb]).sum(axis=1) / k
 
 
 def weighted_kmeans(
