@@ -100,7 +100,8 @@ def softmax_probs(x: np.ndarray, w: np.ndarray, temperature: float = T) -> np.nd
 
 
 def generate(args) -> None:
-    from vlal.shards import ShardWriter, _atomic_save_npy
+    from vlal._io import save_npy_atomic
+    from vlal.shards import ShardWriter
 
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -124,7 +125,7 @@ def generate(args) -> None:
             pos += y.size
             if (pos // 65536) % 16 == 0:
                 print(f"generate: {pos}/{args.n} rows, {time.perf_counter() - t0:.0f} s", flush=True)
-    _atomic_save_npy(root / "labels.npy", labels)
+    save_npy_atomic(root / "labels.npy", labels)
     print(f"generate: done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 

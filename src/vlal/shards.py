@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ._io import save_npy_atomic, write_bytes_atomic
 from .exceptions import VlalInputError
 
 __all__ = [
@@ -63,36 +63,6 @@ MATERIALIZE_MAX_BYTES = 2 * 2**30
 #: Rows per shard written by :class:`ShardWriter` by default (1 GiB of float16 at d = 512).
 DEFAULT_SHARD_ROWS = 2**20
 _DTYPES = ("float16", "float32")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_manifest(path) -> dict:
@@ -400,7 +370,7 @@ class ShardWriter:
         if not self._buffered:
             return
         name = f"{self.prefix}-{len(self.shards):05d}.npy"
-        _atomic_save_npy(self.folder / name, np.concatenate(self._buf))
+        save_npy_atomic(self.folder / name, np.concatenate(self._buf))
         self.shards.append({"file": name, "rows": self._buffered})
         self._buf, self._buffered = [], 0
 
@@ -414,7 +384,7 @@ class ShardWriter:
         m = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "dtype": self.dtype.name, "d": self.d,
              "n": sum(s["rows"] for s in self.shards), "shards": self.shards, **self.meta}
         path = self.folder / "manifest.json"
-        _atomic_write_bytes(path, (json.dumps(m, indent=1) + "\n").encode("utf-8"))
+        write_bytes_atomic(path, (json.dumps(m, indent=1) + "\n").encode("utf-8"))
         self.closed = True
         return path
 
@@ -441,7 +411,7 @@ def write_shards(folder, features, *, shard_rows: int = DEFAULT_SHARD_ROWS, dtyp
         paths = [str(p) for p in paths]
         if len(paths) != x.shape[0]:
             raise VlalInputError(f"paths has {len(paths)} entries for {x.shape[0]} rows")
-        _atomic_write_bytes(folder / "paths.txt", ("\n".join(paths) + "\n").encode("utf-8"))
+        write_bytes_atomic(folder / "paths.txt", ("\n".join(paths) + "\n").encode("utf-8"))
         meta["paths"] = "paths.txt"
     with ShardWriter(folder, x.shape[1], shard_rows=shard_rows, dtype=dtype, **meta) as w:
         for s in range(0, x.shape[0], 65536):

@@ -106,7 +106,8 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
         import ray
     except ImportError as err:
         raise ImportError("embed_ray needs the [ray] extra: pip install 'vlal[ray]'") from err
-    from ..shards import ShardWriter, _atomic_save_npy, _atomic_write_bytes
+    from .._io import save_npy_atomic, write_bytes_atomic
+    from ..shards import ShardWriter
     from ._images import scan_image_folder
 
     labels = names = None
@@ -143,10 +144,10 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = _meta(model_name, pretrained, model_config, allow_download)
-    _atomic_write_bytes(out / "paths.txt", ("\n".join(paths) + "\n").encode("utf-8"))
+    write_bytes_atomic(out / "paths.txt", ("\n".join(paths) + "\n").encode("utf-8"))
     if labels is not None:
-        _atomic_save_npy(out / "labels.npy", labels)
-        _atomic_write_bytes(out / "class_names.txt", ("\n".join(names) + "\n").encode("utf-8"))
+        save_npy_atomic(out / "labels.npy", labels)
+        write_bytes_atomic(out / "class_names.txt", ("\n".join(names) + "\n").encode("utf-8"))
     writer = None
     expect = 0
     for batch in feats.iter_batches(batch_size=None, batch_format="numpy"):
