@@ -6,9 +6,9 @@ import numbers
 
 import numpy as np
 
-from .._validation import CHUNK_ROWS, PROB_ATOL, check_param, l2_normalize, seed_int
+from .._validation import PROB_ATOL, check_param, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
-from ..scoring import nearest_to_centers, weighted_kmeans
+from ..scoring import _nearest_to_centers, _weighted_kmeans
 from ._distinct import replace_duplicates
 from .base import Pool, Strategy
 from ._register import register
@@ -63,8 +63,9 @@ def _model_flips(model, z: np.ndarray, anchors: np.ndarray, a: float, n_classes:
     """Per row, how many mixes ``(1 - a) z + a * anchor`` change the predicted class (int64)."""
     m = z.shape[0]
     flips = np.zeros(m, dtype=np.int64)
-    for s in range(0, m, CHUNK_ROWS):
-        zc = z[s : s + CHUNK_ROWS]
+    step = rows_per_chunk(max(z.shape[1], n_classes or 1))
+    for s in range(0, m, step):
+        zc = z[s : s + step]
         base = _predict(model, zc, n_classes)
         for anchor in anchors:
             mixed = (1.0 - a) * zc + a * anchor
@@ -82,8 +83,9 @@ def _prototype_flips(z: np.ndarray, anchors: np.ndarray, a: float) -> np.ndarray
     anchor_logits = anchors @ protos.T  # (C, C)
     m = z.shape[0]
     flips = np.zeros(m, dtype=np.int64)
-    for s in range(0, m, CHUNK_ROWS):
-        logits = np.asarray(z[s : s + CHUNK_ROWS] @ protos.T, dtype=np.float64)
+    step = rows_per_chunk(protos.shape[0])
+    for s in range(0, m, step):
+        logits = np.asarray(z[s : s + step] @ protos.T, dtype=np.float64)
         base = logits.argmax(axis=1)
         for row in anchor_logits:
             mixed = (1.0 - a) * logits + a * row
@@ -220,7 +222,7 @@ class ALFAMix(Strategy):
             return cand[picks], util
         seed = seed_int(self.random_state, rng)
         zf = z[flip]
-        centers, _ = weighted_kmeans(zf, None, budget, random_state=seed, n_iter=self.n_iter)
-        picks = flip[replace_duplicates(zf, nearest_to_centers(zf, centers), centers)]
+        centers, _ = _weighted_kmeans(zf, None, budget, seed, self.n_iter)
+        picks = flip[replace_duplicates(zf, _nearest_to_centers(zf, centers), centers)]
         # flips exhausted but duplicates left: the nearest distinct non-flips serve the rest
         return cand[replace_duplicates(z, picks, centers)], util

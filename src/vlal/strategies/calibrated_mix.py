@@ -9,12 +9,13 @@ import numpy as np
 from .._validation import check_positive_int, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
+    _build_knn_index,
+    _calibrate_block,
+    _calibrated_entropy,
+    _contextual_prior,
+    _neighbor_uncertainty,
+    _weighted_kmeans,
     build_knn_index,
-    calibrate,
-    calibrated_entropy,
-    contextual_prior,
-    neighbor_uncertainty,
-    weighted_kmeans,
 )
 from .base import Pool, Strategy
 from ._register import register
@@ -32,7 +33,7 @@ def _cluster(z, weights, n_clusters, seed, n_iter, init, use_gpu):
     from ..scoring import KMEANS_EXACT_MAX_WORK
 
     if init == "random" or z.shape[0] * n_clusters > KMEANS_EXACT_MAX_WORK or n_clusters == z.shape[0]:
-        return weighted_kmeans(z, weights, n_clusters, random_state=seed, n_iter=n_iter, use_gpu=use_gpu)
+        return _weighted_kmeans(z, weights, n_clusters, seed, n_iter, "auto", use_gpu)
     from sklearn.cluster import KMeans
 
     import warnings
@@ -124,7 +125,7 @@ def _calibrated_argmax(probs, prior) -> np.ndarray:
     out = np.empty(probs.shape[0], dtype=np.int64)
     step = rows_per_chunk(probs.shape[1])
     for s in range(0, probs.shape[0], step):
-        out[s : s + step] = calibrate(probs[s : s + step], prior).argmax(axis=1)
+        out[s : s + step] = _calibrate_block(np.asarray(probs[s : s + step], dtype=np.float64), prior).argmax(axis=1)
     return out
 
 
@@ -263,7 +264,7 @@ class CalibratedMix(Strategy):
 
         lam = (float(self.mix) if self.mix is not None
                else budget_mix_weight(lab.size + budget, n_classes, float(self.half_shots)))
-        index = build_knn_index(z, "auto", use_gpu=self.use_gpu) if z.shape[0] >= 2 else None
+        index = _build_knn_index(z, "auto", None, self.use_gpu) if z.shape[0] >= 2 else None
         score = np.zeros(rows.size)
         typ = None
         if lam < 1.0 or self.pick == "typical":
@@ -272,14 +273,14 @@ class CalibratedMix(Strategy):
             score += (1.0 - lam) * typ
         if lam > 0.0:
             if self.uncertainty == "margin":
-                p_cal = calibrate(probs, contextual_prior(probs, self.top_n))
+                p_cal = _calibrate_block(probs, _contextual_prior(probs, int(self.top_n)))
                 top2 = -np.partition(-p_cal, 1, axis=1)[:, :2] if p_cal.shape[1] > 1 else np.hstack([p_cal, 0 * p_cal])
                 h = 1.0 - (top2[:, 0] - top2[:, 1])
             else:
-                h = calibrated_entropy(probs, self.top_n)
+                h = _calibrated_entropy(probs, int(self.top_n))
             if index is not None:
                 k = min(int(self.k), z.shape[0] - 1)
-                h = h + neighbor_uncertainty(z, h, k, self.alpha, knn_index=index, use_gpu=self.use_gpu)
+                h = h + _neighbor_uncertainty(z, h, k, float(self.alpha), index, self.use_gpu)
             score += lam * rank01(h)
 
         n_clusters = min(rows.size, (lab.size + budget) if self.cover else budget)
@@ -306,7 +307,7 @@ class CalibratedMix(Strategy):
             members[int(assign[r])].append(int(r))
 
         if self.balance:
-            pseudo = _calibrated_argmax(probs, contextual_prior(probs, self.top_n))
+            pseudo = _calibrated_argmax(probs, _contextual_prior(probs, int(self.top_n)))
             counts = np.bincount(pool.labels, minlength=n_classes) if pool.labels is not None and lab.size else np.zeros(n_classes, np.int64)
             counts = counts.astype(np.int64)
             cap = max(1, math.ceil((lab.size + budget) / n_classes))

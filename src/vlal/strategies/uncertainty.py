@@ -6,7 +6,7 @@ import abc
 
 import numpy as np
 
-from ..scoring import entropy
+from ..scoring import _entropy
 from .base import Pool, Strategy
 from ._register import register
 
@@ -48,4 +48,4 @@ class Entropy(UncertaintyStrategy):
     """
 
     def score(self, probs: np.ndarray) -> np.ndarray:
-        return entropy(probs)
+        return _entropy(np.asarray(probs))
