@@ -703,8 +703,8 @@ def zero_shot_probs(features, prototypes, temperature: float = 0.01) -> np.ndarr
     return _zero_shot_probs(x, w, temperature)
 
 
-def _zero_shot_probs(z: np.ndarray, t: np.ndarray, temperature: float) -> np.ndarray:
-    """Kernel of Eq. 1: ``softmax((z @ t^T) / T)`` row-chunked, float32 out.
+def _zero_shot_probs(z: np.ndarray, t: np.ndarray, temperature: float, dtype=np.float32) -> np.ndarray:
+    """Kernel of Eq. 1: ``softmax((z @ t^T) / T)`` row-chunked, ``dtype`` (float32) out.
 
     ``z`` (m, d) and ``t`` (K, d) are unit-norm rows; the product is taken in their dtype
     (float32 for :func:`zero_shot_probs`, float64 where a caller normalised in float64),
@@ -712,7 +712,7 @@ def _zero_shot_probs(z: np.ndarray, t: np.ndarray, temperature: float) -> np.nda
     """
     from scipy.special import softmax
 
-    out = np.empty((z.shape[0], t.shape[0]), dtype=np.float32)
+    out = np.empty((z.shape[0], t.shape[0]), dtype=dtype)
     step = rows_per_chunk(t.shape[0])
     for s in range(0, z.shape[0], step):
         out[s : s + step] = softmax((z[s : s + step] @ t.T).astype(np.float64) / temperature, axis=1)

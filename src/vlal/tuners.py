@@ -41,6 +41,7 @@ from scipy.special import log_softmax, softmax
 
 from ._validation import check_features, check_positive_int, l2_normalize, rows_per_chunk
 from .exceptions import VlalInputError
+from .scoring import _zero_shot_probs
 
 __all__ = [
     "Tuner",
@@ -52,6 +53,8 @@ __all__ = [
 
 def cosine_softmax(features, class_embeddings, temperature: float = 0.01) -> np.ndarray:
     """CLIP's class probabilities (paper Eq. 1): ``softmax(cos(f(x), t_i) / T)``.
+
+    The tuners' name for :func:`vlal.scoring.zero_shot_probs` (same kernel).
 
     Parameters
     ----------
@@ -77,11 +80,7 @@ def cosine_softmax(features, class_embeddings, temperature: float = 0.01) -> np.
         raise VlalInputError(f"features has d={x.shape[1]} but class_embeddings has d={w.shape[1]}")
     if not temperature > 0:
         raise VlalInputError(f"temperature must be > 0; got {temperature}")
-    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
-    step = rows_per_chunk(w.shape[0])
-    for s in range(0, x.shape[0], step):
-        out[s : s + step] = softmax((x[s : s + step] @ w.T).astype(np.float64) / temperature, axis=1)
-    return out
+    return _zero_shot_probs(x, w, temperature)
 
 
 class Tuner(abc.ABC):

@@ -8,7 +8,7 @@ import numpy as np
 
 from .._validation import PROB_ATOL, check_param, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
-from ..scoring import _nearest_to_centers, _weighted_kmeans
+from ..scoring import _nearest_to_centers, _weighted_kmeans, _zero_shot_probs
 from ._distinct import replace_duplicates
 from .base import Pool, Strategy
 from ._register import register
@@ -107,9 +107,7 @@ class _PrototypeClassifier:
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         z = np.asarray(features, dtype=np.float64)
         z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-        logits = z @ self.prototypes.T / self.temperature
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        return _zero_shot_probs(z, self.prototypes, self.temperature, dtype=np.float64)  # Eq. 1
 
 
 @register("alfamix")

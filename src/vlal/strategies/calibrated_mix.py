@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .._validation import check_positive_int, l2_normalize, rows_per_chunk, seed_int
+from .._validation import check_features, check_positive_int, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
     _build_knn_index,
@@ -15,7 +15,6 @@ from ..scoring import (
     _contextual_prior,
     _neighbor_uncertainty,
     _weighted_kmeans,
-    build_knn_index,
 )
 from .base import Pool, Strategy
 from ._register import register
@@ -73,7 +72,8 @@ def typicality(features, k: int = 20, *, knn_index="auto", use_gpu="auto") -> np
     if n == 1:
         return np.ones(1, dtype=np.float64)
     k = min(k, n - 1)
-    index = knn_index if not isinstance(knn_index, str) else build_knn_index(features, knn_index, use_gpu=use_gpu)
+    index = knn_index if not isinstance(knn_index, str) else _build_knn_index(
+        check_features(features, "features"), knn_index, None, use_gpu)
     out = np.empty(n, dtype=np.float64)
     for rows, dist, _ in index.self_search(k + 1):
         d = np.sqrt(np.maximum(dist[:, 1 : k + 1].astype(np.float64), 0.0)).mean(axis=1)
