@@ -828,7 +828,7 @@ def _gradient_residuals(probs) -> np.ndarray:
     out = np.empty((n, n_classes), dtype=np.float32)
     step = rows_per_chunk(n_classes)
     for s in range(0, n, step):
-        block = np.asarray(p[s : s + step], dtype=np.float64)
+        block = np.array(p[s : s + step], dtype=np.float64, copy=True)  # never the caller's rows (float64 input)
         block[np.arange(block.shape[0]), block.argmax(axis=1)] -= 1.0
         out[s : s + block.shape[0]] = block
     return out
