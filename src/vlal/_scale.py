@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import numpy as np
 
 from . import _faiss
 from ._faiss.ivf import parallel_map
 from ._validation import PROB_ATOL, rng_from, rows_per_chunk
+from ._warnings import warn_caller
 from .scoring import _neighbor_term
 from .exceptions import VlalInputError
 
@@ -415,8 +415,7 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
         if r - 2 * per.std() / np.sqrt(per.size) >= min_recall or npb >= index.nlist:
             break
     else:
-        warnings.warn(f"compressed index recall@{kk} {r:.3f} < {min_recall} with {index.nprobe} probes", UserWarning,
-                      stacklevel=2)
+        warn_caller(f"compressed index recall@{kk} {r:.3f} < {min_recall} with {index.nprobe} probes", UserWarning)
     # SQ8 distance error on the exact neighbours of the sampled rows (relative, median / p99)
     nb = gt_i[:, 1:].ravel()
     dec = index.decode(nb)

@@ -8,9 +8,10 @@ import numpy as np
 
 from .._validation import PROB_ATOL, check_param, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
-from ..scoring import _nearest_to_centers, _weighted_kmeans, _zero_shot_probs
+from ..scoring import _zero_shot_probs
 from ._distinct import replace_duplicates
 from .base import Pool, Strategy
+from .clustering import cluster_nearest
 from ._register import register
 
 __all__ = ["ALFAMix"]
@@ -32,7 +33,7 @@ def _predict(model, x: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     non-negative, rows summing to 1 (an all-zero row is refused).
     """
     p = np.asarray(model.predict_proba(x))
-    k = "n_classes" if n_classes is None else n_classes
+    want = "n_classes" if n_classes is None else n_classes
     if p.ndim != 2 or p.shape[0] != x.shape[0] or (n_classes is not None and p.shape[1] != n_classes):
         hint = ""
         if p.ndim == 2 and n_classes is not None and p.shape[1] < n_classes:
@@ -42,7 +43,7 @@ def _predict(model, x: np.ndarray, n_classes: int | None = None) -> np.ndarray:
             )
         raise VlalInputError(
             f"model.predict_proba returned shape {p.shape} for {x.shape[0]} rows; expected "
-            f"({x.shape[0]}, {k}), one column per column of probs{hint}"
+            f"({x.shape[0]}, {want}), one column per column of probs{hint}"
         )
     if not np.issubdtype(p.dtype, np.number) or not np.isfinite(p).all():
         raise VlalInputError("model.predict_proba returned NaN, inf or non-numbers")
@@ -220,7 +221,7 @@ class ALFAMix(Strategy):
             return cand[picks], util
         seed = seed_int(self.random_state, rng)
         zf = z[flip]
-        centers, _ = _weighted_kmeans(zf, None, budget, seed, self.n_iter)
-        picks = flip[replace_duplicates(zf, _nearest_to_centers(zf, centers), centers)]
+        near, centers, _ = cluster_nearest(zf, None, budget, seed, self.n_iter)  # the clustering template's step
+        picks = flip[replace_duplicates(zf, near, centers)]
         # flips exhausted but duplicates left: the nearest distinct non-flips serve the rest
         return cand[replace_duplicates(z, picks, centers)], util

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import l2_normalize
-from ..scoring import _k_center_greedy, k_center_greedy
-from .base import Pool, Strategy
+from ..scoring import k_center_greedy  # noqa: F401  (its home before issue 10)
+from .base import Pool
+from .kcenter import KCenterStrategy
 from ._register import register
 
 __all__ = ["CoreSet", "k_center_greedy"]
 
 
 @register("coreset")
-class CoreSet(Strategy):
+class CoreSet(KCenterStrategy):
     """Greedy k-centre CoreSet on L2-normalised features.
 
     Repeatedly takes the candidate farthest (Euclidean, on ``z = f / ||f||``) from its
@@ -43,9 +44,7 @@ class CoreSet(Strategy):
     A Core-Set Approach", ICLR 2018.
     """
 
-    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
-        cand = pool.candidates
-        z = l2_normalize(pool.features[cand], "features")
+    def _embedding(self, pool: Pool, rng: np.random.Generator):
+        z = l2_normalize(pool.features[pool.candidates], "features")
         centers = l2_normalize(pool.features[pool.labeled], "features") if pool.labeled.size else None
-        picks, dist = _k_center_greedy(z, centers, budget, rng, return_distances=True)
-        return cand[picks], dist
+        return z, centers

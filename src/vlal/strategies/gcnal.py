@@ -8,8 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_param, l2_normalize, rows_per_chunk, seed_int
-from ..scoring import _drop_self, _k_center_greedy, _knn
-from .base import Pool, Strategy
+from ..scoring import _drop_self, _knn
+from .base import Pool
+from .kcenter import KCenterStrategy
 from ._register import register
 
 __all__ = ["GCNAL"]
@@ -131,7 +132,7 @@ def _gcn_embeddings(
 
 
 @register("gcnal")
-class GCNAL(Strategy):
+class GCNAL(KCenterStrategy):
     """CoreGCN: greedy k-centre CoreSet on the hidden embeddings of a graph network.
 
     1. A sparse kNN graph over the whole pool (labeled + unlabeled): each row linked to its
@@ -213,7 +214,7 @@ class GCNAL(Strategy):
         check_param(self.weight_decay, "weight_decay", numbers.Real, min_val=0)
         check_param(self.dropout, "dropout", numbers.Real, min_val=0, max_val=1, include_boundaries="left")
 
-    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def _embedding(self, pool: Pool, rng: np.random.Generator):
         _import_torch()  # fail early with the install hint
         z = l2_normalize(pool.features, "features")
         adj = _knn_adjacency(z, self.n_neighbors)
@@ -230,6 +231,4 @@ class GCNAL(Strategy):
             dropout=float(self.dropout),
             seed=seed_int(self.random_state, rng),
         )
-        cand = pool.candidates
-        picks, dist = _k_center_greedy(emb[cand], emb[pool.labeled], budget, rng, return_distances=True)
-        return cand[picks], dist
+        return emb[pool.candidates], emb[pool.labeled]
