@@ -13,6 +13,7 @@ from ..scoring import (
     _calibrate_block,
     _calibrated_entropy,
     _contextual_prior,
+    _drop_self,
     _neighbor_uncertainty,
     _weighted_kmeans,
 )
@@ -50,8 +51,9 @@ def typicality(features, k: int = 20, *, knn_index="auto", use_gpu="auto") -> np
     """TypiClust typicality: the inverse mean Euclidean distance to the ``k`` nearest other rows.
 
     ``Typ(x) = ( (1/k) sum_{x_i in kNN(x)} ||z_x - z_i|| )^-1`` (Hacohen et al., ICML 2022, Eq. 4),
-    on the rows as given (pass L2-normalised features). For each row the nearest hit is
-    dropped as the row itself (an identical copy at distance 0 is equivalent).
+    on the rows as given (pass L2-normalised features). ``k + 1`` neighbours are searched and
+    the row's own hit dropped (or, when identical rows hide it, the farthest hit), the same
+    rule as Eq. 6 (``vlal.scoring._drop_self``).
 
     Parameters
     ----------
@@ -75,8 +77,9 @@ def typicality(features, k: int = 20, *, knn_index="auto", use_gpu="auto") -> np
     index = knn_index if not isinstance(knn_index, str) else _build_knn_index(
         check_features(features, "features"), knn_index, None, use_gpu)
     out = np.empty(n, dtype=np.float64)
-    for rows, dist, _ in index.self_search(k + 1):
-        d = np.sqrt(np.maximum(dist[:, 1 : k + 1].astype(np.float64), 0.0)).mean(axis=1)
+    for rows, dist, idx in index.self_search(k + 1):
+        dist, _ = _drop_self(rows, dist, idx, k)  # the k nearest other rows (the one self-exclusion rule)
+        d = np.sqrt(np.maximum(dist.astype(np.float64), 0.0)).mean(axis=1)
         out[rows] = 1.0 / np.maximum(d, 1e-12)
     return out
 
