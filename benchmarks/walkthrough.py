@@ -21,7 +21,8 @@ Reported, for the calls on the path (and, in brackets, for all vlal calls):
   and ``b != a``).
 
 Run: ``python benchmarks/walkthrough.py [strategy ...]`` (default ``cec``); results are
-printed and written to ``benchmarks/results/walkthrough.md`` when ``--write`` is given.
+printed and written to ``benchmarks/results/walkthrough.md`` when ``--write`` is given
+(its ``## Before`` section, figures recorded at an earlier commit, is kept).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from vlal.strategies.base import Pool
 
 PKG = os.path.dirname(os.path.abspath(vlal.__file__)) + os.sep
 N, D, K, BUDGET = 300, 16, 5, 4
+BEFORE = "## Before"  # a section of the results file that --write keeps
 
 
 def _module(code) -> str:
@@ -109,7 +111,10 @@ def main(argv: list[str]) -> int:
             print("  " + "\n  ".join(a["path"]))
     if write:
         out = Path(__file__).parent / "results" / "walkthrough.md"
-        write_text_atomic(out, "\n".join(lines) + "\n")
+        # keep the recorded "## Before" section (figures of an earlier commit) below the new table
+        kept = out.read_text().partition(BEFORE)[2] if out.exists() else ""
+        text = "\n".join(lines) + "\n" + (f"\n{BEFORE}{kept}" if kept else "")
+        write_text_atomic(out, text)
     return 0
 
 
