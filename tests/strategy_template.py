@@ -89,19 +89,47 @@ class StrategyTemplate:
         with pytest.raises(ValueError, match="budget"):
             self._run(x, p, y, budget)
 
-    @pytest.mark.parametrize("dtype", [np.float16, np.float64])
-    def test_dtypes_and_layouts(self, pool, dtype, tmp_path):
+    def test_dtypes_and_layouts_run(self, pool):
         x, p, y = pool
         lab = _labeled_setup(len(x), 10)
-        xs = np.asfortranarray(x.astype(dtype))
-        idx = self._run(xs, p.astype(dtype), y, 5, labeled=lab)
-        assert len(set(idx.tolist())) == 5
-        mm = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=x.shape)
-        mm[:] = x
-        mm.flush()
-        ro = np.load(tmp_path / "f.npy", mmap_mode="r")
-        idx2 = self._run(ro, p, y, 5, labeled=lab)
-        assert len(set(idx2.tolist())) == 5
+        for dtype in (np.float16, np.float64):
+            idx = self._run(np.asfortranarray(x.astype(dtype)), p.astype(dtype), y, 5, labeled=lab)
+            assert idx.shape == (5,) and len(set(idx.tolist())) == 5
+
+    def test_layouts_give_the_float32_picks(self, pool, tmp_path):
+        """Fortran order, a read-only memmap and a strided view hold the same values: the same picks."""
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        ref = self._run(x, p, y, 6, labeled=lab)
+        np.testing.assert_array_equal(self._run(np.asfortranarray(x), np.asfortranarray(p), y, 6, labeled=lab), ref)
+        for name, arr in (("f.npy", x), ("p.npy", p)):
+            mm = np.lib.format.open_memmap(tmp_path / name, mode="w+", dtype=np.float32, shape=arr.shape)
+            mm[:] = arr
+            mm.flush()
+            del mm
+        xm, pm = np.load(tmp_path / "f.npy", mmap_mode="r"), np.load(tmp_path / "p.npy", mmap_mode="r")
+        assert isinstance(xm, np.memmap)
+        np.testing.assert_array_equal(self._run(xm, pm, y, 6, labeled=lab), ref)
+        xv = np.repeat(x, 2, axis=1)[:, ::2]  # strided view, same values
+        pv = np.repeat(p, 3, axis=0)[::3]
+        assert not xv.flags.c_contiguous and not pv.flags.c_contiguous
+        np.testing.assert_array_equal(self._run(xv, pv, y, 6, labeled=lab), ref)
+
+    #: Least share of the float32 picks kept when the inputs are rounded to float16 (1.0 = the
+    #: same picks). A strategy's test class lowers it only with the reason written beside it.
+    float16_overlap = 1.0
+
+    def test_float16_gives_the_float32_picks(self, pool):
+        """float16 inputs pick what float32 inputs holding the same (rounded) values pick, and
+        the rounding itself keeps at least ``float16_overlap`` of the float32 picks."""
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        x16, p16 = x.astype(np.float16), p.astype(np.float16)
+        same_values = self._run(x16.astype(np.float32), p16.astype(np.float32), y, 6, labeled=lab)
+        np.testing.assert_array_equal(self._run(x16, p16, y, 6, labeled=lab), same_values)
+        ref = self._run(x, p, y, 6, labeled=lab)
+        kept = len(set(ref.tolist()) & set(same_values.tolist())) / ref.size
+        assert kept >= self.float16_overlap, (kept, ref, same_values)
 
     def test_non_contiguous_view(self, pool):
         x, p, y = pool
@@ -109,6 +137,61 @@ class StrategyTemplate:
         a = self._run(xv, p, y, 5)
         b = self._run(x, p, y, 5)
         np.testing.assert_array_equal(a, b)
+
+    # ------------------------------------------------------------------ issue 10 item 7: what _query itself returns
+
+    def _spy_query(self, x, p, y, budget, labeled, candidates=None, random_state=0):
+        """Run ``select`` with a spy on ``_query``: ``(strategy, {pool, budget, out})`` where ``out`` is
+        the raw return value of ``_query`` before ``select`` converts and checks it."""
+        s = self.strategy(random_state)
+        seen = {}
+        query = s._query
+
+        def spy(pool, b, rng):
+            out = query(pool, b, rng)
+            seen.update(pool=pool, budget=b, out=out)
+            return out
+
+        s._query = spy  # the instance attribute shadows the method for this one object
+        try:
+            s.select(x, p, budget, labeled=labeled, labels=y[np.asarray(labeled)], candidates=candidates)
+        except RuntimeError:  # select's own guard; the raw checks below say what was wrong
+            pass
+        del s._query
+        return s, seen
+
+    @staticmethod
+    def _check_raw_query(out, pool, budget):
+        chosen, util = out if isinstance(out, tuple) else (out, None)
+        chosen = np.asarray(chosen)
+        assert chosen.dtype.kind in "iu", f"_query returned {chosen.dtype} positions, not integers"
+        assert chosen.shape == (budget,), f"_query returned shape {chosen.shape} for budget {budget}"
+        assert np.unique(chosen).size == budget, f"_query returned duplicates: {chosen}"
+        outside = chosen[~np.isin(chosen, pool.candidates)]
+        assert outside.size == 0, f"_query returned {outside}, not among pool.candidates"
+        if util is not None:
+            assert np.shape(util) == pool.candidates.shape, "utilities must align with pool.candidates"
+
+    @pytest.mark.parametrize("budget", [1, 7])
+    @pytest.mark.parametrize("restricted", [False, True])
+    def test_query_raw_output(self, pool, budget, restricted):
+        """``_query``'s own output (not what ``select`` makes of it): integer pool positions,
+        ``budget`` of them, distinct, among ``pool.candidates``; the same when ``_query`` is
+        called directly on the ``Pool`` that ``select`` built."""
+        x, p, y = pool
+        lab = _labeled_setup(len(x), 10)
+        cand = None
+        if restricted:  # every other unlabeled row, unsorted: candidate numbers differ from pool positions
+            cand = np.setdiff1d(np.arange(len(x)), lab)[1::2][::-1].copy()
+        s, seen = self._spy_query(x, p, y, budget, lab, cand)
+        assert seen, "select did not call _query although 10 rows are labeled"
+        pool_ = seen["pool"]
+        assert seen["budget"] == budget and pool_.n == len(x)
+        if restricted:
+            np.testing.assert_array_equal(pool_.candidates, np.sort(cand))
+        self._check_raw_query(seen["out"], pool_, budget)
+        again = type(s)._query(s, pool_, budget, np.random.default_rng(0))
+        self._check_raw_query(again, pool_, budget)
 
     def test_identical_rows(self):
         x = np.ones((30, 4), np.float32)
