@@ -7,7 +7,7 @@ labeled) pass, because ``select`` hides or repairs the bug.
 
 import numpy as np
 import pytest
-from strategy_template import StrategyTemplate
+from strategy_template import StrategyTemplate, _labeled_setup
 
 from conftest import make_pool
 from vlal import Strategy
@@ -57,6 +57,24 @@ class _AssumesCOrder(_LeastConfident):
         return np.abs(x[pool.candidates]).sum(axis=1) + 1e-3 * pool.probs[pool.candidates, 0]
 
 
+class _Duplicates(_LeastConfident):
+    """Bug: the first pick twice."""
+
+    def _query(self, pool, budget, rng):
+        out = super()._query(pool, budget, rng)
+        out[-1] = out[0]
+        return out
+
+
+class _NanUtilities(_LeastConfident):
+    """Bug: a NaN utility for one candidate (select would report that row as no candidate)."""
+
+    def _query(self, pool, budget, rng):
+        util = self._scores(pool)
+        util[0] = np.nan
+        return super()._query(pool, budget, rng), util
+
+
 def _case(cls):
     class Case(StrategyTemplate):  # not collected by pytest (no Test prefix): the checks are called below
         make = staticmethod(lambda rs: cls(random_state=rs))
@@ -77,12 +95,45 @@ def test_the_checks_pass_for_a_correct_strategy(pool, tmp_path):
     case.test_float16_gives_the_float32_picks(pool)
     case.test_layouts_give_the_float32_picks(pool, tmp_path)
     case.test_budget_distinct_in_range_unlabeled(pool)
+    case.test_budget_equals_unlabeled(pool)
+    case.test_float64_gives_the_float32_picks(pool)
+    case.test_identical_rows()
+    case.test_one_hot_probs_zero_uncertainty(pool)
 
 
-def test_float_positions_fail_the_raw_check_only(pool):
+def _select_result_looks_right(case, pool):
+    """What the template checked before item 7: properties of ``select``'s result only."""
+    x, p, y = pool
+    lab = _labeled_setup(len(x), 10)
+    idx = case._run(x, p, y, 7, labeled=lab)
+    return (idx.dtype == np.int64 and idx.shape == (7,) and len(set(idx.tolist())) == 7
+            and not set(idx.tolist()) & set(lab.tolist()))
+
+
+def test_float_positions_fail_the_raw_checks(pool):
     case = _case(_FloatPositions)
-    case.test_budget_distinct_in_range_unlabeled(pool)  # select's cast hides the bug here
+    assert _select_result_looks_right(case, pool)  # select's cast hides the bug
     with pytest.raises(AssertionError, match="float64 positions, not integers"):
+        case.test_query_raw_output(pool, 7, False)
+    with pytest.raises(AssertionError, match="float64 positions, not integers"):
+        case.test_budget_distinct_in_range_unlabeled(pool)
+    with pytest.raises(AssertionError, match="float64 positions, not integers"):
+        case.test_identical_rows()
+
+
+def test_duplicates_fail_the_raw_check_not_just_selects_guard(pool):
+    case = _case(_Duplicates)
+    with pytest.raises(AssertionError, match="duplicates"):  # not select's bare RuntimeError
+        case.test_budget_distinct_in_range_unlabeled(pool)
+
+
+def test_nan_utilities_fail_the_raw_check(pool):
+    case = _case(_NanUtilities)
+    x, p, y = pool
+    lab = _labeled_setup(len(x), 10)
+    _, u = case.strategy().select(x, p, 3, labeled=lab, labels=y[lab], return_utilities=True)
+    assert np.isnan(u).sum() == 11  # select passes the NaN on as if the row were no candidate
+    with pytest.raises(AssertionError, match="NaN utilities"):
         case.test_query_raw_output(pool, 7, False)
 
 
