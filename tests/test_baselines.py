@@ -48,6 +48,10 @@ class TestALFAMix(StrategyTemplate):
 class TestALFAMixLargeCap(StrategyTemplate):
     # a large weight makes many candidates flip, so the K-Means branch runs too
     make = staticmethod(lambda rs: ALFAMix(alpha_cap=0.5, random_state=rs))
+    # A flip is a change of argmax of a mixed feature: float16 rounding (relative 5e-4) moves rows that
+    # sit on a class boundary in or out of the flip set, and K-Means over another set can take
+    # another row nearest to a centre. Measured on the template pool: 5 of 6 picks kept.
+    float16_overlap = 5 / 6
 
 
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="GCNAL needs torch ([clip] extra)")

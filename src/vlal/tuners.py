@@ -47,7 +47,7 @@ __all__ = [
     "Tuner",
     "ZeroShotClassifier", "FeatureSpaceTuner", "FreeEmbeddingTuner", "AnchoredTuner", "SharedTransformTuner",
     "KgCoOpTuner", "TipAdapter", "TipAdapterF", "CLAPTuner", "cosine_softmax", "TunerSpec", "TUNERS",
-    "DEFAULT_TUNER", "available_tuners", "make_tuner",
+    "DEFAULT_TUNER", "TUNER_ALIASES", "available_tuners", "make_tuner",
 ]
 
 
@@ -657,12 +657,16 @@ class TunerSpec:
     inputs : {"features", "images"}
         What ``fit`` / ``predict_proba`` consume.
     summary : str
+    clip_class : str, optional
+        For the CLIP prompt tuners: the class name in :mod:`vlal.clip` (a name, so that
+        reading the registry imports no torch).
     """
 
     name: str
     factory: Callable | None
     inputs: str
     summary: str
+    clip_class: str | None = None
 
 
 TUNERS: dict[str, TunerSpec] = {s.name: s for s in [
@@ -676,10 +680,13 @@ TUNERS: dict[str, TunerSpec] = {s.name: s for s in [
     TunerSpec("clap", CLAPTuner, "features", "CLAP: class-adaptive constrained linear probe"),
     TunerSpec("free", FreeEmbeddingTuner, "features", "free per-class embeddings (first stand-in; collapses on real CLIP)"),
     TunerSpec("zero-shot", ZeroShotClassifier, "features", "no adaptation"),
-    TunerSpec("coop", None, "features", "CLIP CoOp (needs the [clip] extra and CLIP weights)"),
-    TunerSpec("vpt", None, "images", "CLIP VPT (needs the [clip] extra, CLIP weights and image paths)"),
-    TunerSpec("maple", None, "images", "CLIP MaPLe (needs the [clip] extra, CLIP weights and image paths)"),
+    TunerSpec("coop", None, "features", "CLIP CoOp (needs the [clip] extra and CLIP weights)", "CoOp"),
+    TunerSpec("vpt", None, "images", "CLIP VPT (needs the [clip] extra, CLIP weights and image paths)", "VPT"),
+    TunerSpec("maple", None, "images", "CLIP MaPLe (needs the [clip] extra, CLIP weights and image paths)", "MaPLe"),
 ]}
+
+#: Old names still accepted by the CLI -> registry names.
+TUNER_ALIASES: dict[str, str] = {"feature": "free"}
 
 #: Registry name of the benchmark's default tuner.
 DEFAULT_TUNER = "anchored"
