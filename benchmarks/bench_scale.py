@@ -99,6 +99,17 @@ def softmax_probs(x: np.ndarray, w: np.ndarray, temperature: float = T) -> np.nd
     return logits
 
 
+def _to_float16(x: np.ndarray) -> np.ndarray:
+    """float32 -> float16, bit-identical to ``x.astype(np.float16)``. numpy's cast takes a slow
+    path for float16 subnormals, which are ~98 % of a K = 1000 softmax at T = 0.01 (4.5 s per
+    65,536 x 1000 block here); torch's cast, when installed, takes 0.2 s."""
+    try:
+        import torch
+    except ImportError:
+        return x.astype(np.float16)
+    return torch.from_numpy(np.ascontiguousarray(x)).to(torch.float16).numpy()
+
+
 def generate(args) -> None:
     from vlal._io import save_npy_atomic
     from vlal.shards import ShardWriter
@@ -119,8 +130,8 @@ def generate(args) -> None:
     with ShardWriter(root / "features", D, **meta, normalized=True) as fw, \
             ShardWriter(root / "probs", n_classes, prefix="probs", shard_rows=2**19, **meta) as pw:
         for x, y in gen:
-            fw.write(x)
-            pw.write(softmax_probs(x, w))
+            fw.write(_to_float16(x))
+            pw.write(_to_float16(softmax_probs(x, w)))
             labels[pos : pos + y.size] = y
             pos += y.size
             if (pos // 65536) % 16 == 0:
