@@ -58,12 +58,12 @@ ROWS_PER_LIST = 192
 #: Probed lists tried, smallest first, when tuning for ``min_recall``.
 PROBE_CHOICES = (2, 3, 4, 6, 8, 12, 16, 24, 32)
 #: Per-query probing: each query picks its lists among this many x nprobe lists nearest its own list.
-PROBE_WINDOW = 4
+PROBE_WINDOW = 2
 #: Rows sampled to measure recall against exact search.
-RECALL_QUERIES = 256
+RECALL_QUERIES = 1024
 #: Coarse quantizer: sample rows per list and Lloyd iterations.
-TRAIN_ROWS_PER_LIST = 4
-TRAIN_ITER = 6
+TRAIN_ROWS_PER_LIST = 16
+TRAIN_ITER = 10
 #: Rows per streamed block.
 BLOCK_ROWS = 65536
 #: Progress messages of :func:`cec_stream` go to this callable when set (e.g. ``print``).
