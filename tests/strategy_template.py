@@ -245,13 +245,13 @@ class StrategyTemplate:
     @given(
         n=st.integers(5, 50),
         d=st.integers(1, 6),
-        k=st.integers(1, 5),
+        n_classes=st.integers(1, 5),
         frac_lab=st.floats(0, 0.5),
         frac_budget=st.floats(0.01, 1.0),
         seed=st.integers(0, 2**16),
     )
-    def test_properties(self, n, d, k, frac_lab, frac_budget, seed):
-        x, p, y = make_pool(n=n, d=d, k=k, seed=seed)
+    def test_properties(self, n, d, n_classes, frac_lab, frac_budget, seed):
+        x, p, y = make_pool(n=n, d=d, n_classes=n_classes, seed=seed)
         n_lab = int(frac_lab * n)
         lab = _labeled_setup(n, n_lab, seed)
         n_cand = n - n_lab
@@ -324,15 +324,15 @@ class StrategyTemplate:
     @given(
         n=st.integers(6, 50),
         d=st.integers(1, 6),
-        k=st.integers(1, 5),
+        n_classes=st.integers(1, 5),
         frac_lab=st.floats(0, 0.5),
         frac_cand=st.floats(0.05, 1.0),
         frac_budget=st.floats(0.01, 1.0),
         as_mask=st.booleans(),
         seed=st.integers(0, 2**16),
     )
-    def test_candidates_and_utilities(self, n, d, k, frac_lab, frac_cand, frac_budget, as_mask, seed):
-        x, p, y = make_pool(n=n, d=d, k=k, seed=seed)
+    def test_candidates_and_utilities(self, n, d, n_classes, frac_lab, frac_cand, frac_budget, as_mask, seed):
+        x, p, y = make_pool(n=n, d=d, n_classes=n_classes, seed=seed)
         lab = _labeled_setup(n, int(frac_lab * n), seed)
         rng = np.random.default_rng(seed)
         unl = np.setdiff1d(np.arange(n), lab)

@@ -163,7 +163,7 @@ def test_badge_factorised_distance_matches_explicit():
 
 
 def test_badge_first_pick_is_largest_gradient():
-    x, p, _ = make_pool(n=50, d=6, k=4, seed=2)
+    x, p, _ = make_pool(n=50, d=6, n_classes=4, seed=2)
     idx = BADGE(random_state=0).select(x, p, 5)
     r = p.astype(np.float64) - np.eye(4)[p.argmax(1)]
     assert idx[0] == np.argmax((r**2).sum(1))

@@ -49,7 +49,7 @@ def test_strategies_call_kernels_not_validating_functions(path):
 
 
 def test_public_functions_equal_their_kernels():
-    x, p, _ = make_pool(n=50, d=6, k=4, seed=3)
+    x, p, _ = make_pool(n=50, d=6, n_classes=4, seed=3)
     z = vlal._validation.l2_normalize(x)
     np.testing.assert_array_equal(vlal.entropy(p), scoring._entropy(p))
     np.testing.assert_array_equal(vlal.calibrated_entropy(p, 5), scoring._calibrated_entropy(p, 5))

@@ -28,7 +28,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .._io import atomic_write
+from .._warnings import warn_caller
 from ..exceptions import VlalInputError
 from ..tuners import Tuner
 from ._encode import DEFAULT_TEMPLATE, _check_clip, encode_class_names, encode_images, prompt_texts
@@ -520,10 +520,10 @@ class PromptTuner(Tuner):
         if list(blob["class_names"]) != self.class_names:
             raise VlalInputError(f"{path} was tuned for other class names (first: {blob['class_names'][:3]})")
         if blob["model_name"] != self.clip.model_name or blob["weights_id"] != self.clip.weights_id:
-            warnings.warn(
+            warn_caller(
                 f"{path} was tuned on {blob['model_name']} ({blob['weights_id']}); loading it into "
                 f"{self.clip.model_name} ({self.clip.weights_id})",
-                stacklevel=2,
+                UserWarning,
             )
         self.prompts.load_state_dict({k: v.to(self.device) for k, v in blob["state"].items()})
         self.tuned = bool(blob["tuned"])
@@ -532,7 +532,7 @@ class PromptTuner(Tuner):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(model={self.clip.model_name!r}, K={self.n_classes}, epochs={self.epochs}, "
+            f"{type(self).__name__}(model={self.clip.model_name!r}, n_classes={self.n_classes}, epochs={self.epochs}, "
             f"batch_size={self.batch_size}, lr={self.lr}, trainable={self.n_trainable()}, tuned={self.tuned})"
         )
 
