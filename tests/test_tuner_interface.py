@@ -63,7 +63,10 @@ def test_feature_tuner_outputs_unchanged_by_the_refactor():
     assert sorted(names) == sorted(k for k in stored if not k.startswith("_")), "regenerate tests/data/tuner_outputs.json"
     for name in names:
         p = make_tuner(name, w0, temperature=FIXTURE_T).fit(x[:25], y[:25]).predict_proba(x[:8])
-        np.testing.assert_allclose(p, np.array(stored[name]), atol=2e-6, err_msg=name)
+        # CLAP's iterative fit (L-BFGS over the whole class matrix) ends 4.5e-4 apart on CPUs whose
+        # BLAS picks other kernels (AVX2 vs AVX-512, measured on this project's machines); the
+        # closed-form and short fits agree to 2e-6 there
+        np.testing.assert_allclose(p, np.array(stored[name]), atol=2e-3 if name == "clap" else 2e-6, err_msg=name)
     # the fixture is not a constant: the tuned tuners differ from zero-shot and from each other
     assert not np.allclose(stored["anchored"], stored["zero-shot"], atol=0.1)
     assert not np.allclose(stored["tip-adapter"], stored["tip-adapter-f"], atol=0.01)
