@@ -629,7 +629,7 @@ class CLAPTuner(ZeroShotClassifier):
         seen = counts > 0
         alpha[seen] = np.bincount(y, weights=p0, minlength=n_classes)[seen] / counts[seen]
         self.constraint_weights = alpha
-        lam = alpha[:, None] / K
+        lam = alpha[:, None] / n_classes
         onehot = _onehot(y, n_classes)
 
         def loss_grad(flat):
