@@ -141,3 +141,31 @@ def test_a_new_strategy_needs_one_module_and_one_test_file(tmp_path):
     # The check itself fails for a registered name without a template test:
     (tests / "test_toy.py").write_text(TOY_TEST.replace('registered = "toy-first"', "registered = None"))
     assert "toy-first" not in template_coverage(tests)
+
+
+def test_seed_in_the_strategy_name_is_used_once():
+    import numpy as np
+
+    import vlal
+
+    s = vlal.make_strategy("cec[random_state=3]")
+    assert s.random_state == 3
+    assert vlal.make_strategy("pcb[random_state=5](entropy)").random_state == 5
+    with pytest.raises(ValueError, match="random_state given twice"):
+        vlal.make_strategy("cec[random_state=3]", random_state=4)
+    # the same picks as the keyword form
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 6)).astype(np.float32)
+    p = np.full((80, 3), 1 / 3, dtype=np.float32)
+    a = vlal.make_strategy("random[random_state=3]").select(x, p, 5)
+    b = vlal.make_strategy("random", random_state=3).select(x, p, 5)
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("params, word", [("mix='abc'", "mix"), ("mix=True", "mix"), ("alpha='0.1'", "alpha"),
+                                          ("mix=1.5", "mix"), ("mix=None,half_shots=0", "half_shots")])
+def test_calibrated_mix_parameter_errors_name_the_parameter(params, word):
+    import vlal
+
+    with pytest.raises(ValueError, match=word):
+        vlal.make_strategy(f"calibrated-mix[{params}]")

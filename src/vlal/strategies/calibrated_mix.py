@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numbers
+
 import numpy as np
 
-from .._validation import check_features, check_positive_int, l2_normalize, rows_per_chunk, seed_int
+from .._validation import check_features, check_param, check_positive_int, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
     _build_knn_index,
@@ -227,13 +229,11 @@ class CalibratedMix(Strategy):
         check_positive_int(self.k, "k")
         check_positive_int(self.top_n, "top_n")
         check_positive_int(self.n_iter, "n_iter")
-        if not np.isfinite(float(self.alpha)) or float(self.alpha) < 0:
-            raise VlalInputError(f"alpha must be a finite number >= 0; got {self.alpha!r}")
+        check_param(self.alpha, "alpha", numbers.Real, min_val=0)
         if self.mix is None:
-            if not (np.isfinite(float(self.half_shots)) and float(self.half_shots) > 0):
-                raise VlalInputError(f"half_shots must be a finite number > 0; got {self.half_shots!r}")
-        elif not (0.0 <= float(self.mix) <= 1.0):
-            raise VlalInputError(f"mix must be None or a number in [0, 1]; got {self.mix!r}")
+            check_param(self.half_shots, "half_shots", numbers.Real, min_val=0, include_boundaries="neither")
+        else:
+            check_param(self.mix, "mix", numbers.Real, min_val=0, max_val=1)
         for flag in ("cover", "balance", "dedupe", "weighted"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise VlalInputError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
