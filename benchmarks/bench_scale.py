@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vlal._io import write_text_atomic
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 D, T = 512, 0.01
@@ -168,7 +170,7 @@ def select(args) -> None:
             if st is not None:
                 snap = {"stats": {k: v for k, v in st.items()}, "peak_rss_gib": round(_vm("VmHWM"), 2),
                         "elapsed_s": round(time.perf_counter() - t0, 1), "load_avg_1min": loads[-20:]}
-                partial.write_text(json.dumps(snap, indent=1, default=str) + "\n")
+                write_text_atomic(partial, json.dumps(snap, indent=1, default=str) + "\n")
 
     t0 = time.perf_counter()
     threading.Thread(target=sample_load, daemon=True).start()
@@ -208,7 +210,7 @@ def select(args) -> None:
     print(json.dumps(res, indent=1), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    write_text_atomic(out, json.dumps(res, indent=1) + "\n")
 
 
 def report(args) -> None:
@@ -225,8 +227,8 @@ def report(args) -> None:
             r["note"] = args.note
         rows[(r["n"], r.get("pool", "synthetic"))] = r
     rep["streamed"] = [rows[key] for key in sorted(rows)]
-    path.write_text(json.dumps(rep, indent=1, default=float))
-    (Path(args.out_dir) / "select_scaling.md").write_text(bench_select.markdown(rep))
+    write_text_atomic(path, json.dumps(rep, indent=1, default=float))
+    write_text_atomic(Path(args.out_dir) / "select_scaling.md", bench_select.markdown(rep))
 
 
 def main(argv=None) -> None:
