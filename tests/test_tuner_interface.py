@@ -149,6 +149,11 @@ def test_prompt_tuner_configs():
         VPTConfig(n_tokens=0)
     with pytest.raises(VlalInputError, match="prompt_depth"):
         MaPLeConfig(prompt_depth=0)
+    for cfg in (VPTConfig, MaPLeConfig):
+        for bad in ("no", 0, None):  # a string would be truthy: refused, not coerced
+            with pytest.raises(VlalInputError, match="augment must be True or False"):
+                cfg(augment=bad)
+        assert cfg(augment=np.bool_(False)).augment is False
     with pytest.raises(TypeError):
         CoOpConfig(n_tokens=3)  # a VPT setting is not a CoOp setting
 

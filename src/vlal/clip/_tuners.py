@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .._io import atomic_write
+from .._validation import check_bool
 from .._warnings import warn_caller
 from ..exceptions import VlalInputError
 from ..tuners import Tuner
@@ -161,6 +162,7 @@ class VPTConfig(PromptTunerConfig):
         super().__post_init__()
         if self.prompt_depth is not None:
             object.__setattr__(self, "prompt_depth", _check_pos_int(self.prompt_depth, "prompt_depth"))
+        check_bool(self.augment, "augment")
         object.__setattr__(self, "augment", bool(self.augment))
 
 
@@ -181,6 +183,7 @@ class MaPLeConfig(PromptTunerConfig):
         object.__setattr__(self, "n_ctx", _check_pos_int(self.n_ctx, "n_ctx"))
         object.__setattr__(self, "prompt_depth", _check_pos_int(self.prompt_depth, "prompt_depth"))
         super().__post_init__()
+        check_bool(self.augment, "augment")
         object.__setattr__(self, "augment", bool(self.augment))
 
 
