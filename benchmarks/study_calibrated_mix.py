@@ -47,6 +47,11 @@ ABLATIONS = {  # name in the tables -> registry spec
     "unweighted K-Means": "calibrated-mix[weighted=False]",
     "pick nearest centre (as CEC)": "calibrated-mix[pick='center']",
     "uniform seeding (faiss)": "calibrated-mix[init='random']",
+    # issue 12, second attempt (after the imagenet_real_even diagnosis, diag_calibrated_mix.md)
+    "purity instead of typicality": "calibrated-mix[density='purity']",
+    "typicality on class-scale kNN": "calibrated-mix[density_k='class']",
+    "purity on class-scale kNN": "calibrated-mix[density='purity',density_k='class']",
+    "typicality within pseudo-class": "calibrated-mix[density='class-typicality']",
 }
 BASELINES = ("random", "entropy", "margin", "leastconf", "coreset", "badge", "alfamix")
 MAIN = ("cec", "entropy", "badge", "random", "margin", "alfamix")
@@ -227,6 +232,8 @@ def main(argv=None):
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--suffix", default="", help="appended to the output name (e.g. _tip)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--only", default="", help="ablation part: run only these specs (separated by ';') and "
+                    "merge them into the existing records of the same tuner")
     args = ap.parse_args(argv)
     datasets = [d for d in args.datasets.split(",") if d]
     tuner, desc = tuner_factory(args.tuner)
@@ -235,7 +242,7 @@ def main(argv=None):
     all_records = []
     label_of = {spec: label for label, spec in ABLATIONS.items()} | {"cec": "cec"} | {b: b for b in BASELINES}
     if args.part in ("ablation", "all"):
-        specs = list(label_of)
+        specs = [x for x in args.only.split(";") if x] or list(label_of)
         print(f"ablation: {len(specs)} strategies, tuner {desc}", flush=True)
         recs = run(specs, list(range(args.seeds_ablation)), 1, tuner, datasets)
         for r in recs:
@@ -256,7 +263,9 @@ def main(argv=None):
     if out.with_suffix(".json").exists():  # keep the other part of an earlier run with the same tuner
         old = json.loads(out.with_suffix(".json").read_text())
         if old.get("tuner") == desc:
-            kept = [r for r in old["records"] if r.get("part") not in done]
+            rerun = {(r["part"], r["strategy"]) for r in all_records}
+            kept = [r for r in old["records"] if r.get("part") not in done
+                    or (args.only and (r.get("part"), r["strategy"]) not in rerun)]
             all_records = kept + all_records
             command = "; ".join(dict.fromkeys(c for c in [*old.get("command", "").split("; "), command] if c))
     md = [f"# study_calibrated_mix{args.suffix}", "", NOTE, "", "Commands:", "", *[f"    {c}" for c in command.split("; ") if c], ""]
@@ -266,7 +275,8 @@ def main(argv=None):
         md.append(budgets_md([r for r in all_records if r["part"] == "budgets"], desc, datasets,
                              [FINAL, *BUDGET_EXTRA, *MAIN]))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(all_records[0]))
+    fields = list(dict.fromkeys(k for r in all_records for k in r))  # later runs record more fields
+    w = csv.DictWriter(buf, fieldnames=fields, restval="")
     w.writeheader()
     w.writerows(all_records)
     atomic_write(out.with_suffix(".csv"), buf.getvalue())
