@@ -17,11 +17,11 @@ def real_data(name: str) -> Path:
     return path
 
 
-def make_pool(n=60, d=8, k=4, seed=0, dtype=np.float32):
-    """A small clustered pool with softmax probabilities."""
+def make_pool(n=60, d=8, n_classes=4, seed=0, dtype=np.float32):
+    """A small clustered pool with softmax probabilities: ``(x (n, d), probs (n, n_classes), y (n,))``."""
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(k, d))
-    y = rng.integers(0, k, size=n)
+    centers = rng.normal(size=(n_classes, d))
+    y = rng.integers(0, n_classes, size=n)
     x = centers[y] + 0.3 * rng.normal(size=(n, d))
     logits = 3.0 * x @ centers.T / d
     p = np.exp(logits - logits.max(1, keepdims=True))

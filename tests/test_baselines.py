@@ -48,6 +48,10 @@ class TestALFAMix(StrategyTemplate):
 class TestALFAMixLargeCap(StrategyTemplate):
     # a large weight makes many candidates flip, so the K-Means branch runs too
     make = staticmethod(lambda rs: ALFAMix(alpha_cap=0.5, random_state=rs))
+    # A flip is a change of argmax of a mixed feature: float16 rounding (relative 5e-4) moves rows that
+    # sit on a class boundary in or out of the flip set, and K-Means over another set can take
+    # another row nearest to a centre. Measured on the template pool: 5 of 6 picks kept.
+    float16_overlap = 5 / 6
 
 
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="GCNAL needs torch ([clip] extra)")
@@ -159,7 +163,7 @@ def test_badge_factorised_distance_matches_explicit():
 
 
 def test_badge_first_pick_is_largest_gradient():
-    x, p, _ = make_pool(n=50, d=6, k=4, seed=2)
+    x, p, _ = make_pool(n=50, d=6, n_classes=4, seed=2)
     idx = BADGE(random_state=0).select(x, p, 5)
     r = p.astype(np.float64) - np.eye(4)[p.argmax(1)]
     assert idx[0] == np.argmax((r**2).sum(1))

@@ -116,7 +116,7 @@ def test_bad_params_named_in_select(pool, kw, msg):
 def test_property_distinct_values_when_possible(n_lab, budget, seed, mix):
     # pools with many duplicated rows: the picks are distinct feature vectors, none equal to a
     # labeled one, as long as enough distinct rows remain
-    _, p, y = make_pool(n=40, d=3, k=3, seed=seed)
+    _, p, y = make_pool(n=40, d=3, n_classes=3, seed=seed)
     rng = np.random.default_rng(seed)
     distinct = rng.normal(size=(12, 3))
     distinct /= np.linalg.norm(distinct, axis=1, keepdims=True)

@@ -54,14 +54,14 @@ def test_entropy_picks_most_uncertain():
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 1000), scale_exp=st.integers(-8, 8))
 def test_cec_invariant_to_positive_scaling(seed, scale_exp):
-    x, p, _ = make_pool(n=40, d=6, k=3, seed=seed, dtype=np.float64)
+    x, p, _ = make_pool(n=40, d=6, n_classes=3, seed=seed, dtype=np.float64)
     a = CEC(k=5, random_state=seed).select(x, p, 6)
     b = CEC(k=5, random_state=seed).select(x * 2.0**scale_exp, p, 6)
     np.testing.assert_array_equal(a, b)
 
 
 def test_cec_k_reduced_with_warning():
-    x, p, _ = make_pool(n=12, d=4, k=3)
+    x, p, _ = make_pool(n=12, d=4, n_classes=3)
     with pytest.warns(UserWarning, match="k=20"):
         idx = CEC(k=20, random_state=0).select(x, p, 3, labeled=np.arange(4))
     assert len(set(idx.tolist())) == 3

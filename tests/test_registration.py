@@ -50,7 +50,9 @@ def test_registered_classes_are_exported():
         assert cls.__name__ in vlal.__all__ and getattr(vlal, cls.__name__) is cls, cls
     strategy_names = {n for n in vlal.__all__ if isinstance(getattr(vlal, n), type)
                       and issubclass(getattr(vlal, n), vlal.Strategy)}
-    assert strategy_names - {c.__name__ for c in classes} <= {"Strategy", "UncertaintyStrategy"}
+    # the unregistered exports are the base class and the three templates
+    assert strategy_names - {c.__name__ for c in classes} <= {"Strategy", "UncertaintyStrategy", "ClusteringStrategy",
+                                                              "KCenterStrategy"}
 
 
 def test_readme_table_lists_every_name():
@@ -155,3 +157,31 @@ def test_wrapper_parameters_after_the_base():
         vlal.make_strategy("pcb(cec)[k=3]")
     with pytest.raises(vlal.VlalInputError, match="unknown strategy"):
         vlal.make_strategy("pcb(nosuch)[gamma=0.2]")
+
+
+def test_seed_in_the_strategy_name_is_used_once():
+    import numpy as np
+
+    import vlal
+
+    s = vlal.make_strategy("cec[random_state=3]")
+    assert s.random_state == 3
+    assert vlal.make_strategy("pcb[random_state=5](entropy)").random_state == 5
+    with pytest.raises(ValueError, match="random_state given twice"):
+        vlal.make_strategy("cec[random_state=3]", random_state=4)
+    # the same picks as the keyword form
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 6)).astype(np.float32)
+    p = np.full((80, 3), 1 / 3, dtype=np.float32)
+    a = vlal.make_strategy("random[random_state=3]").select(x, p, 5)
+    b = vlal.make_strategy("random", random_state=3).select(x, p, 5)
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("params, word", [("mix='abc'", "mix"), ("mix=True", "mix"), ("alpha='0.1'", "alpha"),
+                                          ("mix=1.5", "mix"), ("mix=None,half_shots=0", "half_shots")])
+def test_calibrated_mix_parameter_errors_name_the_parameter(params, word):
+    import vlal
+
+    with pytest.raises(ValueError, match=word):
+        vlal.make_strategy(f"calibrated-mix[{params}]")

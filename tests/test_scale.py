@@ -268,7 +268,7 @@ def test_gpu_code_path_runs_with_cpu_stand_ins(monkeypatch):
 
 
 def test_float16_memmap_goes_through_cec(tmp_path):
-    x, p, _ = make_pool(n=400, d=16, k=5, seed=3)
+    x, p, _ = make_pool(n=400, d=16, n_classes=5, seed=3)
     fx = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float16, shape=x.shape)
     fx[:] = x
     fx.flush()
@@ -290,7 +290,7 @@ def test_float16_memmap_goes_through_cec(tmp_path):
 
 
 def test_cec_forced_fast_paths_select_distinct_candidates():
-    x, p, _ = make_pool(n=1500, d=16, k=6, seed=1)
+    x, p, _ = make_pool(n=1500, d=16, n_classes=6, seed=1)
     labeled = np.arange(0, 1500, 10)
     for clustering in ("weighted", "plain", "greedy"):
         s = vlal.CEC(k=8, knn_index="ivf", kmeans_mode="fast", clustering=clustering, random_state=0, use_gpu=False)

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -15,10 +16,21 @@ P4 = np.array([[0.7, 0.3], [0.6, 0.4], [0.1, 0.9], [0.2, 0.8]])
 
 def test_entropy_hand_values():
     h = vlal.entropy([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
-    # ln 2; 0 (0 log 0 = 0); 0.2 ln 5 + 0.3 ln(10/3) + 0.5 ln 2
-    expected = [math.log(2), 0.0, 0.2 * math.log(5) + 0.3 * math.log(10 / 3) + 0.5 * math.log(2)]
-    np.testing.assert_allclose(h, expected, rtol=1e-12)
-    np.testing.assert_allclose(expected[2], 1.029653, atol=1e-6)
+    # ln 2 = 0.693147; 0 (0 log 0 = 0); 0.2 ln 5 + 0.3 ln(10/3) + 0.5 ln 2
+    # = 0.2 * 1.609438 + 0.3 * 1.203973 + 0.5 * 0.693147 = 0.321888 + 0.361192 + 0.346574 = 1.029653
+    np.testing.assert_allclose(h, [0.693147, 0.0, 1.029653], atol=1e-6)
+
+
+def test_entropy_matches_scipy():
+    """Eq. 2 against an independent implementation (scipy.stats.entropy, natural log)."""
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.full(5, 0.3), size=40)  # small alpha: many near-zero entries
+    p[:3, 2:] = 0.0  # exact zeros (0 log 0 = 0)
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(vlal.entropy(p), scipy.stats.entropy(p, axis=1), rtol=1e-10, atol=1e-12)
+    # float32 input (the strategies' usual dtype): the same entropies up to float32 rounding (scipy
+    # renormalises each row, vlal takes the values as given; float32 rows sum to 1 within ~1e-7)
+    np.testing.assert_allclose(vlal.entropy(p.astype(np.float32)), scipy.stats.entropy(p, axis=1), rtol=1e-6, atol=1e-7)
 
 
 def test_contextual_prior_hand_values():
@@ -44,13 +56,19 @@ def test_calibrate_zero_prior_fallback():
 
 
 def test_calibrated_entropy_hand_value():
-    # row 0 with Q = (0.65, 0.85): (0.7/0.65, 0.3/0.85) normalised = (0.753165, 0.246835)
-    q = np.array([0.7 / 0.65, 0.3 / 0.85])
-    q /= q.sum()
-    np.testing.assert_allclose(q, [0.753165, 0.246835], atol=1e-6)
-    h0 = -(q * np.log(q)).sum()
-    np.testing.assert_allclose(h0, 0.558832, atol=1e-6)
-    np.testing.assert_allclose(vlal.calibrated_entropy(P4, top_n=2)[0], 0.558832, atol=1e-6)
+    # Q = (0.65, 0.85) (top-2 means, see test_contextual_prior_hand_values). Eq. 5 row by row:
+    #   row 0: (0.7/0.65, 0.3/0.85) = (14/13, 6/17) = (238, 78)/221  -> (119/158, 39/158)
+    #   row 1: (0.6/0.65, 0.4/0.85) = (12/13, 8/17) = (204, 104)/221 -> (51/77, 26/77)
+    #   row 2: (0.1/0.65, 0.9/0.85) = (2/13, 18/17) = (34, 234)/221  -> (17/134, 117/134)
+    #   row 3: (0.2/0.65, 0.8/0.85) = (4/13, 16/17) = (68, 208)/221  -> (17/69, 52/69)
+    calibrated = np.array([[119 / 158, 39 / 158], [51 / 77, 26 / 77], [17 / 134, 117 / 134], [17 / 69, 52 / 69]])
+    np.testing.assert_allclose(vlal.calibrate(P4, [0.65, 0.85]), calibrated, rtol=1e-12)
+    # Eq. 2 of those rows: row 0 = -(119/158 ln(119/158) + 39/158 ln(39/158))
+    #   = 0.753165 * 0.283472 + 0.246835 * 1.399033 = 0.213501 + 0.345331 = 0.558832
+    got = vlal.calibrated_entropy(P4, top_n=2)
+    np.testing.assert_allclose(got[0], 0.558832, atol=1e-6)
+    np.testing.assert_allclose(got, [0.558832, 0.639473, 0.380385, 0.558320], atol=1e-6)
+    np.testing.assert_allclose(got, scipy.stats.entropy(calibrated, axis=1), rtol=1e-12)  # independent Eq. 2
 
 
 def test_calibration_lifts_underpredicted_class():

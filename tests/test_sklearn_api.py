@@ -46,7 +46,7 @@ def test_align_probs_rejects_logits():
 
 
 def test_label_reading_strategy_names_align_probs():
-    x, p, y = make_pool(n=40, k=4)
+    x, p, y = make_pool(n=40, n_classes=4)
     sub = p[:, :3] / p[:, :3].sum(1, keepdims=True)  # a classifier that saw classes 0..2 only
     lab = np.flatnonzero(y == 3)[:2]
     with pytest.raises(ValueError, match=r"labels holds class 3, but probs has only 3 classes.*vlal\.align_probs"):

@@ -175,14 +175,14 @@ class _Model:
     ],
 )
 def test_alfamix_checks_model_output(fn, msg):
-    x, p, y = make_pool(n=40, k=5)
+    x, p, y = make_pool(n=40, n_classes=5)
     lab = np.arange(10)
     with pytest.raises(ValueError, match=msg):
         ALFAMix(random_state=0).select(x, p, 3, labeled=lab, labels=y[lab], model=_Model(fn))
 
 
 def test_alfamix_model_with_fewer_columns_names_align_probs():
-    x, p, y = make_pool(n=40, k=5)
+    x, p, y = make_pool(n=40, n_classes=5)
     lab = np.arange(10)
     with pytest.raises(ValueError, match=r"vlal\.align_probs"):
         ALFAMix(random_state=0).select(

@@ -399,3 +399,32 @@ def check_bool(value, name: str) -> None:
     """Raise unless ``value`` is ``True`` or ``False`` (numpy bools accepted)."""
     if not isinstance(value, (bool, np.bool_)):
         raise VlalInputError(f"{name} must be True or False; got {value!r}")
+
+
+def check_hook_output(values, n_rows: int, owner, hook: str, *, ndim: int = 1, nonnegative: bool = False) -> np.ndarray:
+    """Check what a strategy subclass's hook returned: ``ndim``-D with ``n_rows`` rows, finite
+    (and ``>= 0`` with ``nonnegative``), so that a NaN score is never silently ranked.
+
+    Returns ``values`` as an array (float64 when 1-D, the dtype as given when 2-D).
+
+    Raises
+    ------
+    VlalInputError
+        Naming ``type(owner).__name__.hook``, the shape, or the first bad row.
+    """
+    where = f"{type(owner).__name__}.{hook}"
+    arr = np.asarray(values, dtype=np.float64) if ndim == 1 else np.asarray(values)
+    if arr.ndim != ndim or arr.shape[0] != n_rows:
+        want = f"({n_rows},)" if ndim == 1 else f"({n_rows}, ...) with {ndim} dimensions"
+        raise VlalInputError(f"{where} must return shape {want}; got {arr.shape}")
+    if ndim != 1 and not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+    rest = tuple(range(1, arr.ndim))  # every axis after the rows (none when 1-D); works with 0 rows
+    bad = ~np.isfinite(arr).all(axis=rest)
+    if bad.any():
+        raise VlalInputError(f"{where} returned NaN or inf (first bad row: {_first_bad_row(bad)}); "
+                             "non-finite scores cannot be ranked")
+    if nonnegative and (arr < 0).any():
+        raise VlalInputError(f"{where} returned negative weights (first bad row: "
+                             f"{_first_bad_row((arr < 0).any(axis=rest))})")
+    return arr

@@ -13,10 +13,13 @@ import numpy as np
 
 from .exceptions import VlalInputError
 from .tuners import DEFAULT_TUNER as _DEFAULT_TUNER
+from .tuners import TUNER_ALIASES as _TUNER_ALIASES
+from .tuners import TUNERS as _TUNERS
 from .tuners import available_tuners as _available_tuners
 
 _FEATURE_TUNERS = _available_tuners(feature_only=True)
-_TUNER_CHOICES = _available_tuners() + ["feature"]
+_CLIP_TUNERS = [n for n in _available_tuners() if n not in _FEATURE_TUNERS]
+_TUNER_CHOICES = _available_tuners() + list(_TUNER_ALIASES)
 
 
 def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
@@ -143,8 +146,9 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
               help="Rounds shown in the table, comma-separated. Default: 1, 2, 5 where they exist, and the last round.")
 @click.option("--tuner", type=click.Choice(_TUNER_CHOICES), default=_DEFAULT_TUNER, show_default=True,
               help="Classifier re-tuned each round. Feature-space stand-ins (no CLIP weights): "
-                   + ", ".join(_FEATURE_TUNERS) + " (see vlal.tuners; 'feature' = old name of 'free'). "
-                   "coop/vpt/maple = CLIP prompt tuners (need the [clip] extra, --pretrained, "
+                   + ", ".join(_FEATURE_TUNERS) + " (see vlal.tuners; "
+                   + "; ".join(f"'{a}' = old name of '{n}'" for a, n in _TUNER_ALIASES.items()) + "). "
+                   + "/".join(_CLIP_TUNERS) + " = CLIP prompt tuners (need the [clip] extra, --pretrained, "
                    "and a file from `vlal embed`).")
 @click.option("--clip-model", default=None,
               help="open_clip model name (CLIP tuners). Default: the model recorded in the --data file "
@@ -216,7 +220,7 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
             for f in kept + [complete]:  # the previous run completed: its tables are written; start afresh
                 f.unlink()
         check_writable_dir(run_dir, "run folder")
-        check_strategy_tuner(names, "paths" if tuner in ("vpt", "maple") else "features")
+        check_strategy_tuner(names, _bench_inputs(tuner))
         datasets = [load_features(p) for p in data] if data else [make_synthetic()]
     note = None
     if not data:
@@ -230,7 +234,7 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
             for i, ds in enumerate(datasets):
                 recorded = _recorded_model(data[i]) if data else None
                 factory, inputs, model_used = _clip_tuner(tuner, ds, clip_model, pretrained, epochs, recorded)
-                tuner_name = "free" if tuner == "feature" else tuner
+                tuner_name = _TUNER_ALIASES.get(tuner, tuner)
                 settings = {"tuner": tuner_name, "clip_model": model_used, "pretrained": pretrained, "epochs": epochs}
                 records += run_benchmark(ds, names, n_rounds=rounds, seeds=range(seeds),
                                          budget_fraction=budget_fraction, tuner_factory=factory, tuner_inputs=inputs,
@@ -280,12 +284,12 @@ def _clip_tuner(kind, ds, model_name, pretrained, epochs, recorded=None):
     The CLIP model defaults to the one recorded in the file; another ``--clip-model`` is an
     error (its text tower would meet image features of another model).
     """
-    if kind == "feature":  # the old name of the free-embedding tuner
-        kind = "free"
-    if kind in _FEATURE_TUNERS:
+    kind = _TUNER_ALIASES.get(kind, kind)
+    spec = _TUNERS[kind]
+    if spec.factory is not None:  # a feature-space tuner, built from W0
         from .tuners import make_tuner
 
-        return (lambda w0: make_tuner(kind, w0)), "features", None
+        return (lambda w0: make_tuner(kind, w0)), _bench_inputs(kind), None
     if ds.class_names is None:
         raise VlalInputError(f"--tuner {kind} needs class names in {ds.name!r}: write it with `vlal embed` from a folder of class sub-folders (or `vlal embed --class-names`)")
     norm = lambda m: str(m).replace("/", "-")  # noqa: E731  ("ViT-B/32" = "ViT-B-32")
@@ -298,10 +302,15 @@ def _clip_tuner(kind, ds, model_name, pretrained, epochs, recorded=None):
     from . import clip  # needs the [clip] extra
 
     model = clip.load_clip(name, None if pretrained in (None, "none") else pretrained)
-    cls = {"coop": clip.CoOp, "vpt": clip.VPT, "maple": clip.MaPLe}[kind]
+    cls = getattr(clip, spec.clip_class)
     kw = {} if epochs is None else {"epochs": epochs}
     names = [str(n) for n in ds.class_names]
-    return (lambda w0: cls(model, names, **kw)), ("features" if kind == "coop" else "paths"), name
+    return (lambda w0: cls(model, names, **kw)), _bench_inputs(kind), name
+
+
+def _bench_inputs(tuner: str) -> str:
+    """``run_benchmark``'s ``tuner_inputs`` for a registry name: image tuners read the stored image paths."""
+    return "paths" if _TUNERS[_TUNER_ALIASES.get(tuner, tuner)].inputs == "images" else "features"
 
 
 def _split_top_level(s: str) -> list[str]:

@@ -231,13 +231,13 @@ def zero_shot_proxy(dataset: FeatureDataset, random_state=None) -> tuple[np.ndar
     if dataset.class_embeddings is not None:
         return l2_normalize(np.asarray(dataset.class_embeddings), "class_embeddings"), keep
     rng = np.random.default_rng(random_state)
-    K = dataset.n_classes
+    n_classes = dataset.n_classes
     if dataset.shot_features is not None:
         src_x, src_y, from_pool = dataset.shot_features, dataset.shot_labels, False
     else:
         src_x, src_y, from_pool = dataset.pool_features, dataset.pool_labels, True
     rows = []
-    for c in range(K):
+    for c in range(n_classes):
         cand = np.flatnonzero(src_y == c)
         if cand.size == 0:
             raise VlalInputError(f"class {c} has no image to build its zero-shot prototype from")

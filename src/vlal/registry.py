@@ -75,17 +75,22 @@ def make_strategy(name: str, random_state=None) -> Strategy:
         if outer not in _WRAPPERS:
             raise VlalInputError(f"unknown wrapper strategy {outer!r}; known: {available_strategies()}")
         base = make_strategy(inner, random_state)
-        return _build(_WRAPPERS[outer], name, base, random_state=random_state, **params)
+        return _build(_WRAPPERS[outer], name, base, random_state=random_state, params=params)
     m = re.fullmatch(_NAME + r"(?:\[(.*)\])?\s*", name)
     key = m.group(1).lower() if m else None
     if key not in _FACTORIES:
         raise VlalInputError(f"unknown strategy {name!r}; known: {available_strategies()}")
-    return _build(_FACTORIES[key], name, random_state=random_state, **_parse_params(m.group(2) or "", name))
+    return _build(_FACTORIES[key], name, random_state=random_state, params=_parse_params(m.group(2) or "", name))
 
 
-def _build(factory, name, *args, **kwargs) -> Strategy:
+def _build(factory, name, *args, random_state, params: dict) -> Strategy:
+    params = dict(params)
+    if "random_state" in params:  # "cec[random_state=3]": the name's seed, unless both are given
+        if random_state is not None:
+            raise VlalInputError(f"random_state given twice: in {name!r} and as make_strategy's keyword; give it once")
+        random_state = params.pop("random_state")
     try:
-        strategy = factory(*args, **kwargs)
+        strategy = factory(*args, random_state=random_state, **params)
     except TypeError as err:
         raise VlalInputError(f"bad parameters in {name!r}: {err}") from err
     if isinstance(strategy, Strategy):

@@ -1,9 +1,16 @@
 """The paper's equations as small, pure, composable functions.
 
 Each function implements one step of CEC (Safaei & Patel, "Active Learning for
-Vision-Language Models", WACV 2025); equation numbers refer to that paper. None
-of them modifies its inputs. Large inputs are processed in row chunks so that
-float16 or memory-mapped arrays are never copied whole to float64.
+Vision-Language Models", WACV 2025) or of a baseline; equation numbers refer to that
+paper. None of them modifies its inputs. Large inputs are processed in row chunks
+(``vlal._validation.rows_per_chunk``: at most ``CHUNK_BYTES`` of float64 temporaries per
+chunk, whatever the width) so that float16 or memory-mapped arrays are never copied whole
+to float64.
+
+Layout: each public function = input checks + a private kernel of the same name with a
+leading underscore (``entropy`` -> ``_entropy``). Strategies validate once, in
+:meth:`vlal.Strategy.select`, and then call the kernels only; they never import the faiss
+layer (``vlal._faiss``) themselves (``_knn`` and ``_nearest_center_sq_dist`` serve them).
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ __all__ = [
     "neighbor_uncertainty",
     "weighted_kmeans",
     "nearest_to_centers",
+    "zero_shot_probs",
+    "margin",
+    "least_confidence",
+    "k_center_greedy",
     "build_knn_index",
     "KNN_INDEXES",
     "KMEANS_MODES",
@@ -75,7 +86,11 @@ def entropy(probs) -> np.ndarray:
     ValueError
         ``probs`` is not 2-D, holds NaN/inf or negative values, or a row does not sum to 1.
     """
-    p = check_probs(probs)
+    return _entropy(check_probs(probs))
+
+
+def _entropy(p) -> np.ndarray:
+    """Kernel of :func:`entropy` (``p`` validated (n, K), any float dtype)."""
     out = np.empty(p.shape[0], dtype=np.float64)
     step = rows_per_chunk(p.shape[1])
     for s in range(0, p.shape[0], step):
@@ -197,7 +212,12 @@ def calibrated_entropy(probs, top_n: int = 10) -> np.ndarray:
     built, and float16 / memory-mapped ``probs`` are never copied whole.
     """
     p = check_probs(probs)
-    q = _contextual_prior(p, check_positive_int(top_n, "top_n"))
+    return _calibrated_entropy(p, check_positive_int(top_n, "top_n"))
+
+
+def _calibrated_entropy(p, top_n: int) -> np.ndarray:
+    """Kernel of :func:`calibrated_entropy` (``p`` validated (n, K), ``top_n`` a positive int)."""
+    q = _contextual_prior(p, top_n)
     out = np.empty(p.shape[0], dtype=np.float64)
     step = rows_per_chunk(p.shape[1])
     for s in range(0, p.shape[0], step):
@@ -237,7 +257,12 @@ def build_knn_index(features, knn_index: str = "auto", *, n_queries: int | None 
         Invalid ``features``, ``knn_index`` or ``use_gpu``.
     """
     f = check_features(features, "features")
-    if knn_index not in KNN_INDEXES:
+    return _build_knn_index(f, knn_index, n_queries, use_gpu)
+
+
+def _build_knn_index(f: np.ndarray, knn_index, n_queries, use_gpu):
+    """Kernel of :func:`build_knn_index` (``f`` validated); checks only the index kind."""
+    if not isinstance(knn_index, str) or knn_index not in KNN_INDEXES:
         raise VlalInputError(f"knn_index must be one of {KNN_INDEXES} or a KnnIndex; got {knn_index!r}")
     try:
         return _faiss.KnnIndex(f, knn_index, n_queries=n_queries, use_gpu=use_gpu)
@@ -246,6 +271,7 @@ def build_knn_index(features, knn_index: str = "auto", *, n_queries: int | None 
 
 
 def _index_for(z: np.ndarray, knn_index, use_gpu, n_queries: int):
+    """``knn_index`` itself when it is a KnnIndex built on ``z``'s shape, else a new one over ``z``."""
     if isinstance(knn_index, _faiss.KnnIndex):
         if knn_index.n != z.shape[0] or knn_index.d != z.shape[1]:
             raise VlalInputError(
@@ -253,7 +279,36 @@ def _index_for(z: np.ndarray, knn_index, use_gpu, n_queries: int):
                 f"but features has shape {z.shape}"
             )
         return knn_index
-    return build_knn_index(z, knn_index, n_queries=n_queries, use_gpu=use_gpu)
+    return _build_knn_index(z, knn_index, n_queries, use_gpu)
+
+
+def _knn(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``k`` nearest rows of ``base`` for each query row: squared L2 distances (m, k)
+    float32 and positions (m, k) int64, nearest first (faiss brute force)."""
+    return _faiss.knn_search(base, queries, k)
+
+
+def _nearest_center_sq_dist(centers: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance (n,) float64, clipped at 0, of each row of ``x`` to its
+    nearest row of ``centers`` (exact)."""
+    dist, _ = _knn(centers, x, 1)
+    return np.maximum(dist[:, 0].astype(np.float64), 0.0)
+
+
+def _drop_self(rows: np.ndarray, dist: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest *other* rows from a self-search of ``k + 1``: (m, k) distances and positions.
+
+    ``dist`` / ``idx`` (m, k + 1) are the k + 1 nearest rows of the rows ``rows``; each row's
+    own hit is dropped (or, when identical rows hide it, the farthest hit), so a row never
+    counts as its own neighbour. The one place of the self-exclusion rule (Eq. 6 in memory
+    and streamed, GCNAL's graph).
+    """
+    m = rows.shape[0]
+    own = idx == rows[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    keep = np.ones_like(own)
+    keep[np.arange(m), drop] = False
+    return dist[keep].reshape(m, k), idx[keep].reshape(m, k)
 
 
 def neighbor_uncertainty(
@@ -315,13 +370,22 @@ def neighbor_uncertainty(
     alpha = float(alpha)
     if not np.isfinite(alpha) or alpha < 0:
         raise VlalInputError(f"alpha must be a finite number >= 0; got {alpha}")
-    n = f.shape[0]
+    if f.shape[0] == 1:
+        return np.zeros(1, dtype=np.float64)
+    return _neighbor_uncertainty(l2_normalize(f, "features", copy=False), h, k, alpha, knn_index, use_gpu)
+
+
+def _neighbor_uncertainty(z: np.ndarray, h: np.ndarray, k: int, alpha: float, knn_index="auto",
+                          use_gpu="auto") -> np.ndarray:
+    """Kernel of :func:`neighbor_uncertainty`: ``z`` (n, d) unit-norm rows, ``h`` (n,) float64
+    finite, ``k >= 1`` (reduced to ``n - 1`` with a warning), ``alpha >= 0``; ``knn_index`` a
+    kind or a KnnIndex over ``z``."""
+    n = z.shape[0]
     if n == 1:
         return np.zeros(1, dtype=np.float64)
     if k >= n:
         warn_caller(f"k={k} >= number of candidates ({n}); using k={n - 1}", UserWarning)
         k = n - 1
-    z = l2_normalize(f, "features", copy=False)
     index = _index_for(z, knn_index, use_gpu, n)
     out = np.empty(n, dtype=np.float64)
     # Search k+1 and drop the row itself (or, when identical rows hide it, the farthest hit).
@@ -337,16 +401,10 @@ def _neighbor_term(rows: np.ndarray, dist: np.ndarray, idx: np.ndarray, h: np.nd
 
     ``dist`` / ``idx`` (m, k + 1) are the block's k + 1 nearest rows (squared L2); each row's own
     hit is dropped (or, when identical rows hide it, the farthest hit), so a row never counts as
-    its own neighbour. The one place of the self-exclusion rule (in-memory and streamed CEC).
+    its own neighbour (:func:`_drop_self`).
     """
-    m = rows.shape[0]
-    own = idx == rows[:, None]
-    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
-    keep = np.ones_like(own)
-    keep[np.arange(m), drop] = False
-    d = dist[keep].reshape(m, k).astype(np.float64)
-    nb = idx[keep].reshape(m, k)
-    return (np.exp(-alpha * d) * h[nb]).sum(axis=1) / k
+    d, nb = _drop_self(rows, dist, idx, k)
+    return (np.exp(-alpha * d.astype(np.float64)) * h[nb]).sum(axis=1) / k
 
 
 def weighted_kmeans(
@@ -417,10 +475,7 @@ def weighted_kmeans(
     n_iter = check_positive_int(n_iter, "n_iter")
     if kmeans_mode not in KMEANS_MODES:
         raise VlalInputError(f"kmeans_mode must be one of {KMEANS_MODES}; got {kmeans_mode!r}")
-    try:
-        gpu = _faiss.resolve_use_gpu(use_gpu)
-    except ValueError as exc:
-        raise VlalInputError(str(exc)) from None
+    _resolve_gpu(use_gpu)
     w = None
     if weights is not None:
         w = np.asarray(weights, dtype=np.float64)
@@ -430,6 +485,23 @@ def weighted_kmeans(
             raise VlalInputError(f"weights contains NaN or inf (first bad row: {int(np.flatnonzero(~np.isfinite(w))[0])})")
         if (w < 0).any():
             raise VlalInputError(f"weights must be non-negative (first bad row: {int(np.flatnonzero(w < 0)[0])})")
+    return _weighted_kmeans(f, w, b, random_state, n_iter, kmeans_mode, use_gpu)
+
+
+def _resolve_gpu(use_gpu) -> bool:
+    try:
+        return _faiss.resolve_use_gpu(use_gpu)
+    except ValueError as exc:
+        raise VlalInputError(str(exc)) from None
+
+
+def _weighted_kmeans(f, w, b: int, random_state, n_iter: int, kmeans_mode: str = "auto",
+                     use_gpu="auto") -> tuple[np.ndarray, np.ndarray]:
+    """Kernel of :func:`weighted_kmeans`: ``f`` (n, d) validated, ``w`` (n,) float64 finite and
+    non-negative or None, ``1 <= b <= n``."""
+    n = f.shape[0]
+    gpu = _resolve_gpu(use_gpu)
+    if w is not None:
         if not (w > 0).any():
             w = None  # all zero: equal weights
         else:
@@ -495,6 +567,12 @@ def nearest_to_centers(features, centers, *, knn_index="auto", use_gpu="auto") -
     n, b = f.shape[0], c.shape[0]
     if b > n:
         raise VlalInputError(f"cannot pick {b} distinct rows for {b} centers from {n} rows")
+    return _nearest_to_centers(f, c, knn_index, use_gpu)
+
+
+def _nearest_to_centers(f, c, knn_index="auto", use_gpu="auto") -> np.ndarray:
+    """Kernel of :func:`nearest_to_centers` (``f`` (n, d), ``c`` (b, d) validated, ``b <= n``)."""
+    n, b = f.shape[0], c.shape[0]
     x = np.ascontiguousarray(f, dtype=np.float32)
     c = np.ascontiguousarray(c, dtype=np.float32)
     index = _index_for(x, knn_index, use_gpu, b)
@@ -518,3 +596,312 @@ def nearest_to_centers(features, centers, *, knn_index="auto", use_gpu="auto") -
         pending = np.asarray(deferred, dtype=np.int64)
         m = min(n, m * 4)
     return out
+
+
+# ---------------------------------------------------------------------------- baselines' scores
+
+
+def margin(probs) -> np.ndarray:
+    """Gap between the largest and the second largest class probability of each row.
+
+    Margin sampling (Scheffer et al., IDA 2001) queries the smallest gaps first.
+
+    Parameters
+    ----------
+    probs : array-like of shape (n, K)
+        Class probabilities, any float dtype (see :func:`entropy`).
+
+    Returns
+    -------
+    ndarray of shape (n,), float64
+        ``P_(1) - P_(2)`` in ``[0, 1]``; with ``K = 1`` the second probability is taken as 0.
+
+    Raises
+    ------
+    ValueError
+        Invalid ``probs`` (see :func:`entropy`).
+    """
+    return _margin(check_probs(probs))
+
+
+def _margin(p) -> np.ndarray:
+    """Kernel of :func:`margin` (``p`` validated (n, K))."""
+    n, n_classes = p.shape
+    out = np.empty(n, dtype=np.float64)
+    step = rows_per_chunk(n_classes)
+    for s in range(0, n, step):
+        block = np.asarray(p[s : s + step], dtype=np.float64)
+        if n_classes == 1:
+            out[s : s + block.shape[0]] = block[:, 0]
+            continue
+        top2 = np.partition(block, (n_classes - 2, n_classes - 1), axis=1)[:, -2:]
+        out[s : s + block.shape[0]] = top2[:, 1] - top2[:, 0]
+    return out
+
+
+def least_confidence(probs) -> np.ndarray:
+    """Least-confidence score ``1 - max_i P_i`` of each row (Lewis & Gale, SIGIR 1994).
+
+    Parameters
+    ----------
+    probs : array-like of shape (n, K)
+        Class probabilities, any float dtype (see :func:`entropy`).
+
+    Returns
+    -------
+    ndarray of shape (n,), float64
+        In ``[0, 1 - 1/K]``; higher = less confident.
+
+    Raises
+    ------
+    ValueError
+        Invalid ``probs`` (see :func:`entropy`).
+    """
+    return _least_confidence(check_probs(probs))
+
+
+def _least_confidence(p) -> np.ndarray:
+    """Kernel of :func:`least_confidence` (``p`` validated (n, K))."""
+    out = np.empty(p.shape[0], dtype=np.float64)
+    step = rows_per_chunk(p.shape[1])
+    for s in range(0, p.shape[0], step):
+        block = p[s : s + step]
+        out[s : s + block.shape[0]] = 1.0 - np.asarray(block.max(axis=1), dtype=np.float64)
+    return out
+
+
+def zero_shot_probs(features, prototypes, temperature: float = 0.01) -> np.ndarray:
+    """CLIP's class probabilities (paper Eq. 1): ``P(y=i|x) = softmax_i(cos(f(x), t_i) / T)``.
+
+    Parameters
+    ----------
+    features : array-like of shape (m, d)
+        Image features, any float dtype (normalised here to unit L2 norm, as float32).
+    prototypes : array-like of shape (K, d)
+        One embedding per class (text embeddings or class prototypes), normalised here.
+    temperature : float, default 0.01
+        ``T`` of Eq. 1 (CLIP's learned logit scale is 1 / 0.01 = 100), > 0.
+
+    Returns
+    -------
+    ndarray of shape (m, K), float32
+        Rows sum to 1. Logits are computed in float32 (``z @ t^T``) and the softmax in
+        float64, ``rows_per_chunk(K)`` rows at a time (K = 1000 classes -> 8,388 rows,
+        64 MB of float64 per chunk).
+
+    Raises
+    ------
+    ValueError
+        Non-finite values or zero-norm rows, different ``d``, ``temperature`` not > 0.
+    """
+    x = l2_normalize(check_features(features, "features"), "features")
+    w = l2_normalize(check_features(prototypes, "prototypes"), "prototypes")
+    if x.shape[1] != w.shape[1]:
+        raise VlalInputError(f"features has d={x.shape[1]} but prototypes has d={w.shape[1]}")
+    if not temperature > 0:
+        raise VlalInputError(f"temperature must be > 0; got {temperature}")
+    return _zero_shot_probs(x, w, temperature)
+
+
+def _zero_shot_probs(z: np.ndarray, t: np.ndarray, temperature: float, dtype=np.float32) -> np.ndarray:
+    """Kernel of Eq. 1: ``softmax((z @ t^T) / T)`` row-chunked, ``dtype`` (float32) out.
+
+    ``z`` (m, d) and ``t`` (K, d) are unit-norm rows; the product is taken in their dtype
+    (float32 for :func:`zero_shot_probs`, float64 where a caller normalised in float64),
+    then the division and the softmax run in float64.
+    """
+    from scipy.special import softmax
+
+    out = np.empty((z.shape[0], t.shape[0]), dtype=dtype)
+    step = rows_per_chunk(t.shape[0])
+    for s in range(0, z.shape[0], step):
+        out[s : s + step] = softmax((z[s : s + step] @ t.T).astype(np.float64) / temperature, axis=1)
+    return out
+
+
+# ---------------------------------------------------------------------------- k-centre (CoreSet, GCNAL)
+
+
+def _sq_dist_to(x: np.ndarray, sq_norms: np.ndarray, j: int) -> np.ndarray:
+    """Squared Euclidean distance of every row of ``x`` to row ``j``, chunked (never n x n)."""
+    out = np.empty(x.shape[0], dtype=np.float64)
+    xj = x[j]
+    step = rows_per_chunk(x.shape[1])
+    for s in range(0, x.shape[0], step):
+        dot = np.asarray(x[s : s + step] @ xj, dtype=np.float64)
+        out[s : s + dot.shape[0]] = sq_norms[s : s + dot.shape[0]] + sq_norms[j] - 2.0 * dot
+    return np.maximum(out, 0.0)
+
+
+def k_center_greedy(candidates, centers, budget: int, rng=None, *, return_distances: bool = False):
+    """Greedy k-centre: repeatedly take the candidate farthest from its nearest centre.
+
+    Every pick becomes a centre for the next one (Sener & Savarese, ICLR 2018). Memory is
+    O(m) beyond the inputs: a running nearest-centre distance per candidate, updated with
+    the distances to each new pick (chunked matrix-vector products), never an (m, m) or
+    (m, l) matrix.
+
+    Parameters
+    ----------
+    candidates : array-like of shape (m, d)
+        Embeddings of the rows that may be picked (used as given, as float32: normalise
+        beforehand if cosine geometry is wanted).
+    centers : array-like of shape (l, d), or None
+        Embeddings of the already labeled rows. ``None`` or ``l = 0``: the first pick is
+        one uniform draw from ``rng``.
+    budget : int
+        Number of picks, ``1 <= budget <= m``.
+    rng : numpy Generator, int or None
+        Draws the first pick when there are no centres, and breaks ties in distance
+        (several candidates equally far from their nearest centre).
+    return_distances : bool, default False
+        Also return the Euclidean distance of every candidate to its nearest centre:
+        for a pick, at the moment it was picked (``inf`` for a first pick drawn with no
+        centres); for the other candidates, after the last pick.
+
+    Returns
+    -------
+    picks : ndarray of shape (budget,), int64
+        Distinct row positions into ``candidates``, in pick order.
+    distances : ndarray of shape (m,), float64
+        Only with ``return_distances=True``; the picks hold the ``budget`` largest values.
+
+    Raises
+    ------
+    ValueError
+        Invalid arrays, different ``d``, ``budget`` not an int in ``[1, m]``.
+    """
+    x = check_features(candidates, "candidates")
+    c = None
+    if centers is not None:
+        c = np.asarray(centers)
+        if c.ndim != 2 or c.shape[1] != x.shape[1]:
+            raise VlalInputError(f"centers must have shape (l, {x.shape[1]}); got {c.shape}")
+        c = check_features(c, "centers") if c.shape[0] else c
+    b = check_positive_int(budget, "budget")
+    if b > x.shape[0]:
+        raise VlalInputError(f"budget={b} exceeds the number of candidates ({x.shape[0]})")
+    from ._validation import rng_from
+
+    return _k_center_greedy(x, c, b, rng if isinstance(rng, np.random.Generator) else rng_from(rng),
+                            return_distances=return_distances)
+
+
+def _k_center_greedy(candidates: np.ndarray, centers: np.ndarray | None, budget: int, rng: np.random.Generator,
+                     *, return_distances: bool = False):
+    """Kernel of :func:`k_center_greedy` (validated arrays, a Generator)."""
+    x = np.ascontiguousarray(candidates, dtype=np.float32)
+    m = x.shape[0]
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    picks = np.empty(budget, dtype=np.int64)
+    at_pick = np.empty(budget, dtype=np.float64)
+    if centers is not None and centers.shape[0] > 0:
+        min_d = _nearest_center_sq_dist(centers, x)
+        start = 0
+    else:
+        picks[0] = int(rng.integers(m))
+        at_pick[0] = np.inf
+        min_d = _sq_dist_to(x, sq, picks[0])
+        min_d[picks[0]] = -np.inf
+        start = 1
+    for t in range(start, budget):
+        best = min_d.max()
+        ties = np.flatnonzero(min_d == best)
+        j = int(ties[0]) if ties.size == 1 else int(rng.choice(ties))
+        picks[t] = j
+        at_pick[t] = best
+        np.minimum(min_d, _sq_dist_to(x, sq, j), out=min_d)
+        min_d[j] = -np.inf  # never picked twice, even among identical rows
+    if not return_distances:
+        return picks
+    min_d[picks] = at_pick
+    return picks, np.sqrt(min_d)
+
+
+# ---------------------------------------------------------------------------- BADGE (gradient embeddings)
+
+
+def _gradient_residuals(probs) -> np.ndarray:
+    """``r_x = P(x) - onehot(argmax P(x))`` for each row, float32 (n, K), chunked (BADGE)."""
+    p = np.asarray(probs)
+    n, n_classes = p.shape
+    out = np.empty((n, n_classes), dtype=np.float32)
+    step = rows_per_chunk(n_classes)
+    for s in range(0, n, step):
+        block = np.array(p[s : s + step], dtype=np.float64, copy=True)  # never the caller's rows (float64 input)
+        block[np.arange(block.shape[0]), block.argmax(axis=1)] -= 1.0
+        out[s : s + block.shape[0]] = block
+    return out
+
+
+def _grad_sq_dist_to(r: np.ndarray, h: np.ndarray, g_sq: np.ndarray, j: int) -> np.ndarray:
+    """Squared distance of every gradient embedding ``g_x = r_x (outer) h_x`` to ``g_j``.
+
+    Uses ``||g_x - g_j||^2 = ||g_x||^2 + ||g_j||^2 - 2 <r_x, r_j> <h_x, h_j>``, so the
+    (n, K*d) embedding matrix is never built; rows are processed in chunks.
+
+    Parameters
+    ----------
+    r : ndarray (n, K)
+        Residuals ``P - onehot(argmax P)``.
+    h : ndarray (n, d)
+        Penultimate features (BADGE: normalised image features).
+    g_sq : ndarray (n,), float64
+        ``||g_x||^2 = ||r_x||^2 ||h_x||^2``.
+    j : int
+        Reference row.
+
+    Returns
+    -------
+    ndarray (n,), float64, clipped at 0.
+    """
+    out = np.empty(r.shape[0], dtype=np.float64)
+    rj, hj = r[j], h[j]
+    step = rows_per_chunk(max(r.shape[1], h.shape[1]))
+    for s in range(0, r.shape[0], step):
+        rr = np.asarray(r[s : s + step] @ rj, dtype=np.float64)
+        hh = np.asarray(h[s : s + step] @ hj, dtype=np.float64)
+        e = s + rr.shape[0]
+        out[s:e] = g_sq[s:e] + g_sq[j] - 2.0 * rr * hh
+    return np.maximum(out, 0.0)
+
+
+def _kmeanspp_seeding(
+    r: np.ndarray, h: np.ndarray, budget: int, rng: np.random.Generator, *, return_norms: bool = False
+):
+    """k-means++ seeding over gradient embeddings (BADGE); the first seed is the largest-norm one.
+
+    Several rows sharing the largest norm (within a relative ``1e-6``, e.g. every norm 0
+    for one-hot predictions): the first seed is drawn uniformly among them with ``rng``.
+    With ``return_norms`` the squared norms ``||g_x||^2`` (n,) float64 come back too.
+
+    Later seeds are drawn with probability proportional to the squared distance to the
+    nearest seed so far (chosen rows have probability 0). When every remaining row is at
+    distance 0 (e.g. all predictions one-hot), the draw is uniform over the rows not yet
+    chosen, so exactly ``budget`` distinct rows come back.
+    """
+    n = r.shape[0]
+    g_sq = np.einsum("ij,ij->i", r, r, dtype=np.float64) * np.einsum("ij,ij->i", h, h, dtype=np.float64)
+    chosen = np.zeros(n, dtype=bool)
+    picks = np.empty(budget, dtype=np.int64)
+    # as in the authors' code: start from the largest gradient; ties drawn with rng
+    top = np.flatnonzero(g_sq >= g_sq.max() * (1.0 - 1e-6))
+    j = int(top[0]) if top.size == 1 else int(rng.choice(top))
+    picks[0] = j
+    chosen[j] = True
+    min_d = _grad_sq_dist_to(r, h, g_sq, j)
+    for t in range(1, budget):
+        w = np.where(chosen, 0.0, min_d)
+        total = w.sum()
+        if total > 0 and np.isfinite(total):
+            cum = np.cumsum(w)
+            j = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
+            j = min(j, n - 1)
+            if chosen[j] or w[j] <= 0:  # float edge case at the very end of cum
+                j = int(np.flatnonzero(w > 0)[-1])
+        else:
+            j = int(rng.choice(np.flatnonzero(~chosen)))
+        picks[t] = j
+        chosen[j] = True
+        np.minimum(min_d, _grad_sq_dist_to(r, h, g_sq, j), out=min_d)
+    return (picks, g_sq) if return_norms else picks

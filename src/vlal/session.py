@@ -342,14 +342,14 @@ def init_session(
     if class_names is not None:
         names = [str(c) for c in class_names]
     n, d = feats.shape
-    K = text.shape[0]
+    n_classes = text.shape[0]
     if text.shape[1] != d:
         raise SessionError(f"text_features has d={text.shape[1]} but pool_features has d={d}")
     if names is None:
         raise SessionError(f"{src} has no class_names; give them (one per line) with --classes")
-    if len(names) != K:
-        raise SessionError(f"{len(names)} class names for {K} rows of text_features")
-    if len(set(names)) != K or any(not c.strip() for c in names):
+    if len(names) != n_classes:
+        raise SessionError(f"{len(names)} class names for {n_classes} rows of text_features")
+    if len(set(names)) != n_classes or any(not c.strip() for c in names):
         raise SessionError("class names must be distinct and non-empty")
     if paths is None:
         paths = [f"row-{i}" for i in range(n)]
@@ -385,8 +385,8 @@ def init_session(
         tf = check_features(test[0], "held-out features").astype(np.float32)
         tl = np.asarray(test[1])
         if tf.shape[1] != d or tl.shape != (tf.shape[0],) or not np.issubdtype(tl.dtype, np.integer) \
-                or (tl.size and (tl.min() < 0 or tl.max() >= K)):
-            raise SessionError(f"held-out split of {test[2]}: need ({tf.shape[0]},) int labels in [0, {K}) and d={d}")
+                or (tl.size and (tl.min() < 0 or tl.max() >= n_classes)):
+            raise SessionError(f"held-out split of {test[2]}: need ({tf.shape[0]},) int labels in [0, {n_classes}) and d={d}")
         arrays["heldout_features"], arrays["heldout_labels"] = tf, tl.astype(np.int64)
     try:
         make_strategy(strategy, random_state=0)  # validates the name and parameters now
@@ -733,8 +733,8 @@ class Session:
     def _write_batch_files(self, files, r, idx, urls, probs, top, names) -> None:
         buf = io.StringIO()
         w = csv.writer(buf)
-        k = top.shape[1]
-        w.writerow(["image", "label", "pool_index", "url"] + [f"{a}_{j + 1}" for j in range(k) for a in ("guess", "score")])
+        n_top = top.shape[1]  # guesses shown per image
+        w.writerow(["image", "label", "pool_index", "url"] + [f"{a}_{j + 1}" for j in range(n_top) for a in ("guess", "score")])
         tasks = []
         for row, (i, url) in enumerate(zip(idx, urls)):
             path = str(self.pool["pool_paths"][i])

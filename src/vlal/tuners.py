@@ -41,17 +41,20 @@ from scipy.special import log_softmax, softmax
 
 from ._validation import check_features, check_positive_int, l2_normalize, rows_per_chunk
 from .exceptions import VlalInputError
+from .scoring import _zero_shot_probs
 
 __all__ = [
     "Tuner",
     "ZeroShotClassifier", "FeatureSpaceTuner", "FreeEmbeddingTuner", "AnchoredTuner", "SharedTransformTuner",
     "KgCoOpTuner", "TipAdapter", "TipAdapterF", "CLAPTuner", "cosine_softmax", "TunerSpec", "TUNERS",
-    "DEFAULT_TUNER", "available_tuners", "make_tuner",
+    "DEFAULT_TUNER", "TUNER_ALIASES", "available_tuners", "make_tuner",
 ]
 
 
 def cosine_softmax(features, class_embeddings, temperature: float = 0.01) -> np.ndarray:
     """CLIP's class probabilities (paper Eq. 1): ``softmax(cos(f(x), t_i) / T)``.
+
+    The tuners' name for :func:`vlal.scoring.zero_shot_probs` (same kernel).
 
     Parameters
     ----------
@@ -77,11 +80,7 @@ def cosine_softmax(features, class_embeddings, temperature: float = 0.01) -> np.
         raise VlalInputError(f"features has d={x.shape[1]} but class_embeddings has d={w.shape[1]}")
     if not temperature > 0:
         raise VlalInputError(f"temperature must be > 0; got {temperature}")
-    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
-    step = rows_per_chunk(w.shape[0])
-    for s in range(0, x.shape[0], step):
-        out[s : s + step] = softmax((x[s : s + step] @ w.T).astype(np.float64) / temperature, axis=1)
-    return out
+    return _zero_shot_probs(x, w, temperature)
 
 
 class Tuner(abc.ABC):
@@ -173,13 +172,13 @@ class FeatureSpaceTuner(ZeroShotClassifier):
         if y.size == 0:
             return self
         w0 = self.initial_embeddings.astype(np.float64)
-        K, d = w0.shape
+        n_classes, d = w0.shape
         T, m, lam = self.temperature, x.shape[0], self.l2
-        onehot = np.zeros((m, K))
+        onehot = np.zeros((m, n_classes))
         onehot[np.arange(m), y] = 1.0
 
         def loss_grad(flat):
-            w = flat.reshape(K, d)
+            w = flat.reshape(n_classes, d)
             norms = np.linalg.norm(w, axis=1, keepdims=True)
             wn = w / norms
             logits = x @ wn.T / T
@@ -196,7 +195,7 @@ class FeatureSpaceTuner(ZeroShotClassifier):
             return loss, g_w.ravel()
 
         res = minimize(loss_grad, w0.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
-        self.class_embeddings = l2_normalize(res.x.reshape(K, d), "class_embeddings")
+        self.class_embeddings = l2_normalize(res.x.reshape(n_classes, d), "class_embeddings")
         return self
 
 
@@ -320,23 +319,23 @@ class AnchoredTuner(ZeroShotClassifier):
         if y.size == 0:
             return self
         w0 = self.initial_embeddings.astype(np.float64)
-        K, d = w0.shape
+        n_classes, d = w0.shape
         lam = self.penalties(y)[:, None]
         u = np.linalg.svd(x, full_matrices=False)[2][: self.n_common].T if self.n_common else np.zeros((d, 0))
-        onehot = _onehot(y, K)
+        onehot = _onehot(y, n_classes)
         T = self.temperature
 
         def project(a):
             return a - (a @ u) @ u.T
 
         def loss_grad(flat):
-            dlt = project(flat.reshape(K, d))
+            dlt = project(flat.reshape(n_classes, d))
             loss, g, _ = _cosine_ce(w0 + dlt, x, onehot, T)
             loss += float((lam * dlt * dlt).sum())
             return loss, project(g + 2 * lam * dlt).ravel()
 
-        res = minimize(loss_grad, np.zeros(K * d), jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
-        self.class_embeddings = l2_normalize(w0 + project(res.x.reshape(K, d)), "class_embeddings")
+        res = minimize(loss_grad, np.zeros(n_classes * d), jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
+        self.class_embeddings = l2_normalize(w0 + project(res.x.reshape(n_classes, d)), "class_embeddings")
         return self
 
 
@@ -365,7 +364,7 @@ class SharedTransformTuner(ZeroShotClassifier):
     epochs : int, default 200
     batch_size : int, default 32
     max_steps : int, default 1000
-        Cap on SGD steps (each costs O(K d^2)): 200 epochs of 32 up to 160 labels, fewer epochs above.
+        Cap on SGD steps (each costs O(n_classes d^2)): 200 epochs of 32 up to 160 labels, fewer epochs above.
     random_state : int, default 0
         Seeds the mini-batch order (a local generator; no global RNG).
 
@@ -406,7 +405,7 @@ class SharedTransformTuner(ZeroShotClassifier):
             return self
         x = x.astype(np.float32)
         w0 = self.initial_embeddings.astype(np.float32)
-        K, d = w0.shape
+        n_classes, d = w0.shape
         a = np.zeros((d, d), dtype=np.float32)
         vel = np.zeros_like(a)
         rng = np.random.default_rng(self.random_state)
@@ -422,9 +421,9 @@ class SharedTransformTuner(ZeroShotClassifier):
                     break
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
                 v = self._embeddings(w0, a)
-                _, g_v, wn = _cosine_ce(v, x[idx], _onehot(y[idx], K), self.temperature)
+                _, g_v, wn = _cosine_ce(v, x[idx], _onehot(y[idx], n_classes), self.temperature)
                 if kg:  # KgCoOp: kg * mean_c ||normalise(w_c) - w0_c||^2
-                    g_wn = 2 * kg * (wn - w0) / K
+                    g_wn = 2 * kg * (wn - w0) / n_classes
                     norms = np.linalg.norm(v, axis=1, keepdims=True)
                     g_v = g_v + (g_wn - wn * (g_wn * wn).sum(axis=1, keepdims=True)) / norms
                 grad = w0.T @ g_v.astype(np.float32) + self.weight_decay * a
@@ -623,24 +622,24 @@ class CLAPTuner(ZeroShotClassifier):
             self.constraint_weights = None
             return self
         w0 = self.initial_embeddings.astype(np.float64)
-        K, d = w0.shape
+        n_classes, d = w0.shape
         p0 = softmax(x @ w0.T / self.temperature, axis=1)[np.arange(y.size), y]
-        counts = np.bincount(y, minlength=K)
-        alpha = np.full(K, self.unlabeled_weight)
+        counts = np.bincount(y, minlength=n_classes)
+        alpha = np.full(n_classes, self.unlabeled_weight)
         seen = counts > 0
-        alpha[seen] = np.bincount(y, weights=p0, minlength=K)[seen] / counts[seen]
+        alpha[seen] = np.bincount(y, weights=p0, minlength=n_classes)[seen] / counts[seen]
         self.constraint_weights = alpha
-        lam = alpha[:, None] / K
-        onehot = _onehot(y, K)
+        lam = alpha[:, None] / n_classes
+        onehot = _onehot(y, n_classes)
 
         def loss_grad(flat):
-            v = flat.reshape(K, d)
+            v = flat.reshape(n_classes, d)
             loss, g, _ = _cosine_ce(v, x, onehot, self.temperature)
             diff = v - w0
             return loss + float((lam * diff * diff).sum()), (g + 2 * lam * diff).ravel()
 
         res = minimize(loss_grad, w0.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
-        self.class_embeddings = l2_normalize(res.x.reshape(K, d), "class_embeddings")
+        self.class_embeddings = l2_normalize(res.x.reshape(n_classes, d), "class_embeddings")
         return self
 
 
@@ -658,12 +657,16 @@ class TunerSpec:
     inputs : {"features", "images"}
         What ``fit`` / ``predict_proba`` consume.
     summary : str
+    clip_class : str, optional
+        For the CLIP prompt tuners: the class name in :mod:`vlal.clip` (a name, so that
+        reading the registry imports no torch).
     """
 
     name: str
     factory: Callable | None
     inputs: str
     summary: str
+    clip_class: str | None = None
 
 
 TUNERS: dict[str, TunerSpec] = {s.name: s for s in [
@@ -677,10 +680,13 @@ TUNERS: dict[str, TunerSpec] = {s.name: s for s in [
     TunerSpec("clap", CLAPTuner, "features", "CLAP: class-adaptive constrained linear probe"),
     TunerSpec("free", FreeEmbeddingTuner, "features", "free per-class embeddings (first stand-in; collapses on real CLIP)"),
     TunerSpec("zero-shot", ZeroShotClassifier, "features", "no adaptation"),
-    TunerSpec("coop", None, "features", "CLIP CoOp (needs the [clip] extra and CLIP weights)"),
-    TunerSpec("vpt", None, "images", "CLIP VPT (needs the [clip] extra, CLIP weights and image paths)"),
-    TunerSpec("maple", None, "images", "CLIP MaPLe (needs the [clip] extra, CLIP weights and image paths)"),
+    TunerSpec("coop", None, "features", "CLIP CoOp (needs the [clip] extra and CLIP weights)", "CoOp"),
+    TunerSpec("vpt", None, "images", "CLIP VPT (needs the [clip] extra, CLIP weights and image paths)", "VPT"),
+    TunerSpec("maple", None, "images", "CLIP MaPLe (needs the [clip] extra, CLIP weights and image paths)", "MaPLe"),
 ]}
+
+#: Old names still accepted by the CLI -> registry names.
+TUNER_ALIASES: dict[str, str] = {"feature": "free"}
 
 #: Registry name of the benchmark's default tuner.
 DEFAULT_TUNER = "anchored"

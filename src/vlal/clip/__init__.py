@@ -38,6 +38,11 @@ __all__ = [
     "CoOp",
     "VPT",
     "MaPLe",
+    "PromptTunerConfig",
+    "CoOpConfig",
+    "VPTConfig",
+    "MaPLeConfig",
+    "TextContext",
 ]
 
 _WHERE = {
@@ -58,6 +63,11 @@ _WHERE = {
     "CoOp": "_tuners",
     "VPT": "_tuners",
     "MaPLe": "_tuners",
+    "PromptTunerConfig": "_tuners",
+    "CoOpConfig": "_tuners",
+    "VPTConfig": "_tuners",
+    "MaPLeConfig": "_tuners",
+    "TextContext": "_tuners",
 }
 
 

@@ -12,6 +12,7 @@ import torch
 
 from .._io import savez_atomic
 from ..exceptions import VlalInputError
+from ..scoring import _zero_shot_probs
 from ._images import as_image_source
 from ._loading import ClipModel
 
@@ -155,8 +156,8 @@ def zero_shot_proba(image_features, text_features, temperature: float = 0.01) ->
     x, w = x.detach().double().cpu(), w.detach().double().cpu()
     if not (torch.isfinite(x).all() and torch.isfinite(w).all()):
         raise VlalInputError("image_features and text_features must be finite")
-    logits = torch.nn.functional.normalize(x, dim=-1) @ torch.nn.functional.normalize(w, dim=-1).T / temperature
-    return torch.softmax(logits, dim=-1).numpy().astype(np.float32)
+    z, t = (torch.nn.functional.normalize(v, dim=-1).numpy() for v in (x, w))
+    return _zero_shot_probs(z, t, temperature)  # Eq. 1, float64 logits and softmax
 
 
 # --------------------------------------------------------------------------- cache

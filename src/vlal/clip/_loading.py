@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from ..exceptions import VlalInputError, WeightsNotFoundError
+from .._warnings import warn_caller
 
 __all__ = ["ClipModel", "RandomWeightsWarning", "load_clip"]
 
@@ -405,7 +405,7 @@ def load_clip(
             "zero-shot probabilities and tuned prompts are MEANINGLESS; use this only for tests "
             "and timing. Pass pretrained='/path/to/checkpoint.pt' for real results."
         )
-        warnings.warn(msg, RandomWeightsWarning, stacklevel=2)
+        warn_caller(msg, RandomWeightsWarning)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             model, _, preprocess = open_clip.create_model_and_transforms(

@@ -6,6 +6,12 @@ initial state every call and trains on all the labels it is given (the paper rel
 zero-shot CLIP and re-tunes after every active-learning round); ``predict_proba``
 returns Eq. 1 probabilities ``softmax(cos(f(x), t_i) / T)`` of the current model.
 
+Settings live in one frozen config per tuner (:class:`PromptTunerConfig` and its
+subclasses :class:`CoOpConfig`, :class:`VPTConfig`, :class:`MaPLeConfig`), built from the
+constructor's keywords; CoOp and MaPLe share the learnable text context
+(:class:`TextContext`); the learning-rate schedule is torch's ``CosineAnnealingLR`` and
+the augmentation torchvision's ``RandomResizedCrop`` + ``RandomHorizontalFlip``.
+
 References
 ----------
 - CoOp: K. Zhou, J. Yang, C. C. Loy, Z. Liu. "Learning to Prompt for Vision-Language
@@ -19,24 +25,27 @@ References
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 import math
-import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .._io import atomic_write
+from .._warnings import warn_caller
 from ..exceptions import VlalInputError
 from ..tuners import Tuner
 from ._encode import DEFAULT_TEMPLATE, _check_clip, encode_class_names, encode_images, prompt_texts
 from ._images import as_image_source
 from ._loading import ClipModel
-from ._towers import check_vit, encode_image_prompted, encode_text_prompted, text_tower
+from ._towers import TextTower, check_vit, encode_image_prompted, encode_text_prompted, text_tower
 
-__all__ = ["PromptTuner", "CoOp", "VPT", "MaPLe"]
+__all__ = ["PromptTuner", "CoOp", "VPT", "MaPLe", "PromptTunerConfig", "CoOpConfig", "VPTConfig", "MaPLeConfig",
+           "TextContext"]
 
 _FORMAT = "vlal-prompts"
 _FORMAT_VERSION = 1
@@ -55,24 +64,21 @@ def _check_nonneg(value, name: str) -> float:
     return v
 
 
-class PromptTuner(Tuner):
-    """Shared machinery of the prompt tuners (training loop, prediction, save / load).
+# --------------------------------------------------------------------------- settings
 
-    Subclasses define the prompt parameters (:meth:`_build`, :meth:`_reset`), how
-    inputs become training tensors (:meth:`_prepare`) and the logits (:meth:`_logits`).
+@dataclasses.dataclass(frozen=True)
+class PromptTunerConfig:
+    """Settings every prompt tuner shares (frozen; checked and normalised on construction).
 
-    Parameters
+    Attributes
     ----------
-    clip : ClipModel
-        From :func:`vlal.clip.load_clip`; frozen here (``requires_grad=False`` on all
-        of its parameters, eval mode).
-    class_names : sequence of str (K,)
     template : str, default "a photo of a {}."
         Hand-written prompt of the zero-shot text features.
     temperature : float, default 0.01
         ``T`` of Eq. 1, in training and prediction.
     epochs, batch_size, lr, momentum, weight_decay : training settings (SGD)
-    warmup_epochs : int
+        Defaults: CoOp's (200, 32, 0.002, 0.9, 0.005); each tuner's config sets its own.
+    warmup_epochs : int, default 1
         Epochs at the constant ``warmup_lr`` before the cosine schedule (Dassl-style).
     warmup_lr : float, default 1e-5
     eval_batch_size : int, default 64
@@ -81,80 +87,293 @@ class PromptTuner(Tuner):
         Fixes prompt initialisation, shuffling and augmentation: ``fit`` is reproducible.
     progress : bool, default False
         tqdm bar over epochs.
+
+    Raises
+    ------
+    vlal.VlalInputError
+        ``temperature <= 0``, non-positive ``epochs`` / ``batch_size`` / ``eval_batch_size``,
+        negative or non-finite ``lr`` / ``momentum`` / ``weight_decay`` / ``warmup_lr``,
+        negative ``warmup_epochs``.
+    """
+
+    template: str = DEFAULT_TEMPLATE
+    temperature: float = 0.01
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 0.005
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    eval_batch_size: int = 64
+    seed: int = 0
+    progress: bool = False
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise VlalInputError(f"temperature must be > 0; got {self.temperature}")
+        checked = {
+            "temperature": float(self.temperature),
+            "epochs": _check_pos_int(self.epochs, "epochs"),
+            "batch_size": _check_pos_int(self.batch_size, "batch_size"),
+            "lr": _check_nonneg(self.lr, "lr"),
+            "momentum": _check_nonneg(self.momentum, "momentum"),
+            "weight_decay": _check_nonneg(self.weight_decay, "weight_decay"),
+            "warmup_epochs": int(self.warmup_epochs),
+            "warmup_lr": _check_nonneg(self.warmup_lr, "warmup_lr"),
+            "eval_batch_size": _check_pos_int(self.eval_batch_size, "eval_batch_size"),
+            "seed": int(self.seed),
+            "progress": bool(self.progress),
+        }
+        if checked["warmup_epochs"] < 0:
+            raise VlalInputError(f"warmup_epochs must be >= 0; got {self.warmup_epochs}")
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoOpConfig(PromptTunerConfig):
+    """:class:`CoOp`'s settings: the paper's SGD schedule plus the context (``ctx_init``, ``n_ctx``)."""
+
+    ctx_init: str | None = "a photo of a"
+    n_ctx: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_ctx is not None:
+            object.__setattr__(self, "n_ctx", _check_pos_int(self.n_ctx, "n_ctx"))
+
+
+@dataclasses.dataclass(frozen=True)
+class VPTConfig(PromptTunerConfig):
+    """:class:`VPT`'s settings (MaPLe's released VPT configuration)."""
+
+    n_tokens: int = 8
+    prompt_depth: int | None = None
+    epochs: int = 5
+    batch_size: int = 4
+    lr: float = 0.0025
+    weight_decay: float = 5e-4
+    augment: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_tokens", _check_pos_int(self.n_tokens, "n_tokens"))
+        super().__post_init__()
+        if self.prompt_depth is not None:
+            object.__setattr__(self, "prompt_depth", _check_pos_int(self.prompt_depth, "prompt_depth"))
+        object.__setattr__(self, "augment", bool(self.augment))
+
+
+@dataclasses.dataclass(frozen=True)
+class MaPLeConfig(PromptTunerConfig):
+    """:class:`MaPLe`'s settings (MaPLe's released configuration)."""
+
+    n_ctx: int = 2
+    prompt_depth: int = 9
+    ctx_init: str | None = "a photo of a"
+    epochs: int = 5
+    batch_size: int = 4
+    lr: float = 0.0035
+    weight_decay: float = 5e-4
+    augment: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_ctx", _check_pos_int(self.n_ctx, "n_ctx"))
+        object.__setattr__(self, "prompt_depth", _check_pos_int(self.prompt_depth, "prompt_depth"))
+        super().__post_init__()
+        object.__setattr__(self, "augment", bool(self.augment))
+
+
+def _epoch_lrs(optimizer: torch.optim.Optimizer, config: PromptTunerConfig) -> Iterator[int]:
+    """Set the learning rate of each epoch in turn; yields the epoch index.
+
+    ``config.warmup_lr`` for the first ``config.warmup_epochs`` epochs, then torch's
+    ``CosineAnnealingLR(T_max=epochs)`` at the epoch's own index, ``0.5 lr (1 + cos(pi e / E))``:
+    the cosine counts the warm-up epochs too, as Dassl's constant warm-up does with its one
+    warm-up epoch (``SequentialLR`` would restart the cosine after the warm-up instead).
+    """
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    for epoch in range(config.epochs):
+        scheduled = [group["lr"] for group in optimizer.param_groups]
+        if epoch < config.warmup_epochs:
+            for group in optimizer.param_groups:
+                group["lr"] = config.warmup_lr
+        yield epoch
+        for group, lr in zip(optimizer.param_groups, scheduled):  # the cosine continues from its own value
+            group["lr"] = lr
+        if epoch + 1 < config.epochs:
+            cosine.step()
+
+
+# --------------------------------------------------------------------------- shared text context
+
+class TextContext(torch.nn.Module):
+    """CoOp's learnable text context ``[V_1 .. V_M] [CLASS].``, shared by :class:`CoOp` and :class:`MaPLe`.
+
+    Holds the token ids ``(K, L)`` of ``"<context words> <class name>."`` for every class,
+    the frozen token embeddings around the context (start-of-text; class name, full stop,
+    end-of-text) and the trainable context ``ctx`` of shape ``(M, width)``. Only ``ctx`` is
+    a parameter (the buffers are not saved: they follow from the model and class names).
+
+    Parameters
+    ----------
+    tower : TextTower
+        From :func:`vlal.clip._towers.text_tower` (not registered as a sub-module: its
+        weights stay out of :meth:`parameters`).
+    tokenizer : callable
+        open_clip tokenizer of the model.
+    class_names : sequence of str (K,)
+    ctx_init : str or None
+        Words whose token embeddings initialise the context (the first ``n_ctx`` of them);
+        None: context vectors drawn from N(0, 0.02^2) at :meth:`reset`.
+    n_ctx : int
+        Context length M.
+    device : torch.device
+
+    Raises
+    ------
+    vlal.VlalInputError
+        ``n_ctx`` longer than the tokens of ``ctx_init``.
+    """
+
+    def __init__(self, tower: TextTower, tokenizer, class_names: Sequence[str], ctx_init: str | None, n_ctx: int,
+                 device):
+        super().__init__()
+        self.tower = tower
+        if ctx_init is not None:
+            words = ctx_init.strip()
+            ids = tokenizer([words])[0]
+            n_init = int(ids.argmax()) - 1  # tokens between start- and end-of-text
+            if n_ctx > n_init:
+                raise VlalInputError(
+                    f"n_ctx={n_ctx} exceeds the {n_init} tokens of ctx_init={ctx_init!r}; "
+                    "use ctx_init=None for random context vectors"
+                )
+            with torch.no_grad():
+                init = tower.token_embedding(ids[1 : 1 + n_ctx].to(device)).detach().clone()
+        else:
+            words = " ".join(["X"] * n_ctx)
+            init = None
+        names = [n.replace("_", " ").strip() for n in class_names]
+        token_ids = tokenizer([f"{words} {n}." for n in names]).to(device)
+        with torch.no_grad():
+            emb = tower.token_embedding(token_ids)
+        self.register_buffer("token_ids", token_ids, persistent=False)
+        self.register_buffer("prefix", emb[:, :1].detach(), persistent=False)
+        self.register_buffer("suffix", emb[:, 1 + n_ctx :].detach(), persistent=False)
+        self.register_buffer("init_vectors", init, persistent=False)
+        self.ctx = torch.nn.Parameter(torch.empty(n_ctx, tower.width))
+
+    @staticmethod
+    def n_words(tokenizer, ctx_init: str) -> int:
+        """Number of tokens of ``ctx_init`` (between start- and end-of-text)."""
+        return int(tokenizer([ctx_init.strip()])[0].argmax()) - 1
+
+    @torch.no_grad()
+    def reset(self, gen: torch.Generator) -> None:
+        """Initial context: the ``ctx_init`` token embeddings, or N(0, 0.02^2) drawn from ``gen``."""
+        if self.init_vectors is not None:
+            self.ctx.copy_(self.init_vectors)
+        else:
+            _normal_(self.ctx, gen, 0.02)
+
+    def forward(self, deep_prompts: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Normalised class text features ``(K, d)`` of the current context (differentiable).
+
+        ``deep_prompts`` (MaPLe): context replacements before the next text layers.
+        """
+        k = self.token_ids.shape[0]
+        emb = torch.cat([self.prefix, self.ctx.unsqueeze(0).expand(k, -1, -1), self.suffix], dim=1)
+        return F.normalize(encode_text_prompted(self.tower, emb, self.token_ids, deep_prompts=deep_prompts), dim=-1)
+
+
+# --------------------------------------------------------------------------- base
+
+class PromptTuner(Tuner):
+    """Shared machinery of the prompt tuners (training loop, prediction, save / load).
+
+    Subclasses define their settings (:attr:`config_class`, a :class:`PromptTunerConfig`
+    subclass), the prompt parameters (:meth:`_build`, :meth:`_reset`), how inputs become
+    training tensors (:meth:`_prepare`) and the logits (:meth:`_logits`,
+    :meth:`_predict_logits`); the hooks are abstract.
+
+    Parameters
+    ----------
+    clip : ClipModel
+        From :func:`vlal.clip.load_clip`; frozen here (``requires_grad=False`` on all
+        of its parameters, eval mode).
+    class_names : sequence of str (K,)
+    config : PromptTunerConfig, optional
+        The settings; default ``config_class()`` (the tuner's published defaults).
+    **settings
+        Fields of the config (``epochs=5``, ``lr=...``, see :class:`PromptTunerConfig` and
+        the tuner's own config); they replace those of ``config``.
+
+    Attributes
+    ----------
+    config : PromptTunerConfig
+        The settings; each field is also readable as an attribute (``tuner.epochs``).
     """
 
     #: Short name written into saved prompt files.
     kind = "prompt"
+    #: The settings' type.
+    config_class: type[PromptTunerConfig] = PromptTunerConfig
 
-    def __init__(
-        self,
-        clip: ClipModel,
-        class_names: Sequence[str],
-        *,
-        template: str = DEFAULT_TEMPLATE,
-        temperature: float = 0.01,
-        epochs: int,
-        batch_size: int,
-        lr: float,
-        momentum: float = 0.9,
-        weight_decay: float,
-        warmup_epochs: int = 1,
-        warmup_lr: float = 1e-5,
-        eval_batch_size: int = 64,
-        seed: int = 0,
-        progress: bool = False,
-    ):
+    def __init__(self, clip: ClipModel, class_names: Sequence[str], config: PromptTunerConfig | None = None,
+                 **settings):
         self.clip = _check_clip(clip)
         self.clip.model.eval()
         self.clip.model.requires_grad_(False)
-        prompt_texts(class_names, template)  # validates
+        if config is None:
+            config = self.config_class(**settings)
+        elif not isinstance(config, self.config_class):
+            raise VlalInputError(f"config must be a {self.config_class.__name__}; got {type(config).__name__}")
+        elif settings:
+            config = dataclasses.replace(config, **settings)
+        self.config = config
+        prompt_texts(class_names, config.template)  # validates
         self.class_names = [str(n) for n in class_names]
-        self.template = template
-        if not temperature > 0:
-            raise VlalInputError(f"temperature must be > 0; got {temperature}")
-        self.temperature = float(temperature)
-        self.epochs = _check_pos_int(epochs, "epochs")
-        self.batch_size = _check_pos_int(batch_size, "batch_size")
-        self.lr = _check_nonneg(lr, "lr")
-        self.momentum = _check_nonneg(momentum, "momentum")
-        self.weight_decay = _check_nonneg(weight_decay, "weight_decay")
-        self.warmup_epochs = int(warmup_epochs)
-        if self.warmup_epochs < 0:
-            raise VlalInputError(f"warmup_epochs must be >= 0; got {warmup_epochs}")
-        self.warmup_lr = _check_nonneg(warmup_lr, "warmup_lr")
-        self.eval_batch_size = _check_pos_int(eval_batch_size, "eval_batch_size")
-        self.seed = int(seed)
-        self.progress = bool(progress)
         self.device = self.clip.device
-        zs = encode_class_names(self.clip, self.class_names, template)
+        zs = encode_class_names(self.clip, self.class_names, config.template)
         self.zero_shot_text = torch.from_numpy(zs).to(self.device)
-        self.prompts = torch.nn.Module()
-        self._build()
+        self.prompts = self._build()
         self.prompts.to(self.device)
-        self._reset(torch.Generator().manual_seed(self.seed))
+        self._reset(torch.Generator().manual_seed(config.seed))
         self.tuned = False
         self.loss_history_: list[float] = []
         self._text_cache: torch.Tensor | None = None
 
+    def __getattr__(self, name: str):
+        # settings read as attributes (tuner.epochs); only called when normal lookup fails
+        config = self.__dict__.get("config")
+        if config is not None and name in {f.name for f in dataclasses.fields(config)}:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # ------------------------------------------------------------------ hooks
-    def _build(self) -> None:  # create parameters (shapes) and fixed tensors
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _build(self) -> torch.nn.Module:
+        """Create the prompt parameters (and fixed tensors); return the module that holds them."""
 
-    def _reset(self, gen: torch.Generator) -> None:  # initial (pre-training) prompt values
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _reset(self, gen: torch.Generator) -> None:
+        """Set the initial (pre-training) prompt values, drawing randomness from ``gen`` only."""
 
-    def _prepare(self, inputs) -> torch.Tensor:  # training inputs, all rows
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _prepare(self, inputs) -> torch.Tensor:
+        """Training inputs, all rows."""
 
+    @abc.abstractmethod
     def _logits(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        """Training logits (differentiable) of prepared rows ``x``; ``gen`` drives augmentation."""
 
+    @abc.abstractmethod
     def _predict_logits(self, inputs) -> torch.Tensor:
-        raise NotImplementedError
+        """Logits of the current model for prediction."""
 
     def _config(self) -> dict:  # shape-defining settings, checked by load_prompts
         return {}
-
     # ------------------------------------------------------------------ public
     @property
     def n_classes(self) -> int:
@@ -189,11 +408,6 @@ class PromptTuner(Tuner):
         y = torch.from_numpy(self._check_labels(labels, x.shape[0])).to(self.device)
         return F.cross_entropy(self._logits(x), y)
 
-    def _lr_at(self, epoch: int) -> float:
-        if epoch < self.warmup_epochs:
-            return self.warmup_lr
-        return 0.5 * self.lr * (1.0 + math.cos(math.pi * epoch / self.epochs))
-
     def fit(self, inputs, labels):
         """Re-initialise the prompts and train them on all ``(inputs, labels)``.
 
@@ -212,7 +426,8 @@ class PromptTuner(Tuner):
         vlal.VlalInputError
             Bad labels, inputs of the wrong kind or length.
         """
-        gen = torch.Generator().manual_seed(self.seed)
+        cfg = self.config
+        gen = torch.Generator().manual_seed(cfg.seed)
         with torch.no_grad():
             self._reset(gen)
         self.tuned = False
@@ -225,20 +440,19 @@ class PromptTuner(Tuner):
         self._check_labels(y_np, x.shape[0])
         y = torch.from_numpy(y_np).to(self.device)
         params = self.prompt_parameters()
-        opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         n = x.shape[0]
         # Dassl's train loader (CoOp / MaPLe code) drops the last partial batch once n >= batch size
-        drop_last = n >= self.batch_size
+        drop_last = n >= cfg.batch_size
         from tqdm.auto import tqdm
 
-        for epoch in tqdm(range(self.epochs), desc=f"{self.kind} fit", disable=not self.progress, leave=False):
-            for group in opt.param_groups:
-                group["lr"] = self._lr_at(epoch)
+        epochs = _epoch_lrs(opt, cfg)  # sets each epoch's learning rate
+        for _ in tqdm(epochs, total=cfg.epochs, desc=f"{self.kind} fit", disable=not cfg.progress, leave=False):
             perm = torch.randperm(n, generator=gen)
-            stop = n - n % self.batch_size if drop_last else n
+            stop = n - n % cfg.batch_size if drop_last else n
             total, count = 0.0, 0
-            for s in range(0, stop, self.batch_size):
-                idx = perm[s : s + self.batch_size].to(self.device)
+            for s in range(0, stop, cfg.batch_size):
+                idx = perm[s : s + cfg.batch_size].to(self.device)
                 loss = F.cross_entropy(self._logits(x[idx], gen), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -306,10 +520,10 @@ class PromptTuner(Tuner):
         if list(blob["class_names"]) != self.class_names:
             raise VlalInputError(f"{path} was tuned for other class names (first: {blob['class_names'][:3]})")
         if blob["model_name"] != self.clip.model_name or blob["weights_id"] != self.clip.weights_id:
-            warnings.warn(
+            warn_caller(
                 f"{path} was tuned on {blob['model_name']} ({blob['weights_id']}); loading it into "
                 f"{self.clip.model_name} ({self.clip.weights_id})",
-                stacklevel=2,
+                UserWarning,
             )
         self.prompts.load_state_dict({k: v.to(self.device) for k, v in blob["state"].items()})
         self.tuned = bool(blob["tuned"])
@@ -318,7 +532,7 @@ class PromptTuner(Tuner):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(model={self.clip.model_name!r}, K={self.n_classes}, epochs={self.epochs}, "
+            f"{type(self).__name__}(model={self.clip.model_name!r}, n_classes={self.n_classes}, epochs={self.epochs}, "
             f"batch_size={self.batch_size}, lr={self.lr}, trainable={self.n_trainable()}, tuned={self.tuned})"
         )
 
@@ -339,29 +553,8 @@ class PromptTuner(Tuner):
             if not torch.isfinite(x).all():
                 raise VlalInputError("features contain NaN or inf")
             return F.normalize(x.to(self.device), dim=-1)
-        feats = encode_images(self.clip, inputs, batch_size=self.eval_batch_size, progress=False)
+        feats = encode_images(self.clip, inputs, batch_size=self.config.eval_batch_size, progress=False)
         return torch.from_numpy(feats).to(self.device)
-
-    def _tokenize_prompts(self, ctx_init: str | None, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Token ids (K, L) of ``"<context> <name>."`` and the init vectors of the first ``n_ctx`` context tokens."""
-        tower = text_tower(self.clip.model)
-        if ctx_init is not None:
-            words = ctx_init.strip()
-            ids = self.clip.tokenizer([words])[0]
-            n_init = int(ids.argmax()) - 1  # tokens between start- and end-of-text
-            if n_ctx > n_init:
-                raise VlalInputError(
-                    f"n_ctx={n_ctx} exceeds the {n_init} tokens of ctx_init={ctx_init!r}; "
-                    "use ctx_init=None for random context vectors"
-                )
-            with torch.no_grad():
-                init = tower.token_embedding(ids[1 : 1 + n_ctx].to(self.device)).detach().clone()
-        else:
-            words = " ".join(["X"] * n_ctx)
-            init = None
-        names = [n.replace("_", " ").strip() for n in self.class_names]
-        token_ids = self.clip.tokenizer([f"{words} {n}." for n in names]).to(self.device)
-        return token_ids, init
 
 
 def _normal_(t: torch.Tensor, gen: torch.Generator, std: float) -> None:
@@ -378,7 +571,8 @@ class CoOp(PromptTuner):
     Paper Sec. 3.2: ``t_i = h([V_1, ..., V_M, C_i])``, one context shared by all classes,
     class token at the end, context initialised from the token embeddings of
     ``"a photo of a"`` (so M = 4 and the untrained tuner *is* zero-shot CLIP with the
-    prompt "a photo of a {class}."). Only the M context vectors are trained.
+    prompt "a photo of a {class}."). Only the M context vectors (a :class:`TextContext`)
+    are trained.
 
     Inputs: cached image features (n, d) — the image encoder is frozen, so one training
     step costs one text-encoder pass over the K prompts — or images (folder, paths, PIL
@@ -389,6 +583,7 @@ class CoOp(PromptTuner):
     ----------
     clip : ClipModel
     class_names : sequence of str (K,)
+    config : CoOpConfig, optional
     ctx_init : str or None, default "a photo of a"
         Words whose embeddings initialise the context; None: random N(0, 0.02^2) vectors.
     n_ctx : int, optional
@@ -402,8 +597,9 @@ class CoOp(PromptTuner):
         SGD with a cosine schedule: the paper's settings (Safaei & Patel, Sec. 5).
     warmup_epochs : int, default 1
         One epoch at ``warmup_lr`` = 1e-5 first, as in CoOp's released configuration.
-    **kwargs
-        See :class:`PromptTuner` (temperature, seed, progress, ...).
+    **settings
+        Other fields of :class:`CoOpConfig` / :class:`PromptTunerConfig` (temperature,
+        seed, progress, ...).
 
     Raises
     ------
@@ -413,74 +609,42 @@ class CoOp(PromptTuner):
     """
 
     kind = "CoOp"
+    config_class = CoOpConfig
 
-    def __init__(
-        self,
-        clip: ClipModel,
-        class_names: Sequence[str],
-        *,
-        ctx_init: str | None = "a photo of a",
-        n_ctx: int | None = None,
-        epochs: int = 200,
-        batch_size: int = 32,
-        lr: float = 0.002,
-        momentum: float = 0.9,
-        weight_decay: float = 0.005,
-        warmup_epochs: int = 1,
-        **kwargs,
-    ):
-        self.ctx_init = ctx_init
-        self._n_ctx_arg = n_ctx
-        super().__init__(
-            clip, class_names, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-            weight_decay=weight_decay, warmup_epochs=warmup_epochs, **kwargs,
-        )
-
-    def _build(self) -> None:
+    def _build(self) -> TextContext:
+        cfg = self.config
         self.tower = text_tower(self.clip.model)
-        n_words = None
-        if self.ctx_init is not None:
-            n_words = int(self.clip.tokenizer([self.ctx_init.strip()])[0].argmax()) - 1
-        if self._n_ctx_arg is None:
+        n_words = None if cfg.ctx_init is None else TextContext.n_words(self.clip.tokenizer, cfg.ctx_init)
+        if cfg.n_ctx is None:
             n_ctx = 16 if n_words is None else n_words
         else:
-            n_ctx = _check_pos_int(self._n_ctx_arg, "n_ctx")
+            n_ctx = cfg.n_ctx
             if n_words is not None and n_ctx != n_words:
-                raise VlalInputError(f"ctx_init={self.ctx_init!r} has {n_words} tokens but n_ctx={n_ctx}")
+                raise VlalInputError(f"ctx_init={cfg.ctx_init!r} has {n_words} tokens but n_ctx={n_ctx}")
         self.n_ctx = n_ctx
-        self.token_ids, self._ctx_init_vectors = self._tokenize_prompts(self.ctx_init, n_ctx)
-        with torch.no_grad():
-            emb = self.tower.token_embedding(self.token_ids)
-        self._prefix = emb[:, :1].detach()
-        self._suffix = emb[:, 1 + n_ctx :].detach()
-        self.prompts.ctx = torch.nn.Parameter(torch.empty(n_ctx, self.tower.width))
+        return TextContext(self.tower, self.clip.tokenizer, self.class_names, cfg.ctx_init, n_ctx, self.device)
 
     def _reset(self, gen):
-        if self._ctx_init_vectors is not None:
-            self.prompts.ctx.data.copy_(self._ctx_init_vectors)
-        else:
-            _normal_(self.prompts.ctx.data, gen, 0.02)
+        self.prompts.reset(gen)
 
     def _config(self) -> dict:
-        return {"n_ctx": self.n_ctx, "ctx_init": self.ctx_init}
+        return {"n_ctx": self.n_ctx, "ctx_init": self.config.ctx_init}
 
     def text_features(self) -> torch.Tensor:
         """Normalised class text features (K, d) of the current context (differentiable)."""
-        k = self.n_classes
-        emb = torch.cat([self._prefix, self.prompts.ctx.unsqueeze(0).expand(k, -1, -1), self._suffix], dim=1)
-        return F.normalize(encode_text_prompted(self.tower, emb, self.token_ids), dim=-1)
+        return self.prompts()
 
     def _prepare(self, inputs):
         return self._image_features_frozen(inputs)
 
     def _logits(self, x, gen=None):
-        return x @ self.text_features().T / self.temperature
+        return x @ self.text_features().T / self.config.temperature
 
     def _predict_logits(self, inputs):
         x = self._image_features_frozen(inputs)
         if self._text_cache is None:
             self._text_cache = self.text_features().detach()
-        return x @ self._text_cache.T / self.temperature
+        return x @ self._text_cache.T / self.config.temperature
 
 
 class _ImagePromptTuner(PromptTuner):
@@ -488,63 +652,54 @@ class _ImagePromptTuner(PromptTuner):
 
     inputs = "images"
 
-    def __init__(self, clip, class_names, *, augment: bool = True, **kwargs):
-        self.augment = bool(augment)
-        super().__init__(clip, class_names, **kwargs)
-
     def _prepare(self, inputs):
         return self._images(inputs)
 
     def _augment(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-        """Random resized crop (scale 0.08-1, ratio 3/4-4/3) and horizontal flip, per image.
+        """torchvision's random resized crop (scale 0.08-1, ratio 3/4-4/3) and horizontal flip, per image.
 
         Applied to preprocessed tensors; both commute with the per-channel normalisation.
+        The crop is resized back bilinearly without antialiasing. torchvision draws from
+        torch's global generator: it is forked and seeded from ``gen``, so a ``fit`` stays
+        reproducible and leaves the global generator untouched.
         """
-        if not self.augment or gen is None:
+        if not self.config.augment or gen is None:
             return x
-        b, _, h, w = x.shape
-        out = []
-        for i in range(b):
-            img = x[i]
-            for _ in range(10):
-                area = h * w * float(torch.empty(1).uniform_(0.08, 1.0, generator=gen))
-                logr = float(torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen))
-                cw = int(round(math.sqrt(area * math.exp(logr))))
-                ch = int(round(math.sqrt(area / math.exp(logr))))
-                if 0 < cw <= w and 0 < ch <= h:
-                    top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
-                    left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
-                    img = img[:, top : top + ch, left : left + cw]
-                    break
-            if img.shape[1:] != (h, w):
-                img = F.interpolate(img.unsqueeze(0), size=(h, w), mode="bilinear", align_corners=False)[0]
-            if float(torch.rand(1, generator=gen)) < 0.5:
-                img = img.flip(-1)
-            out.append(img)
-        return torch.stack(out)
+        from torchvision import transforms as T
 
+        augment = T.Compose([
+            T.RandomResizedCrop(tuple(x.shape[-2:]), scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                                interpolation=T.InterpolationMode.BILINEAR, antialias=False),
+            T.RandomHorizontalFlip(0.5),
+        ])
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return torch.stack([augment(img) for img in x])
+
+    @abc.abstractmethod
     def _prompted_image_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Image features (n, d), not normalised, of preprocessed images with the current prompts."""
 
+    @abc.abstractmethod
     def _class_text(self, train: bool) -> torch.Tensor:
-        raise NotImplementedError
+        """Normalised class text features (K, d): differentiable when ``train``, else may be cached."""
 
     def _logits(self, x, gen=None):
         feats = F.normalize(self._prompted_image_features(self._augment(x, gen)), dim=-1)
-        return feats @ self._class_text(train=True).T / self.temperature
+        return feats @ self._class_text(train=True).T / self.config.temperature
 
     def _predict_logits(self, inputs):
         src = as_image_source(inputs)
+        t, bs = self.config.temperature, self.config.eval_batch_size
         if not self.tuned:  # zero-shot CLIP: no prompts at all
-            feats = torch.from_numpy(
-                encode_images(self.clip, src, batch_size=self.eval_batch_size, progress=False)
-            ).to(self.device)
-            return feats @ self.zero_shot_text.T / self.temperature
+            feats = torch.from_numpy(encode_images(self.clip, src, batch_size=bs, progress=False)).to(self.device)
+            return feats @ self.zero_shot_text.T / t
         text = self._class_text(train=False)
         out = []
-        for batch in src.batches(self.clip.preprocess, self.eval_batch_size):
+        for batch in src.batches(self.clip.preprocess, bs):
             f = F.normalize(self._prompted_image_features(batch.to(self.device)), dim=-1)
-            out.append(f @ text.T / self.temperature)
+            out.append(f @ text.T / t)
         return torch.cat(out)
 
 
@@ -575,13 +730,14 @@ class VPT(_ImagePromptTuner):
     clip : ClipModel
         Must have open_clip's VisionTransformer image tower.
     class_names : sequence of str (K,)
+    config : VPTConfig, optional
     n_tokens : int, default 8
     prompt_depth : int, optional
         Layers that get prompts (from the first); default all.
     epochs, batch_size, lr, momentum, weight_decay, warmup_epochs : training settings
     augment : bool, default True
-    **kwargs
-        See :class:`PromptTuner`.
+    **settings
+        Other fields of :class:`VPTConfig` / :class:`PromptTunerConfig`.
 
     Raises
     ------
@@ -590,46 +746,26 @@ class VPT(_ImagePromptTuner):
     """
 
     kind = "VPT"
+    config_class = VPTConfig
 
-    def __init__(
-        self,
-        clip: ClipModel,
-        class_names: Sequence[str],
-        *,
-        n_tokens: int = 8,
-        prompt_depth: int | None = None,
-        epochs: int = 5,
-        batch_size: int = 4,
-        lr: float = 0.0025,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        warmup_epochs: int = 1,
-        augment: bool = True,
-        **kwargs,
-    ):
-        self.n_tokens = _check_pos_int(n_tokens, "n_tokens")
-        self._depth_arg = prompt_depth
-        super().__init__(
-            clip, class_names, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-            weight_decay=weight_decay, warmup_epochs=warmup_epochs, augment=augment, **kwargs,
-        )
-
-    def _build(self):
+    def _build(self) -> torch.nn.Module:
         visual = self.clip.model.visual
         check_vit(visual)
         layers = len(visual.transformer.resblocks)
-        depth = layers if self._depth_arg is None else _check_pos_int(self._depth_arg, "prompt_depth")
+        depth = layers if self.config.prompt_depth is None else self.config.prompt_depth
         if depth > layers:
             raise VlalInputError(f"prompt_depth={depth} exceeds the {layers} layers of the image transformer")
         self.prompt_depth = depth
         width = int(visual.conv1.out_channels)
-        self.prompts.visual = torch.nn.Parameter(torch.empty(depth, self.n_tokens, width))
+        prompts = torch.nn.Module()
+        prompts.visual = torch.nn.Parameter(torch.empty(depth, self.config.n_tokens, width))
+        return prompts
 
     def _reset(self, gen):
         _normal_(self.prompts.visual.data, gen, 0.02)
 
     def _config(self):
-        return {"n_tokens": self.n_tokens, "prompt_depth": self.prompt_depth}
+        return {"n_tokens": self.config.n_tokens, "prompt_depth": self.prompt_depth}
 
     def _prompted_image_features(self, x):
         p = self.prompts.visual
@@ -642,13 +778,14 @@ class VPT(_ImagePromptTuner):
 class MaPLe(_ImagePromptTuner):
     """MaPLe: coupled vision-language prompts (Khattak et al., CVPR 2023).
 
-    Language prompts: ``n_ctx`` context vectors in the first text layer (initialised from
-    the first ``n_ctx`` tokens of ``ctx_init``; the prompt reads "a photo of a {class}."),
-    and new ones replacing them before each of the next ``prompt_depth - 1`` text layers
-    (N(0, 0.02^2)). Vision prompts are not free parameters: before image layer ``j`` they
-    are a linear coupling function of the language prompts of text layer ``j``,
-    ``V_j = F_j(P_j)``, ``F_j`` a Linear(text width -> vision width), one per layer. Trained:
-    the language prompts and the coupling functions.
+    Language prompts: ``n_ctx`` context vectors in the first text layer (a
+    :class:`TextContext` initialised from the first ``n_ctx`` tokens of ``ctx_init``; the
+    prompt reads "a photo of a {class}."), and new ones replacing them before each of the
+    next ``prompt_depth - 1`` text layers (N(0, 0.02^2)). Vision prompts are not free
+    parameters: before image layer ``j`` they are a linear coupling function of the
+    language prompts of text layer ``j``, ``V_j = F_j(P_j)``, ``F_j`` a Linear(text width
+    -> vision width), one per layer. Trained: the language prompts and the coupling
+    functions.
 
     Before any ``fit`` (and after a fit on no labels) predictions are zero-shot CLIP; a
     fit re-initialises the prompts (seeded) and trains them.
@@ -667,14 +804,15 @@ class MaPLe(_ImagePromptTuner):
     clip : ClipModel
         Must have open_clip's VisionTransformer image tower and text transformer.
     class_names : sequence of str (K,)
+    config : MaPLeConfig, optional
     n_ctx : int, default 2
     prompt_depth : int, default 9
         J; at most the number of layers of both towers.
     ctx_init : str or None, default "a photo of a"
     epochs, batch_size, lr, momentum, weight_decay, warmup_epochs : training settings
     augment : bool, default True
-    **kwargs
-        See :class:`PromptTuner`.
+    **settings
+        Other fields of :class:`MaPLeConfig` / :class:`PromptTunerConfig`.
 
     Raises
     ------
@@ -683,75 +821,44 @@ class MaPLe(_ImagePromptTuner):
     """
 
     kind = "MaPLe"
+    config_class = MaPLeConfig
 
-    def __init__(
-        self,
-        clip: ClipModel,
-        class_names: Sequence[str],
-        *,
-        n_ctx: int = 2,
-        prompt_depth: int = 9,
-        ctx_init: str | None = "a photo of a",
-        epochs: int = 5,
-        batch_size: int = 4,
-        lr: float = 0.0035,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        warmup_epochs: int = 1,
-        augment: bool = True,
-        **kwargs,
-    ):
-        self.n_ctx = _check_pos_int(n_ctx, "n_ctx")
-        self.prompt_depth = _check_pos_int(prompt_depth, "prompt_depth")
-        self.ctx_init = ctx_init
-        super().__init__(
-            clip, class_names, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-            weight_decay=weight_decay, warmup_epochs=warmup_epochs, augment=augment, **kwargs,
-        )
-
-    def _build(self):
+    def _build(self) -> TextContext:
+        cfg = self.config
         visual = self.clip.model.visual
         check_vit(visual)
         self.tower = text_tower(self.clip.model)
         layers = min(len(visual.transformer.resblocks), self.tower.n_layers)
-        if self.prompt_depth > layers:
-            raise VlalInputError(f"prompt_depth={self.prompt_depth} exceeds the {layers} layers of the towers")
-        self.token_ids, self._ctx_init_vectors = self._tokenize_prompts(self.ctx_init, self.n_ctx)
-        with torch.no_grad():
-            emb = self.tower.token_embedding(self.token_ids)
-        self._prefix = emb[:, :1].detach()
-        self._suffix = emb[:, 1 + self.n_ctx :].detach()
-        wt, wv, j = self.tower.width, int(visual.conv1.out_channels), self.prompt_depth
-        self.prompts.ctx = torch.nn.Parameter(torch.empty(self.n_ctx, wt))
-        self.prompts.text_deep = torch.nn.Parameter(torch.empty(j - 1, self.n_ctx, wt))
+        if cfg.prompt_depth > layers:
+            raise VlalInputError(f"prompt_depth={cfg.prompt_depth} exceeds the {layers} layers of the towers")
+        # the text context holds every prompt parameter, so the saved keys stay those of format version 1
+        prompts = TextContext(self.tower, self.clip.tokenizer, self.class_names, cfg.ctx_init, cfg.n_ctx, self.device)
+        wt, wv, j = self.tower.width, int(visual.conv1.out_channels), cfg.prompt_depth
+        prompts.text_deep = torch.nn.Parameter(torch.empty(j - 1, cfg.n_ctx, wt))
         # coupling functions F_0 .. F_{J-1}: Linear(wt -> wv), stacked
-        self.prompts.couple_weight = torch.nn.Parameter(torch.empty(j, wv, wt))
-        self.prompts.couple_bias = torch.nn.Parameter(torch.empty(j, wv))
+        prompts.couple_weight = torch.nn.Parameter(torch.empty(j, wv, wt))
+        prompts.couple_bias = torch.nn.Parameter(torch.empty(j, wv))
+        return prompts
 
     def _reset(self, gen):
-        if self._ctx_init_vectors is not None:
-            self.prompts.ctx.data.copy_(self._ctx_init_vectors)
-        else:
-            _normal_(self.prompts.ctx.data, gen, 0.02)
+        self.prompts.reset(gen)
         _normal_(self.prompts.text_deep.data, gen, 0.02)
         bound = 1.0 / math.sqrt(self.tower.width)  # torch.nn.Linear's default init range
         _uniform_(self.prompts.couple_weight.data, gen, bound)
         _uniform_(self.prompts.couple_bias.data, gen, bound)
 
     def _config(self):
-        return {"n_ctx": self.n_ctx, "prompt_depth": self.prompt_depth, "ctx_init": self.ctx_init}
+        cfg = self.config
+        return {"n_ctx": cfg.n_ctx, "prompt_depth": cfg.prompt_depth, "ctx_init": cfg.ctx_init}
 
     def _vision_prompts(self) -> list[torch.Tensor]:
         p = self.prompts
         lang = [p.ctx] + list(p.text_deep)
-        return [lang[i] @ p.couple_weight[i].T + p.couple_bias[i] for i in range(self.prompt_depth)]
+        return [lang[i] @ p.couple_weight[i].T + p.couple_bias[i] for i in range(self.config.prompt_depth)]
 
     def text_features(self) -> torch.Tensor:
         """Normalised class text features (K, d) with the current language prompts (differentiable)."""
-        k = self.n_classes
-        emb = torch.cat([self._prefix, self.prompts.ctx.unsqueeze(0).expand(k, -1, -1), self._suffix], dim=1)
-        deep = list(self.prompts.text_deep)
-        return F.normalize(encode_text_prompted(self.tower, emb, self.token_ids, deep_prompts=deep), dim=-1)
+        return self.prompts(deep_prompts=list(self.prompts.text_deep))
 
     def _prompted_image_features(self, x):
         v = self._vision_prompts()

@@ -5,9 +5,11 @@ from .badge import BADGE
 from .calibrated_mix import CalibratedMix
 from .base import Pool, ProbabilisticModel, Strategy
 from .cec import CEC
+from .clustering import ClusteringStrategy
 from . import cec_ablations  # noqa: F401  (registers cec-nocal, cec-nonn, ...)
 from .coreset import CoreSet
 from .gcnal import GCNAL
+from .kcenter import KCenterStrategy
 from .least_confidence import LeastConfidence
 from .margin import Margin
 from .pcb import PCB
@@ -19,6 +21,8 @@ __all__ = [
     "Pool",
     "ProbabilisticModel",
     "UncertaintyStrategy",
+    "ClusteringStrategy",
+    "KCenterStrategy",
     "Random",
     "Entropy",
     "CEC",

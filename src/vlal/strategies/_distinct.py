@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import CHUNK_ROWS
+from .._validation import rows_per_chunk
 
 
 def _key(z: np.ndarray, j: int) -> bytes:
@@ -28,7 +28,7 @@ def _row_hashes(z: np.ndarray) -> np.ndarray:
     d = z.shape[1]
     mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
     out = np.empty(z.shape[0], dtype=np.uint64)
-    step = max(1, CHUNK_ROWS // max(1, d // 64))
+    step = rows_per_chunk(d)  # (step, d) uint64 temporaries: at most CHUNK_BYTES
     for s in range(0, z.shape[0], step):
         bits = (np.asarray(z[s : s + step], dtype=np.float32) + np.float32(0.0)).view(np.uint32)
         out[s : s + bits.shape[0]] = (bits.astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
@@ -39,8 +39,9 @@ def _sq_dist(z: np.ndarray, sq: np.ndarray, center: np.ndarray) -> np.ndarray:
     """``||z_i - c||^2 - ||c||^2`` for every row (chunked float32 matrix-vector products)."""
     c = np.asarray(center, dtype=np.float32)
     out = np.empty(z.shape[0], dtype=np.float64)
-    for s in range(0, z.shape[0], CHUNK_ROWS):
-        dot = np.asarray(z[s : s + CHUNK_ROWS] @ c, dtype=np.float64)
+    step = rows_per_chunk(z.shape[1])
+    for s in range(0, z.shape[0], step):
+        dot = np.asarray(z[s : s + step] @ c, dtype=np.float64)
         out[s : s + dot.shape[0]] = sq[s : s + dot.shape[0]] - 2.0 * dot
     return out
 

@@ -6,11 +6,12 @@ import numbers
 
 import numpy as np
 
-from .._validation import CHUNK_ROWS, PROB_ATOL, check_param, l2_normalize, seed_int
+from .._validation import PROB_ATOL, check_param, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
-from ..scoring import nearest_to_centers, weighted_kmeans
+from ..scoring import _zero_shot_probs
 from ._distinct import replace_duplicates
 from .base import Pool, Strategy
+from .clustering import cluster_nearest
 from ._register import register
 
 __all__ = ["ALFAMix"]
@@ -32,7 +33,7 @@ def _predict(model, x: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     non-negative, rows summing to 1 (an all-zero row is refused).
     """
     p = np.asarray(model.predict_proba(x))
-    k = "n_classes" if n_classes is None else n_classes
+    want = "n_classes" if n_classes is None else n_classes
     if p.ndim != 2 or p.shape[0] != x.shape[0] or (n_classes is not None and p.shape[1] != n_classes):
         hint = ""
         if p.ndim == 2 and n_classes is not None and p.shape[1] < n_classes:
@@ -42,7 +43,7 @@ def _predict(model, x: np.ndarray, n_classes: int | None = None) -> np.ndarray:
             )
         raise VlalInputError(
             f"model.predict_proba returned shape {p.shape} for {x.shape[0]} rows; expected "
-            f"({x.shape[0]}, {k}), one column per column of probs{hint}"
+            f"({x.shape[0]}, {want}), one column per column of probs{hint}"
         )
     if not np.issubdtype(p.dtype, np.number) or not np.isfinite(p).all():
         raise VlalInputError("model.predict_proba returned NaN, inf or non-numbers")
@@ -63,8 +64,9 @@ def _model_flips(model, z: np.ndarray, anchors: np.ndarray, a: float, n_classes:
     """Per row, how many mixes ``(1 - a) z + a * anchor`` change the predicted class (int64)."""
     m = z.shape[0]
     flips = np.zeros(m, dtype=np.int64)
-    for s in range(0, m, CHUNK_ROWS):
-        zc = z[s : s + CHUNK_ROWS]
+    step = rows_per_chunk(max(z.shape[1], n_classes or 1))
+    for s in range(0, m, step):
+        zc = z[s : s + step]
         base = _predict(model, zc, n_classes)
         for anchor in anchors:
             mixed = (1.0 - a) * zc + a * anchor
@@ -82,8 +84,9 @@ def _prototype_flips(z: np.ndarray, anchors: np.ndarray, a: float) -> np.ndarray
     anchor_logits = anchors @ protos.T  # (C, C)
     m = z.shape[0]
     flips = np.zeros(m, dtype=np.int64)
-    for s in range(0, m, CHUNK_ROWS):
-        logits = np.asarray(z[s : s + CHUNK_ROWS] @ protos.T, dtype=np.float64)
+    step = rows_per_chunk(protos.shape[0])
+    for s in range(0, m, step):
+        logits = np.asarray(z[s : s + step] @ protos.T, dtype=np.float64)
         base = logits.argmax(axis=1)
         for row in anchor_logits:
             mixed = (1.0 - a) * logits + a * row
@@ -105,9 +108,7 @@ class _PrototypeClassifier:
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         z = np.asarray(features, dtype=np.float64)
         z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-        logits = z @ self.prototypes.T / self.temperature
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        return _zero_shot_probs(z, self.prototypes, self.temperature, dtype=np.float64)  # Eq. 1
 
 
 @register("alfamix")
@@ -220,7 +221,7 @@ class ALFAMix(Strategy):
             return cand[picks], util
         seed = seed_int(self.random_state, rng)
         zf = z[flip]
-        centers, _ = weighted_kmeans(zf, None, budget, random_state=seed, n_iter=self.n_iter)
-        picks = flip[replace_duplicates(zf, nearest_to_centers(zf, centers), centers)]
+        near, centers, _ = cluster_nearest(zf, None, budget, seed, self.n_iter)  # the clustering template's step
+        picks = flip[replace_duplicates(zf, near, centers)]
         # flips exhausted but duplicates left: the nearest distinct non-flips serve the rest
         return cand[replace_duplicates(z, picks, centers)], util

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import math
 
+import numbers
+
 import numpy as np
 
-from .._validation import check_positive_int, l2_normalize, rows_per_chunk, seed_int
+from .._validation import check_features, check_param, check_positive_int, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
-    build_knn_index,
-    calibrate,
-    calibrated_entropy,
-    contextual_prior,
-    neighbor_uncertainty,
-    weighted_kmeans,
+    _build_knn_index,
+    _calibrate_block,
+    _calibrated_entropy,
+    _contextual_prior,
+    _drop_self,
+    _neighbor_uncertainty,
+    _weighted_kmeans,
 )
 from .base import Pool, Strategy
 from ._register import register
@@ -33,7 +36,7 @@ def _cluster(z, weights, n_clusters, seed, n_iter, init, use_gpu):
     from ..scoring import KMEANS_EXACT_MAX_WORK
 
     if init == "random" or z.shape[0] * n_clusters > KMEANS_EXACT_MAX_WORK or n_clusters == z.shape[0]:
-        return weighted_kmeans(z, weights, n_clusters, random_state=seed, n_iter=n_iter, use_gpu=use_gpu)
+        return _weighted_kmeans(z, weights, n_clusters, seed, n_iter, "auto", use_gpu)
     from sklearn.cluster import KMeans
 
     import warnings
@@ -51,8 +54,9 @@ def typicality(features, k: int = 20, *, knn_index="auto", use_gpu="auto") -> np
     """TypiClust typicality: the inverse mean Euclidean distance to the ``k`` nearest other rows.
 
     ``Typ(x) = ( (1/k) sum_{x_i in kNN(x)} ||z_x - z_i|| )^-1`` (Hacohen et al., ICML 2022, Eq. 4),
-    on the rows as given (pass L2-normalised features). For each row the nearest hit is
-    dropped as the row itself (an identical copy at distance 0 is equivalent).
+    on the rows as given (pass L2-normalised features). ``k + 1`` neighbours are searched and
+    the row's own hit dropped (or, when identical rows hide it, the farthest hit), the same
+    rule as Eq. 6 (``vlal.scoring._drop_self``).
 
     Parameters
     ----------
@@ -73,10 +77,12 @@ def typicality(features, k: int = 20, *, knn_index="auto", use_gpu="auto") -> np
     if n == 1:
         return np.ones(1, dtype=np.float64)
     k = min(k, n - 1)
-    index = knn_index if not isinstance(knn_index, str) else build_knn_index(features, knn_index, use_gpu=use_gpu)
+    index = knn_index if not isinstance(knn_index, str) else _build_knn_index(
+        check_features(features, "features"), knn_index, None, use_gpu)
     out = np.empty(n, dtype=np.float64)
-    for rows, dist, _ in index.self_search(k + 1):
-        d = np.sqrt(np.maximum(dist[:, 1 : k + 1].astype(np.float64), 0.0)).mean(axis=1)
+    for rows, dist, idx in index.self_search(k + 1):
+        dist, _ = _drop_self(rows, dist, idx, k)  # the k nearest other rows (the one self-exclusion rule)
+        d = np.sqrt(np.maximum(dist.astype(np.float64), 0.0)).mean(axis=1)
         out[rows] = 1.0 / np.maximum(d, 1e-12)
     return out
 
@@ -117,7 +123,8 @@ def pseudo_label_purity(features, pseudo_labels, k: int = 20, *, knn_index="auto
     if n == 1:
         return np.ones(1, dtype=np.float64)
     k = min(k, n - 1)
-    index = knn_index if not isinstance(knn_index, str) else build_knn_index(features, knn_index, use_gpu=use_gpu)
+    index = knn_index if not isinstance(knn_index, str) else _build_knn_index(
+        check_features(features, "features"), knn_index, None, use_gpu)
     out = np.empty(n, dtype=np.float64)
     for rows, _, idx in index.self_search(k + 1):
         rows = np.asarray(rows)
@@ -213,7 +220,7 @@ def _calibrated_argmax(probs, prior) -> np.ndarray:
     out = np.empty(probs.shape[0], dtype=np.int64)
     step = rows_per_chunk(probs.shape[1])
     for s in range(0, probs.shape[0], step):
-        out[s : s + step] = calibrate(probs[s : s + step], prior).argmax(axis=1)
+        out[s : s + step] = _calibrate_block(np.asarray(probs[s : s + step], dtype=np.float64), prior).argmax(axis=1)
     return out
 
 
@@ -315,13 +322,11 @@ class CalibratedMix(Strategy):
         check_positive_int(self.k, "k")
         check_positive_int(self.top_n, "top_n")
         check_positive_int(self.n_iter, "n_iter")
-        if not np.isfinite(float(self.alpha)) or float(self.alpha) < 0:
-            raise VlalInputError(f"alpha must be a finite number >= 0; got {self.alpha!r}")
+        check_param(self.alpha, "alpha", numbers.Real, min_val=0)
         if self.mix is None:
-            if not (np.isfinite(float(self.half_shots)) and float(self.half_shots) > 0):
-                raise VlalInputError(f"half_shots must be a finite number > 0; got {self.half_shots!r}")
-        elif not (0.0 <= float(self.mix) <= 1.0):
-            raise VlalInputError(f"mix must be None or a number in [0, 1]; got {self.mix!r}")
+            check_param(self.half_shots, "half_shots", numbers.Real, min_val=0, include_boundaries="neither")
+        else:
+            check_param(self.mix, "mix", numbers.Real, min_val=0, max_val=1)
         for flag in ("cover", "balance", "dedupe", "weighted"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise VlalInputError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
@@ -359,12 +364,12 @@ class CalibratedMix(Strategy):
 
         lam = (float(self.mix) if self.mix is not None
                else budget_mix_weight(lab.size + budget, n_classes, float(self.half_shots)))
-        index = build_knn_index(z, "auto", use_gpu=self.use_gpu) if z.shape[0] >= 2 else None
+        index = _build_knn_index(z, "auto", None, self.use_gpu) if z.shape[0] >= 2 else None
         score = np.zeros(rows.size)
         typ = None
         pseudo = None
         if self.balance or self.density == "purity":
-            pseudo = _calibrated_argmax(probs, contextual_prior(probs, self.top_n))
+            pseudo = _calibrated_argmax(probs, _contextual_prior(probs, int(self.top_n)))
         if lam < 1.0 or self.pick == "typical":
             if self.density_k is None:
                 dk = int(self.k)
@@ -384,14 +389,14 @@ class CalibratedMix(Strategy):
             score += (1.0 - lam) * typ
         if lam > 0.0:
             if self.uncertainty == "margin":
-                p_cal = calibrate(probs, contextual_prior(probs, self.top_n))
+                p_cal = _calibrate_block(probs, _contextual_prior(probs, int(self.top_n)))
                 top2 = -np.partition(-p_cal, 1, axis=1)[:, :2] if p_cal.shape[1] > 1 else np.hstack([p_cal, 0 * p_cal])
                 h = 1.0 - (top2[:, 0] - top2[:, 1])
             else:
-                h = calibrated_entropy(probs, self.top_n)
+                h = _calibrated_entropy(probs, int(self.top_n))
             if index is not None:
                 k = min(int(self.k), z.shape[0] - 1)
-                h = h + neighbor_uncertainty(z, h, k, self.alpha, knn_index=index, use_gpu=self.use_gpu)
+                h = h + _neighbor_uncertainty(z, h, k, float(self.alpha), index, self.use_gpu)
             score += lam * rank01(h)
 
         n_clusters = min(rows.size, (lab.size + budget) if self.cover else budget)

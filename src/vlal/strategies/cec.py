@@ -7,20 +7,19 @@ from dataclasses import replace
 
 import numpy as np
 
-from .._validation import _is_lazy, check_bool, check_choice, check_features, check_param, check_probs, l2_normalize, seed_int
+from .._validation import _is_lazy, check_bool, check_choice, check_features, check_param, check_pool, check_probs, l2_normalize, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
     KMEANS_MODES,
     KNN_INDEXES,
-    build_knn_index,
-    calibrated_entropy,
-    entropy,
-    nearest_to_centers,
-    neighbor_uncertainty,
-    weighted_kmeans,
+    _build_knn_index,
+    _calibrated_entropy,
+    _entropy,
+    _nearest_to_centers,
+    _neighbor_uncertainty,
 )
-from ._distinct import replace_duplicates
-from .base import Pool, Strategy
+from .base import Pool
+from .clustering import ClusteringStrategy
 from ._register import register
 
 __all__ = ["CEC"]
@@ -29,7 +28,7 @@ _CLUSTERING = ("weighted", "plain", "greedy")
 
 
 @register("cec")
-class CEC(Strategy):
+class CEC(ClusteringStrategy):
     """Calibrated Entropy-weighted Clustering (paper Sec. 4, Algorithm 1).
 
     On the unlabeled candidates:
@@ -153,13 +152,17 @@ class CEC(Strategy):
         ndarray (m,), float64
         """
         self._validate_params()
-        return self._uncertainty(features, probs, self.knn_index)
+        f, p = check_pool(features, probs)
+        z = l2_normalize(f, "features", copy=False) if self.neighbor_term and f.shape[0] >= 2 else f
+        return self._utilities(z, p, self.knn_index)
 
-    def _uncertainty(self, features, probs, index) -> np.ndarray:
-        h = calibrated_entropy(probs, self.top_n) if self.calibration else entropy(probs)
-        if not self.neighbor_term or features.shape[0] < 2:
+    def _utilities(self, z, probs, index) -> np.ndarray:
+        """``U`` of Eq. 7 on validated inputs: ``z`` (m, d) unit-norm rows (when the neighbour
+        term is on and ``m >= 2``), ``probs`` (m, K)."""
+        h = _calibrated_entropy(probs, self.top_n) if self.calibration else _entropy(probs)
+        if not self.neighbor_term or z.shape[0] < 2:
             return h
-        return h + neighbor_uncertainty(features, h, self.k, self.alpha, knn_index=index, use_gpu=self.use_gpu)
+        return h + _neighbor_uncertainty(z, h, self.k, float(self.alpha), index, self.use_gpu)
 
     def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
         if _is_lazy(pool.features) or _is_lazy(pool.probs):
@@ -180,28 +183,23 @@ class CEC(Strategy):
                 features=check_features(np.asarray(f, dtype=np.float32) if _is_lazy(f) else f, "features"),
                 probs=check_probs(np.asarray(p, dtype=np.float32) if _is_lazy(p) else p, "probs"),
             )
-        cand = pool.candidates
-        everyone = cand.size == pool.n  # no labeled rows: no gathered copies of the pool
-        z = l2_normalize(pool.features, "features", rows=None if everyone else cand, copy=False)
-        probs = pool.probs if everyone else pool.probs[cand]
+        return super()._query(pool, budget, rng)
+
+    def _index(self, z: np.ndarray):
         # One index over the candidates serves Eq. 6 and the query step (Sec. 4.4).
         need_nn = self.neighbor_term and z.shape[0] >= 2
         need_query = self.clustering != "greedy"
-        index = self.knn_index
         if need_nn and need_query:
-            index = build_knn_index(z, self.knn_index, use_gpu=self.use_gpu)
-        u = self._uncertainty(z, probs, index)
-        seed = seed_int(self.random_state, rng)
-        weights = u if self.clustering == "weighted" else None
-        centers, assign = weighted_kmeans(
-            z, weights, budget, random_state=seed, n_iter=self.n_iter,
-            kmeans_mode=self.kmeans_mode, use_gpu=self.use_gpu,
-        )
+            return _build_knn_index(z, self.knn_index, None, self.use_gpu)
+        return self.knn_index
+
+    def _cluster_weights(self, u: np.ndarray):
+        return u if self.clustering == "weighted" else None
+
+    def _pick(self, z, centers, assign, u, index, rng: np.random.Generator) -> np.ndarray:
         if self.clustering == "greedy":
-            picks = _most_uncertain_per_cluster(u, assign, budget, rng)
-        else:
-            picks = nearest_to_centers(z, centers, knn_index=index, use_gpu=self.use_gpu)
-        return cand[replace_duplicates(z, picks, centers)], u
+            return _most_uncertain_per_cluster(u, assign, centers.shape[0], rng)
+        return _nearest_to_centers(z, centers, index, self.use_gpu)
 
 
 def _most_uncertain_per_cluster(

@@ -7,10 +7,10 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
-from .. import _faiss
-from .._validation import CHUNK_ROWS, check_param, l2_normalize, seed_int
-from .base import Pool, Strategy
-from .coreset import k_center_greedy
+from .._validation import check_param, l2_normalize, rows_per_chunk, seed_int
+from ..scoring import _drop_self, _knn
+from .base import Pool
+from .kcenter import KCenterStrategy
 from ._register import register
 
 __all__ = ["GCNAL"]
@@ -49,17 +49,15 @@ def _knn_adjacency(z: np.ndarray, k: int) -> sp.csr_matrix:
     n = z.shape[0]
     k = min(k, n - 1)
     rows, cols, vals = [], [], []
-    for s in range(0, n, CHUNK_ROWS):
-        q = z[s : s + CHUNK_ROWS]
-        dist, idx = _faiss.knn_search(z, q, k + 1)
-        own = idx == np.arange(s, s + q.shape[0])[:, None]
-        keep = ~own & (idx >= 0)
-        # identical rows can hide the row itself: then drop the farthest hit instead
-        keep[keep.all(axis=1), k] = False
-        r = np.broadcast_to(np.arange(s, s + q.shape[0])[:, None], idx.shape)
-        rows.append(r[keep])
-        cols.append(idx[keep])
-        vals.append(np.maximum(1.0 - dist[keep] / 2.0, 0.0))  # cosine similarity of unit vectors
+    step = rows_per_chunk(z.shape[1])
+    for s in range(0, n, step):
+        q = z[s : s + step]
+        block = np.arange(s, s + q.shape[0])
+        # the row itself is dropped (or, when identical rows hide it, the farthest hit)
+        dist, idx = _drop_self(block, *_knn(z, q, k + 1), k)
+        rows.append(np.repeat(block, k))
+        cols.append(idx.ravel())
+        vals.append(np.maximum(1.0 - dist.ravel() / 2.0, 0.0))  # cosine similarity of unit vectors
     a = sp.csr_matrix(
         (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
     )
@@ -134,7 +132,7 @@ def _gcn_embeddings(
 
 
 @register("gcnal")
-class GCNAL(Strategy):
+class GCNAL(KCenterStrategy):
     """CoreGCN: greedy k-centre CoreSet on the hidden embeddings of a graph network.
 
     1. A sparse kNN graph over the whole pool (labeled + unlabeled): each row linked to its
@@ -144,7 +142,7 @@ class GCNAL(Strategy):
     2. A 2-layer GCN (hidden width ``hidden``, ReLU, dropout) trained full-batch for
        ``n_steps`` Adam steps with binary cross-entropy to tell labeled (1) from unlabeled (0),
        the two groups weighted equally.
-    3. CoreSet (:func:`~vlal.strategies.coreset.k_center_greedy`) on the GCN's first-layer
+    3. CoreSet (:func:`vlal.scoring.k_center_greedy`) on the GCN's first-layer
        embeddings, the labeled rows being the initial centres.
 
     It needs the labeled set but not the label values (``labels`` is ignored); with
@@ -216,7 +214,7 @@ class GCNAL(Strategy):
         check_param(self.weight_decay, "weight_decay", numbers.Real, min_val=0)
         check_param(self.dropout, "dropout", numbers.Real, min_val=0, max_val=1, include_boundaries="left")
 
-    def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
+    def _embedding(self, pool: Pool, rng: np.random.Generator):
         _import_torch()  # fail early with the install hint
         z = l2_normalize(pool.features, "features")
         adj = _knn_adjacency(z, self.n_neighbors)
@@ -233,6 +231,4 @@ class GCNAL(Strategy):
             dropout=float(self.dropout),
             seed=seed_int(self.random_state, rng),
         )
-        cand = pool.candidates
-        picks, dist = k_center_greedy(emb[cand], emb[pool.labeled], budget, rng, return_distances=True)
-        return cand[picks], dist
+        return emb[pool.candidates], emb[pool.labeled]

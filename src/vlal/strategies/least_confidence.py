@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import CHUNK_ROWS
+from ..scoring import _least_confidence
 from .uncertainty import UncertaintyStrategy
 from ._register import register
 
@@ -30,9 +30,4 @@ class LeastConfidence(UncertaintyStrategy):
     """
 
     def score(self, probs: np.ndarray) -> np.ndarray:
-        p = np.asarray(probs)
-        out = np.empty(p.shape[0], dtype=np.float64)
-        for s in range(0, p.shape[0], CHUNK_ROWS):
-            block = p[s : s + CHUNK_ROWS]
-            out[s : s + block.shape[0]] = 1.0 - np.asarray(block.max(axis=1), dtype=np.float64)
-        return out
+        return _least_confidence(np.asarray(probs))

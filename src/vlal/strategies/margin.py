@@ -4,37 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import CHUNK_ROWS
+from ..scoring import _margin, margin
 from .uncertainty import UncertaintyStrategy
 from ._register import register
 
 __all__ = ["Margin", "margin"]
-
-
-def margin(probs) -> np.ndarray:
-    """Gap between the largest and the second largest class probability of each row.
-
-    Parameters
-    ----------
-    probs : array-like of shape (n, K)
-        Class probabilities (validated by the caller), any float dtype.
-
-    Returns
-    -------
-    ndarray of shape (n,), float64
-        ``P_(1) - P_(2)`` in ``[0, 1]``; with ``K = 1`` the second probability is taken as 0.
-    """
-    p = np.asarray(probs)
-    n, k = p.shape
-    out = np.empty(n, dtype=np.float64)
-    for s in range(0, n, CHUNK_ROWS):
-        block = np.asarray(p[s : s + CHUNK_ROWS], dtype=np.float64)
-        if k == 1:
-            out[s : s + block.shape[0]] = block[:, 0]
-            continue
-        top2 = np.partition(block, (k - 2, k - 1), axis=1)[:, -2:]
-        out[s : s + block.shape[0]] = top2[:, 1] - top2[:, 0]
-    return out
 
 
 @register("margin")
@@ -56,4 +30,4 @@ class Margin(UncertaintyStrategy):
     """
 
     def score(self, probs: np.ndarray) -> np.ndarray:
-        return 1.0 - margin(probs)
+        return 1.0 - _margin(probs)

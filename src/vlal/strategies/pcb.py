@@ -40,8 +40,8 @@ def balanced_picks(proposal_classes: np.ndarray, counts: np.ndarray, budget: int
         Distinct positions into ``proposal_classes``, in pick order.
     """
     counts = np.array(counts, dtype=np.int64, copy=True)
-    k = counts.size
-    queues = [list(np.flatnonzero(proposal_classes == c)[::-1]) for c in range(k)]  # pop() = first
+    n_classes = counts.size
+    queues = [list(np.flatnonzero(proposal_classes == c)[::-1]) for c in range(n_classes)]  # pop() = first
     left = np.array([len(q) for q in queues], dtype=np.int64)
     picks = np.empty(budget, dtype=np.int64)
     for t in range(budget):
@@ -125,9 +125,9 @@ class PCB(Strategy):
             pool.features, pool.probs, n_prop, labeled=pool.labeled, labels=pool.labels, model=pool.model,
             candidates=pool.candidates, return_utilities=True,
         )
-        k = pool.probs.shape[1]
-        counts = np.zeros(k, dtype=np.int64)
+        n_classes = pool.probs.shape[1]
+        counts = np.zeros(n_classes, dtype=np.int64)
         if pool.labels is not None and pool.labels.size:
-            counts += np.bincount(pool.labels, minlength=k)  # labels < k: checked by select
+            counts += np.bincount(pool.labels, minlength=n_classes)  # labels < n_classes: checked by select
         pred = np.asarray(pool.probs[proposals]).argmax(axis=1)
         return proposals[balanced_picks(pred, counts, budget)], util[pool.candidates]

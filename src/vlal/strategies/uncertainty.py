@@ -6,7 +6,8 @@ import abc
 
 import numpy as np
 
-from ..scoring import entropy
+from .._validation import check_hook_output
+from ..scoring import _entropy
 from .base import Pool, Strategy
 from ._register import register
 
@@ -16,8 +17,9 @@ __all__ = ["UncertaintyStrategy", "Entropy"]
 class UncertaintyStrategy(Strategy):
     """Takes the ``budget`` candidates with the highest :meth:`score`.
 
-    Subclasses implement only ``score(probs) -> (n,)``. Ties are broken at random
-    (seeded), so identical scores do not favour low indices.
+    Subclasses implement only ``score(probs) -> (n,)`` (``probs`` already validated by
+    :meth:`select`). Ties are broken at random (seeded), so identical scores do not favour
+    low indices; a NaN or inf score raises ``VlalInputError`` (never silently ranked).
 
     Utilities (``select(..., return_utilities=True)``): the score of every candidate;
     the picks are the ``budget`` largest.
@@ -29,7 +31,7 @@ class UncertaintyStrategy(Strategy):
 
     def _query(self, pool: Pool, budget: int, rng: np.random.Generator) -> np.ndarray:
         cand = pool.candidates
-        scores = np.asarray(self.score(pool.probs[cand]), dtype=np.float64)
+        scores = check_hook_output(self.score(pool.probs[cand]), cand.size, self, "score")
         tiebreak = rng.random(cand.size)
         order = np.lexsort((tiebreak, -scores))
         return cand[order[:budget]], scores
@@ -48,4 +50,4 @@ class Entropy(UncertaintyStrategy):
     """
 
     def score(self, probs: np.ndarray) -> np.ndarray:
-        return entropy(probs)
+        return _entropy(np.asarray(probs))
