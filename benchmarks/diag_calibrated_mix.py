@@ -41,8 +41,11 @@ LOO = ("calibrated-mix", "random")
 PROPS = ("zs_maxprob", "zs_correct", "unc_rank", "typ_rank", "purity", "oracle_same_class_nn20")
 
 
+TUNER_KW: dict = {}  # --label-smoothing eps > 0: {"label_smoothing": eps} (issue 12, tuner side)
+
+
 def predict(w0, x, y, xt):
-    t = make_tuner(DEFAULT_TUNER, w0)
+    t = make_tuner(DEFAULT_TUNER, w0, **TUNER_KW)
     if len(y):
         t.fit(x, y)
     return np.asarray(t.predict_proba(xt)).argmax(1)
@@ -135,7 +138,12 @@ def main(argv=None):
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--strategies", default=STRATEGIES, help="strategy specs separated by ';'")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "diag_calibrated_mix"))
+    ap.add_argument("--label-smoothing", type=float, default=0.0,
+                    help="fit the default tuner with this label_smoothing (0 = library defaults)")
     a = ap.parse_args(argv)
+    TUNER_KW.clear()
+    if a.label_smoothing:
+        TUNER_KW["label_smoothing"] = a.label_smoothing
     seeds = [int(s) for s in a.seeds.split(",")]
     runs, loo = [], []
     for name in a.datasets.split(","):
@@ -143,7 +151,9 @@ def main(argv=None):
         runs += r
         loo += l
     cmd = "OMP_NUM_THREADS=1 python benchmarks/diag_calibrated_mix.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = ["# diag_calibrated_mix", "", f"Tuner: vlal default `{DEFAULT_TUNER}` (library defaults). Command:", "", f"    {cmd}", "",
+    md = ["# diag_calibrated_mix", "", (f"Tuner: vlal default `{DEFAULT_TUNER}` ("
+           + (", ".join(f"{k}={v:g}" for k, v in TUNER_KW.items()) + ", library defaults otherwise" if TUNER_KW
+              else "library defaults") + "). Command:"), "", f"    {cmd}", "",
           "'taken over' = test images that zero-shot classified correctly, of a class without a label, that the tuned model "
           "now assigns to one of the labeled classes. Leave-one-out effect = correct test images with all picks minus "
           "correct test images without this pick (positive = the pick helps).", ""]

@@ -97,8 +97,13 @@ class TipAdapter:
         return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def tuner_factory(kind: str):
+def tuner_factory(kind: str, label_smoothing: float = 0.1):
     """``(factory or None, description)``; None = run_benchmark's default tuner."""
+    if kind == "anchored-ls":  # issue 12, tuner side: the default tuner with label smoothing (tunerfix_*.md)
+        from vlal.tuners import AnchoredTuner
+
+        return ((lambda w0: AnchoredTuner(w0, label_smoothing=label_smoothing)),
+                f"AnchoredTuner(label_smoothing={label_smoothing:g}) (library defaults otherwise)")
     if kind == "default":
         from vlal import tuners
 
@@ -224,7 +229,9 @@ def budgets_md(records, tuner_desc, datasets, strategies):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tuner", choices=["default", "l2", "tip"], default="default")
+    ap.add_argument("--tuner", choices=["default", "l2", "tip", "anchored-ls"], default="default")
+    ap.add_argument("--label-smoothing", type=float, default=0.1, help="for --tuner anchored-ls")
+    ap.add_argument("--name", default="study_calibrated_mix", help="base name of the output files")
     ap.add_argument("--part", choices=["ablation", "budgets", "all", "render"], default="all",
                     help="render: rewrite the .md/.csv from the .json only")
     ap.add_argument("--seeds-ablation", type=int, default=5)
@@ -236,9 +243,9 @@ def main(argv=None):
                     "merge them into the existing records of the same tuner")
     args = ap.parse_args(argv)
     datasets = [d for d in args.datasets.split(",") if d]
-    tuner, desc = tuner_factory(args.tuner)
+    tuner, desc = tuner_factory(args.tuner, args.label_smoothing)
     command = "OMP_NUM_THREADS=1 python benchmarks/study_calibrated_mix.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = Path(args.out) / f"study_calibrated_mix{args.suffix}"
+    out = Path(args.out) / f"{args.name}{args.suffix}"
     all_records = []
     label_of = {spec: label for label, spec in ABLATIONS.items()} | {"cec": "cec"} | {b: b for b in BASELINES}
     if args.part in ("ablation", "all"):
@@ -268,7 +275,7 @@ def main(argv=None):
                     or (args.only and (r.get("part"), r["strategy"]) not in rerun)]
             all_records = kept + all_records
             command = "; ".join(dict.fromkeys(c for c in [*old.get("command", "").split("; "), command] if c))
-    md = [f"# study_calibrated_mix{args.suffix}", "", NOTE, "", "Commands:", "", *[f"    {c}" for c in command.split("; ") if c], ""]
+    md = [f"# {args.name}{args.suffix}", "", NOTE, "", "Commands:", "", *[f"    {c}" for c in command.split("; ") if c], ""]
     if any(r["part"] == "ablation" for r in all_records):
         md.append(ablation_md([r for r in all_records if r["part"] == "ablation"], label_of, desc, datasets)[0])
     if any(r["part"] == "budgets" for r in all_records):
