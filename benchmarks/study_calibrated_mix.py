@@ -239,6 +239,8 @@ def main(argv=None):
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--suffix", default="", help="appended to the output name (e.g. _tip)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--only-budgets", default="", help="budgets part: run only these specs (separated by ';'); "
+                    "must include calibrated-mix and cec")
     ap.add_argument("--only", default="", help="ablation part: run only these specs (separated by ';') and "
                     "merge them into the existing records of the same tuner")
     args = ap.parse_args(argv)
@@ -257,6 +259,8 @@ def main(argv=None):
         all_records += recs
     if args.part in ("budgets", "all"):
         strategies = [FINAL, *BUDGET_EXTRA, *MAIN]
+        if args.only_budgets:  # a subset (it must hold calibrated-mix and cec, the last column's pair)
+            strategies = [x for x in args.only_budgets.split(";") if x]
         print(f"budgets: {strategies}, tuner {desc}", flush=True)
         recs = run(strategies, list(range(args.seeds_budgets)), 5, tuner, datasets)
         for r in recs:
@@ -279,8 +283,8 @@ def main(argv=None):
     if any(r["part"] == "ablation" for r in all_records):
         md.append(ablation_md([r for r in all_records if r["part"] == "ablation"], label_of, desc, datasets)[0])
     if any(r["part"] == "budgets" for r in all_records):
-        md.append(budgets_md([r for r in all_records if r["part"] == "budgets"], desc, datasets,
-                             [FINAL, *BUDGET_EXTRA, *MAIN]))
+        bud = [r for r in all_records if r["part"] == "budgets"]
+        md.append(budgets_md(bud, desc, datasets, list(dict.fromkeys(r["strategy"] for r in bud))))
     buf = io.StringIO()
     fields = list(dict.fromkeys(k for r in all_records for k in r))  # later runs record more fields
     w = csv.DictWriter(buf, fieldnames=fields, restval="")
