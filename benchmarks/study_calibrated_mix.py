@@ -99,11 +99,13 @@ class TipAdapter:
 
 def tuner_factory(kind: str, label_smoothing: float = 0.1):
     """``(factory or None, description)``; None = run_benchmark's default tuner."""
-    if kind == "anchored-ls":  # issue 12, tuner side: the default tuner with label smoothing (tunerfix_*.md)
+    if kind in ("anchored-ls", "anchored-ls-share"):  # issue 12, tuner side: label smoothing (tunerfix_*.md)
         from vlal.tuners import AnchoredTuner
 
-        return ((lambda w0: AnchoredTuner(w0, label_smoothing=label_smoothing)),
-                f"AnchoredTuner(label_smoothing={label_smoothing:g}) (library defaults otherwise)")
+        share = kind == "anchored-ls-share"
+        return ((lambda w0: AnchoredTuner(w0, label_smoothing=label_smoothing, smoothing_by_unlabeled=share)),
+                f"AnchoredTuner(label_smoothing={label_smoothing:g}"
+                + (", smoothing_by_unlabeled=True" if share else "") + ") (library defaults otherwise)")
     if kind == "default":
         from vlal import tuners
 
@@ -229,8 +231,8 @@ def budgets_md(records, tuner_desc, datasets, strategies):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tuner", choices=["default", "l2", "tip", "anchored-ls"], default="default")
-    ap.add_argument("--label-smoothing", type=float, default=0.1, help="for --tuner anchored-ls")
+    ap.add_argument("--tuner", choices=["default", "l2", "tip", "anchored-ls", "anchored-ls-share"], default="default")
+    ap.add_argument("--label-smoothing", type=float, default=0.1, help="for --tuner anchored-ls / anchored-ls-share")
     ap.add_argument("--name", default="study_calibrated_mix", help="base name of the output files")
     ap.add_argument("--part", choices=["ablation", "budgets", "all", "render"], default="all",
                     help="render: rewrite the .md/.csv from the .json only")

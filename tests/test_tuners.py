@@ -181,6 +181,25 @@ def test_anchored_label_smoothing_bad_values(bad):
         make_tuner("anchored", np.eye(3), label_smoothing=bad)
 
 
+def test_anchored_smoothing_by_unlabeled_share():
+    t = AnchoredTuner(np.eye(4), label_smoothing=0.2, smoothing_by_unlabeled=True)
+    assert t.smoothing([0]) == pytest.approx(0.2 * 3 / 4)  # 3 of 4 classes without a label
+    assert t.smoothing([0, 0, 1]) == pytest.approx(0.1)
+    assert t.smoothing([0, 1, 2, 3]) == 0.0  # every class labeled: plain cross-entropy
+    assert AnchoredTuner(np.eye(4), label_smoothing=0.2).smoothing([0, 1, 2, 3]) == 0.2
+    # all classes labeled: the same fit as without smoothing
+    x, y, w0 = _toy()
+    a = AnchoredTuner(w0).fit(x, y).class_embeddings
+    b = AnchoredTuner(w0, label_smoothing=0.3, smoothing_by_unlabeled=True).fit(x, y).class_embeddings
+    np.testing.assert_array_equal(a, b)
+    # one class labeled of three: eps = 0.15 * 2/3 = 0.1 takes effect (the take-over case is kept)
+    s = AnchoredTuner(_W0_TAKE, label_smoothing=0.15, smoothing_by_unlabeled=True).fit(_X_TAKE, [0])
+    assert s.predict_proba(_Z_TAKE).argmax() == 2
+    for bad in (1, "yes", None):
+        with pytest.raises(VlalInputError, match="smoothing_by_unlabeled"):
+            AnchoredTuner(np.eye(3), label_smoothing=0.1, smoothing_by_unlabeled=bad)
+
+
 def test_clap_constraint_weights_are_zero_shot_performance():
     x, y, w0 = _toy()
     lab = y != 1
