@@ -160,6 +160,11 @@ FINDINGS = """## Findings (written from the tables below; the lead decides)
   on imagenet_real_even, 33.3 -> 23.0 on flowers102, 21.8 -> 17.2 on DTD; but the gains on labeled classes shrink
   too (6.9 -> 4.3, 126.8 -> 99.6, 50.2 -> 39.6). Mean accuracy over the 8 strategies: 57.93 -> 58.36. eps 0.05-0.3
   are within 0.1 of each other.
+- **Diagnosis re-run with eps = 0.1** (`tunerfix_diag_ls01.md`, same command as `diag_calibrated_mix.md` plus
+  `--label-smoothing 0.1`): on imagenet_real_even calibrated-mix's take-over falls 38.5 -> 12.0 test images
+  (CEC 30.5 -> 6.5) and its accuracy 71.2 -> 73.9 (CEC 72.3 -> 74.3); calibrated-mix's picks (6 of 25 zero-shot
+  correct) remain the most taken-over. Smoothing also moves classes without a label (its eps / K targets):
+  'gained / lost elsewhere' rise from 1.0 / 0.5 to 6.5 / 4.0 there (flowers102 9.5 / 2.5 -> 32.0 / 11.5).
 - **1 %, 4 sets x 5 seeds:** every uncertainty-based strategy gains 0.3-0.5 points on the 4-set mean (imagenet
   +1.1 to +2.7, caltech101 and flowers102 -0.6 to +0.0, random on caltech101 -1.95). calibrated-mix 64.3, CEC
   64.0, least confidence 64.0: **+0.37 ± 0.63 over CEC, +0.34 ± 0.42 over the best baseline** (default tuner:
