@@ -47,6 +47,11 @@ ABLATIONS = {  # name in the tables -> registry spec
     "unweighted K-Means": "calibrated-mix[weighted=False]",
     "pick nearest centre (as CEC)": "calibrated-mix[pick='center']",
     "uniform seeding (faiss)": "calibrated-mix[init='random']",
+    # issue 12, second attempt (after the imagenet_real_even diagnosis, diag_calibrated_mix.md)
+    "purity instead of typicality": "calibrated-mix[density='purity']",
+    "typicality on class-scale kNN": "calibrated-mix[density_k='class']",
+    "purity on class-scale kNN": "calibrated-mix[density='purity',density_k='class']",
+    "typicality within pseudo-class": "calibrated-mix[density='class-typicality']",
 }
 BASELINES = ("random", "entropy", "margin", "leastconf", "coreset", "badge", "alfamix")
 MAIN = ("cec", "entropy", "badge", "random", "margin", "alfamix")
@@ -92,8 +97,15 @@ class TipAdapter:
         return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def tuner_factory(kind: str):
+def tuner_factory(kind: str, label_smoothing: float = 0.1):
     """``(factory or None, description)``; None = run_benchmark's default tuner."""
+    if kind in ("anchored-ls", "anchored-ls-share"):  # issue 12, tuner side: label smoothing (tunerfix_*.md)
+        from vlal.tuners import AnchoredTuner
+
+        share = kind == "anchored-ls-share"
+        return ((lambda w0: AnchoredTuner(w0, label_smoothing=label_smoothing, smoothing_by_unlabeled=share)),
+                f"AnchoredTuner(label_smoothing={label_smoothing:g}"
+                + (", smoothing_by_unlabeled=True" if share else "") + ") (library defaults otherwise)")
     if kind == "default":
         from vlal import tuners
 
@@ -219,7 +231,9 @@ def budgets_md(records, tuner_desc, datasets, strategies):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tuner", choices=["default", "l2", "tip"], default="default")
+    ap.add_argument("--tuner", choices=["default", "l2", "tip", "anchored-ls", "anchored-ls-share"], default="default")
+    ap.add_argument("--label-smoothing", type=float, default=0.1, help="for --tuner anchored-ls / anchored-ls-share")
+    ap.add_argument("--name", default="study_calibrated_mix", help="base name of the output files")
     ap.add_argument("--part", choices=["ablation", "budgets", "all", "render"], default="all",
                     help="render: rewrite the .md/.csv from the .json only")
     ap.add_argument("--seeds-ablation", type=int, default=5)
@@ -227,15 +241,19 @@ def main(argv=None):
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--suffix", default="", help="appended to the output name (e.g. _tip)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--only-budgets", default="", help="budgets part: run only these specs (separated by ';'); "
+                    "must include calibrated-mix and cec")
+    ap.add_argument("--only", default="", help="ablation part: run only these specs (separated by ';') and "
+                    "merge them into the existing records of the same tuner")
     args = ap.parse_args(argv)
     datasets = [d for d in args.datasets.split(",") if d]
-    tuner, desc = tuner_factory(args.tuner)
+    tuner, desc = tuner_factory(args.tuner, args.label_smoothing)
     command = "OMP_NUM_THREADS=1 python benchmarks/study_calibrated_mix.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = Path(args.out) / f"study_calibrated_mix{args.suffix}"
+    out = Path(args.out) / f"{args.name}{args.suffix}"
     all_records = []
     label_of = {spec: label for label, spec in ABLATIONS.items()} | {"cec": "cec"} | {b: b for b in BASELINES}
     if args.part in ("ablation", "all"):
-        specs = list(label_of)
+        specs = [x for x in args.only.split(";") if x] or list(label_of)
         print(f"ablation: {len(specs)} strategies, tuner {desc}", flush=True)
         recs = run(specs, list(range(args.seeds_ablation)), 1, tuner, datasets)
         for r in recs:
@@ -243,6 +261,8 @@ def main(argv=None):
         all_records += recs
     if args.part in ("budgets", "all"):
         strategies = [FINAL, *BUDGET_EXTRA, *MAIN]
+        if args.only_budgets:  # a subset (it must hold calibrated-mix and cec, the last column's pair)
+            strategies = [x for x in args.only_budgets.split(";") if x]
         print(f"budgets: {strategies}, tuner {desc}", flush=True)
         recs = run(strategies, list(range(args.seeds_budgets)), 5, tuner, datasets)
         for r in recs:
@@ -256,17 +276,20 @@ def main(argv=None):
     if out.with_suffix(".json").exists():  # keep the other part of an earlier run with the same tuner
         old = json.loads(out.with_suffix(".json").read_text())
         if old.get("tuner") == desc:
-            kept = [r for r in old["records"] if r.get("part") not in done]
+            rerun = {(r["part"], r["strategy"]) for r in all_records}
+            kept = [r for r in old["records"] if r.get("part") not in done
+                    or (args.only and (r.get("part"), r["strategy"]) not in rerun)]
             all_records = kept + all_records
             command = "; ".join(dict.fromkeys(c for c in [*old.get("command", "").split("; "), command] if c))
-    md = [f"# study_calibrated_mix{args.suffix}", "", NOTE, "", "Commands:", "", *[f"    {c}" for c in command.split("; ") if c], ""]
+    md = [f"# {args.name}{args.suffix}", "", NOTE, "", "Commands:", "", *[f"    {c}" for c in command.split("; ") if c], ""]
     if any(r["part"] == "ablation" for r in all_records):
         md.append(ablation_md([r for r in all_records if r["part"] == "ablation"], label_of, desc, datasets)[0])
     if any(r["part"] == "budgets" for r in all_records):
-        md.append(budgets_md([r for r in all_records if r["part"] == "budgets"], desc, datasets,
-                             [FINAL, *BUDGET_EXTRA, *MAIN]))
+        bud = [r for r in all_records if r["part"] == "budgets"]
+        md.append(budgets_md(bud, desc, datasets, list(dict.fromkeys(r["strategy"] for r in bud))))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(all_records[0]))
+    fields = list(dict.fromkeys(k for r in all_records for k in r))  # later runs record more fields
+    w = csv.DictWriter(buf, fieldnames=fields, restval="")
     w.writeheader()
     w.writerows(all_records)
     atomic_write(out.with_suffix(".csv"), buf.getvalue())

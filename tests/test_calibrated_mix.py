@@ -144,3 +144,45 @@ def test_utilities_are_the_step1_score_and_nan_off_candidates():
     # with mix=1 the score is the rank of U = H^ + H_NN alone: one distinct value per row (no ties here)
     u = CalibratedMix(k=5, mix=1.0, random_state=0).select(x, p, 6, return_utilities=True)[1]
     assert np.unique(u).size > 40  # ranks, not a constant
+
+
+class TestCalibratedMixPurity(StrategyTemplate):
+    make = staticmethod(lambda rs: CalibratedMix(k=5, density="purity", density_k="class", random_state=rs))
+    float16_overlap = 5 / 6  # purity counts discrete pseudo-labels: float16 rounding flips ties (one pick of 6)
+
+
+class TestCalibratedMixClassTypicality(StrategyTemplate):
+    make = staticmethod(lambda rs: CalibratedMix(k=5, density="class-typicality", density_k=3, random_state=rs))
+
+
+# four rows on a line: 0, 0.1, 1.0, 1.1 (not normalised: both functions take the rows as given)
+_LINE = np.array([[0.0, 0.0], [0.1, 0.0], [1.0, 0.0], [1.1, 0.0]], dtype=np.float32)
+
+
+def test_pseudo_label_purity_hand_case():
+    from vlal.strategies.calibrated_mix import pseudo_label_purity
+
+    # k = 1: each row's nearest other row is its pair; the pair (2, 3) disagrees
+    np.testing.assert_allclose(pseudo_label_purity(_LINE, [0, 0, 1, 0], k=1, knn_index="exact"), [1, 1, 0, 0])
+    # k = 3: all other rows; row 0 sees labels 0, 1, 0 -> 2/3; row 2 (label 1) sees none of its own
+    np.testing.assert_allclose(pseudo_label_purity(_LINE, [0, 0, 1, 0], k=3, knn_index="exact"),
+                               [2 / 3, 2 / 3, 0, 2 / 3])
+    with pytest.raises(VlalInputError, match="pseudo_labels"):
+        pseudo_label_purity(_LINE, [0, 1], k=1)
+
+
+def test_class_typicality_hand_case():
+    from vlal.strategies.calibrated_mix import class_typicality
+
+    # class 0 = rows 0, 1, 3: nearest class-0 neighbours at 0.1, 0.1 and 1.0; row 2 is alone -> 0
+    np.testing.assert_allclose(class_typicality(_LINE, [0, 0, 1, 0], k=1), [10.0, 10.0, 0.0, 1.0], rtol=1e-5)
+    with pytest.raises(VlalInputError, match="pseudo_labels"):
+        class_typicality(_LINE, [0, 0, 1], k=1)
+
+
+@pytest.mark.parametrize("kw, name", [({"density": "dense"}, "density"), ({"density_k": 0}, "density_k"),
+                                      ({"density_k": "row"}, "density_k")])
+def test_density_params_checked(kw, name):
+    f, p, _ = make_pool(40, 8, 4, seed=0)
+    with pytest.raises(VlalInputError, match=name):
+        CalibratedMix(**kw).select(f, p, 3)

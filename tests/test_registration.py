@@ -143,6 +143,22 @@ def test_a_new_strategy_needs_one_module_and_one_test_file(tmp_path):
     assert "toy-first" not in template_coverage(tests)
 
 
+def test_wrapper_parameters_after_the_base():
+    # "pcb(<base>)" is the listed name, so its parameters may follow it like any name's
+    a = vlal.make_strategy("pcb(cec[k=7])[gamma=0.2]", random_state=0)
+    b = vlal.make_strategy("pcb[gamma=0.2](cec[k=7])", random_state=0)
+    assert isinstance(a, vlal.PCB) and a.gamma == 0.2 and a.base_strategy.k == 7
+    assert a.get_params(deep=True).keys() == b.get_params(deep=True).keys()
+    assert {k: str(v) for k, v in a.get_params(deep=True).items()} == {k: str(v) for k, v in b.get_params(deep=True).items()}
+    assert vlal.make_strategy("PCB(entropy) [gamma=0.5]").gamma == 0.5
+    with pytest.raises(vlal.VlalInputError, match="given twice"):
+        vlal.make_strategy("pcb[gamma=0.1](cec)[gamma=0.2]")
+    with pytest.raises(vlal.VlalInputError, match="bad parameters in 'pcb\\(cec\\)\\[k=3\\]'"):
+        vlal.make_strategy("pcb(cec)[k=3]")
+    with pytest.raises(vlal.VlalInputError, match="unknown strategy"):
+        vlal.make_strategy("pcb(nosuch)[gamma=0.2]")
+
+
 def test_seed_in_the_strategy_name_is_used_once():
     import numpy as np
 

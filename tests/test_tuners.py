@@ -128,6 +128,78 @@ def test_anchored_keeps_unlabeled_classes_and_common_direction():
     assert np.abs(gain_anchored[:2]).max() <= np.abs(gain_free[:2]).max() + 1e-6
 
 
+# A hand-checkable take-over (issue 12): K = 3 classes with zero-shot embeddings e1, e2, e3 in d = 4.
+# One label: an image of class 0 that zero-shot calls class 1 (cosines 0.5 / 0.6). A test image of
+# the unlabeled class 2 that zero-shot gets right (cosines 0.45 / 0.5) shares the labeled image's
+# e4 component, so plain cross-entropy moves w_0 along e4 and class 0 takes the test image over.
+_W0_TAKE = np.eye(4)[:3].astype(np.float32)
+_X_TAKE = np.array([[0.5, 0.6, 0.0, 0.62]], np.float32)
+_Z_TAKE = np.array([[0.45, 0.0, 0.5, 0.74]], np.float32)
+
+
+def test_anchored_label_smoothing_stops_the_take_over():
+    assert cosine_softmax(_Z_TAKE, _W0_TAKE).argmax() == 2 and cosine_softmax(_X_TAKE, _W0_TAKE).argmax() == 1
+    plain = AnchoredTuner(_W0_TAKE).fit(_X_TAKE, [0])
+    smooth = AnchoredTuner(_W0_TAKE, label_smoothing=0.1).fit(_X_TAKE, [0])
+    z = _Z_TAKE / np.linalg.norm(_Z_TAKE)
+    gain = lambda t: float((z @ (t.class_embeddings[0] - _W0_TAKE[0]))[0])  # noqa: E731  cosine gain of class 0
+    assert plain.predict_proba(_Z_TAKE).argmax() == 0  # taken over
+    assert gain(plain) > 0.05
+    assert smooth.predict_proba(_Z_TAKE).argmax() == 2  # kept
+    assert gain(smooth) < 0.0
+    # both still learn the label
+    assert plain.predict_proba(_X_TAKE).argmax() == 0 and smooth.predict_proba(_X_TAKE).argmax() == 0
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3])
+def test_anchored_label_smoothing_bounds_the_labeled_probability(eps):
+    # the smoothed loss is smallest at p_y = 1 - eps + eps / K: the fit stops there (K = 3: 0.9333, 0.8)
+    bound = 1 - eps + eps / 3
+    for n_common in (0, 1):
+        t = AnchoredTuner(_W0_TAKE, strength=0.0, n_common=n_common, max_iter=500, label_smoothing=eps)
+        p = float(t.fit(_X_TAKE, [0]).predict_proba(_X_TAKE)[0, 0])
+        assert bound - 0.02 < p < bound + 0.01, (n_common, p)
+    plain = AnchoredTuner(_W0_TAKE, strength=0.0, n_common=0, max_iter=500).fit(_X_TAKE, [0])
+    assert float(plain.predict_proba(_X_TAKE)[0, 0]) > 0.99
+
+
+def test_anchored_label_smoothing_off_by_default_and_zero_is_plain():
+    x, y, w0 = _toy()
+    assert AnchoredTuner(w0).label_smoothing == 0.0
+    a = AnchoredTuner(w0).fit(x, y).class_embeddings
+    b = AnchoredTuner(w0, label_smoothing=0).fit(x, y).class_embeddings
+    c = AnchoredTuner(w0, label_smoothing=0.1).fit(x, y).class_embeddings
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), float("inf"), "0.1", True, None])
+def test_anchored_label_smoothing_bad_values(bad):
+    with pytest.raises(VlalInputError, match="label_smoothing"):
+        AnchoredTuner(np.eye(3), label_smoothing=bad)
+    with pytest.raises(VlalInputError, match="label_smoothing"):
+        make_tuner("anchored", np.eye(3), label_smoothing=bad)
+
+
+def test_anchored_smoothing_by_unlabeled_share():
+    t = AnchoredTuner(np.eye(4), label_smoothing=0.2, smoothing_by_unlabeled=True)
+    assert t.smoothing([0]) == pytest.approx(0.2 * 3 / 4)  # 3 of 4 classes without a label
+    assert t.smoothing([0, 0, 1]) == pytest.approx(0.1)
+    assert t.smoothing([0, 1, 2, 3]) == 0.0  # every class labeled: plain cross-entropy
+    assert AnchoredTuner(np.eye(4), label_smoothing=0.2).smoothing([0, 1, 2, 3]) == 0.2
+    # all classes labeled: the same fit as without smoothing
+    x, y, w0 = _toy()
+    a = AnchoredTuner(w0).fit(x, y).class_embeddings
+    b = AnchoredTuner(w0, label_smoothing=0.3, smoothing_by_unlabeled=True).fit(x, y).class_embeddings
+    np.testing.assert_array_equal(a, b)
+    # one class labeled of three: eps = 0.15 * 2/3 = 0.1 takes effect (the take-over case is kept)
+    s = AnchoredTuner(_W0_TAKE, label_smoothing=0.15, smoothing_by_unlabeled=True).fit(_X_TAKE, [0])
+    assert s.predict_proba(_Z_TAKE).argmax() == 2
+    for bad in (1, "yes", None):
+        with pytest.raises(VlalInputError, match="smoothing_by_unlabeled"):
+            AnchoredTuner(np.eye(3), label_smoothing=0.1, smoothing_by_unlabeled=bad)
+
+
 def test_clap_constraint_weights_are_zero_shot_performance():
     x, y, w0 = _toy()
     lab = y != 1

@@ -52,7 +52,8 @@ def make_strategy(name: str, random_state=None) -> Strategy:
 
     Forms: ``"cec"``; ``"cec[k=10,alpha=0.05]"`` (constructor parameters as Python
     literals, e.g. ``False``, ``0.1``, ``'greedy'``; bare words are strings);
-    ``"pcb(entropy)"`` (a wrapper around a base strategy); ``"pcb[gamma=0.2](cec[k=10])"``.
+    ``"pcb(entropy)"`` (a wrapper around a base strategy); ``"pcb[gamma=0.2](cec[k=10])"``, or
+    equivalently ``"pcb(cec[k=10])[gamma=0.2]"`` (the wrapper's parameters after its base).
     Strategy names are case-insensitive; parameter values are not.
 
     Raises
@@ -62,9 +63,15 @@ def make_strategy(name: str, random_state=None) -> Strategy:
     """
     if not isinstance(name, str):
         raise VlalInputError(f"strategy name must be a string; got {type(name).__name__}")
-    m = re.fullmatch(_NAME + r"(?:\[(.*?)\])?\s*\((.+)\)\s*", name)
+    # a wrapper: "pcb[gamma=0.2](cec)", or its parameters after the base, "pcb(cec)[gamma=0.2]"
+    # (the wrapper's listed name is "pcb(<base>)", and parameters follow a name)
+    m = re.fullmatch(_NAME + r"(?:\[(.*?)\])?\s*\((.+)\)\s*(?:\[(.*)\])?\s*", name)
     if m:
-        outer, params, inner = m.group(1).lower(), _parse_params(m.group(2) or "", name), m.group(3)
+        if m.group(2) is not None and m.group(4) is not None:
+            raise VlalInputError(f"parameters of {m.group(1)!r} given twice in {name!r}; give them once, "
+                                 f"{m.group(1)}[...](base) or {m.group(1)}(base)[...]")
+        outer, inner = m.group(1).lower(), m.group(3)
+        params = _parse_params(m.group(2) or m.group(4) or "", name)
         if outer not in _WRAPPERS:
             raise VlalInputError(f"unknown wrapper strategy {outer!r}; known: {available_strategies()}")
         base = make_strategy(inner, random_state)

@@ -228,6 +228,16 @@ def _check_nonneg(value, name: str) -> float:
     return v
 
 
+def _check_fraction(value, name: str) -> float:
+    """``value`` as a float in ``[0, 1)``; anything else (bools, strings, NaN) raises naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise VlalInputError(f"{name} must be a number in [0, 1); got {value!r}")
+    v = float(value)
+    if not (0.0 <= v < 1.0):
+        raise VlalInputError(f"{name} must be a number in [0, 1); got {value!r}")
+    return v
+
+
 def _onehot(y: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.zeros((y.size, n_classes))
     out[np.arange(y.size), y] = 1.0
@@ -276,6 +286,15 @@ class AnchoredTuner(ZeroShotClassifier):
     ``strength = 1, power = 3, n_common = 1`` are fixed for all data (chosen once on
     ``imagenet_real_even`` and DTD, see the validation report; no per-dataset tuning).
 
+    Optional *label smoothing* (``label_smoothing = eps > 0``, off by default; issue 12):
+    the cross-entropy targets become ``(1 - eps) onehot(y_i) + eps / K`` (Szegedy et al.,
+    CVPR 2016, Sec. 7). Without it the loss keeps falling until a labeled image's own class
+    takes nearly all its probability, so ``D_c`` keeps growing and class ``c`` also wins
+    test images of unlabeled classes that zero-shot got right (the "take-over" of
+    ``benchmarks/results/diag_calibrated_mix.md``). With it the loss is smallest where
+    ``p_y(x_i) = 1 - eps + eps / K`` (a logit margin of about ``log((1 - eps) K / eps)``),
+    so the fit stops pushing there. Measurements: ``benchmarks/results/tunerfix_*.md``.
+
     Parameters
     ----------
     class_embeddings : array-like (K, d)
@@ -289,16 +308,25 @@ class AnchoredTuner(ZeroShotClassifier):
         Common directions of the labeled features that ``D`` must not move along (0 = none).
     max_iter : int, default 100
         L-BFGS iterations.
+    label_smoothing : float in [0, 1), default 0.0
+        ``eps`` of the smoothed targets above; 0 = plain cross-entropy (the default, unchanged).
+    smoothing_by_unlabeled : bool, default False
+        Use ``eps * u`` instead of ``eps``, with ``u`` the share of the ``K`` classes that have
+        no label yet: the smoothing guards classes without labels and fades as every class is
+        labeled (with ``eps = 0.1`` fixed, DTD at 5 % of the pool, every class labeled, lost 1-3
+        points; ``tunerfix_summary.md``).
 
     Raises
     ------
-    ValueError
-        Negative ``strength`` / ``power`` / ``n_common``; from :meth:`fit`, labels out of
-        ``[0, K)`` or features and labels of different lengths.
+    vlal.VlalInputError
+        Negative ``strength`` / ``power`` / ``n_common``, ``label_smoothing`` outside
+        ``[0, 1)``, ``smoothing_by_unlabeled`` not a bool; from :meth:`fit`, labels out of ``[0, K)`` or features and labels of
+        different lengths.
     """
 
     def __init__(self, class_embeddings, temperature: float = 0.01, strength: float = 1.0, power: float = 3.0,
-                 n_common: int = 1, max_iter: int = 100):
+                 n_common: int = 1, max_iter: int = 100, label_smoothing: float = 0.0,
+                 smoothing_by_unlabeled: bool = False):
         super().__init__(class_embeddings, temperature)
         self.initial_embeddings = self.class_embeddings.copy()
         self.strength = _check_nonneg(strength, "strength")
@@ -307,6 +335,19 @@ class AnchoredTuner(ZeroShotClassifier):
             raise VlalInputError(f"n_common must be an integer >= 0; got {n_common!r}")
         self.n_common = int(n_common)
         self.max_iter = check_positive_int(max_iter, "max_iter")
+        self.label_smoothing = _check_fraction(label_smoothing, "label_smoothing")
+        if not isinstance(smoothing_by_unlabeled, (bool, np.bool_)):
+            raise VlalInputError(f"smoothing_by_unlabeled must be True or False; got {smoothing_by_unlabeled!r}")
+        self.smoothing_by_unlabeled = bool(smoothing_by_unlabeled)
+
+    def smoothing(self, labels) -> float:
+        """The ``eps`` that :meth:`fit` uses for these labels (``label_smoothing``, times the share of
+        classes without a label when ``smoothing_by_unlabeled``)."""
+        eps = self.label_smoothing
+        if self.smoothing_by_unlabeled:
+            seen = np.unique(np.asarray(labels, dtype=np.int64)).size
+            eps *= (self.n_classes - seen) / self.n_classes
+        return float(eps)
 
     def penalties(self, labels) -> np.ndarray:
         """``lambda_c = strength / (1 + n_c) ** power`` for every class, shape (K,), float64."""
@@ -323,6 +364,9 @@ class AnchoredTuner(ZeroShotClassifier):
         lam = self.penalties(y)[:, None]
         u = np.linalg.svd(x, full_matrices=False)[2][: self.n_common].T if self.n_common else np.zeros((d, 0))
         onehot = _onehot(y, n_classes)
+        eps = self.smoothing(y)
+        if eps:  # rows still sum to 1, so _cosine_ce's gradient (p - target) holds
+            onehot = (1.0 - eps) * onehot + eps / n_classes
         T = self.temperature
 
         def project(a):

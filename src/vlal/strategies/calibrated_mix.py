@@ -22,11 +22,12 @@ from ..scoring import (
 from .base import Pool, Strategy
 from ._register import register
 
-__all__ = ["CalibratedMix", "typicality", "budget_mix_weight", "rank01", "unique_rows"]
+__all__ = ["CalibratedMix", "typicality", "pseudo_label_purity", "class_typicality", "budget_mix_weight", "rank01", "unique_rows"]
 
 _PICKS = ("score", "center", "typical")
 _UNCERTAINTIES = ("entropy", "margin")
 _INITS = ("k-means++", "random")
+_DENSITIES = ("typicality", "purity", "class-typicality")
 
 
 def _cluster(z, weights, n_clusters, seed, n_iter, init, use_gpu):
@@ -83,6 +84,89 @@ def typicality(features, k: int = 20, *, knn_index="auto", use_gpu="auto") -> np
         dist, _ = _drop_self(rows, dist, idx, k)  # the k nearest other rows (the one self-exclusion rule)
         d = np.sqrt(np.maximum(dist.astype(np.float64), 0.0)).mean(axis=1)
         out[rows] = 1.0 / np.maximum(d, 1e-12)
+    return out
+
+
+def pseudo_label_purity(features, pseudo_labels, k: int = 20, *, knn_index="auto", use_gpu="auto") -> np.ndarray:
+    """Share of a row's ``k`` nearest other rows whose pseudo-label equals the row's own.
+
+    ``Pur(x) = (1/k) sum_{x_i in kNN(x)} [y~(x_i) = y~(x)]`` on the rows as given (pass
+    L2-normalised features), ``y~`` = e.g. the calibrated zero-shot argmax (Eq. 5). A label at
+    ``x`` pulls the tuned embedding of its class towards ``x``; rows near ``x`` of other classes
+    are what it can take over (the diagnosis in ``docs/calibrated_mix.md``), so a pure
+    neighbourhood marks a label whose effect stays within one class.
+
+    Parameters
+    ----------
+    features : ndarray (n, d), float32
+    pseudo_labels : ndarray (n,), int
+    k : int, default 20
+        Neighbours; reduced to ``n - 1`` when fewer rows exist.
+    knn_index : {"auto", "exact", "ivf", "hnsw"} or KnnIndex
+        A prebuilt index must hold ``features``.
+
+    Returns
+    -------
+    ndarray (n,), float64
+        In [0, 1]; ``1.0`` for a single row.
+
+    Raises
+    ------
+    vlal.VlalInputError
+        ``pseudo_labels`` not of length ``n``, or bad ``k``.
+    """
+    n = features.shape[0]
+    k = check_positive_int(k, "k")
+    y = np.asarray(pseudo_labels)
+    if y.shape != (n,):
+        raise VlalInputError(f"pseudo_labels must have shape ({n},); got {y.shape}")
+    if n == 1:
+        return np.ones(1, dtype=np.float64)
+    k = min(k, n - 1)
+    index = knn_index if not isinstance(knn_index, str) else _build_knn_index(
+        check_features(features, "features"), knn_index, None, use_gpu)
+    out = np.empty(n, dtype=np.float64)
+    for rows, dist, idx in index.self_search(k + 1):
+        rows = np.asarray(rows)
+        _, nb = _drop_self(rows, np.asarray(dist), np.asarray(idx), k)  # the k nearest other rows (Eq. 6's rule)
+        out[rows] = (y[nb] == y[rows][:, None]).mean(axis=1)
+    return out
+
+
+def class_typicality(features, pseudo_labels, k: int = 20, *, use_gpu="auto") -> np.ndarray:
+    """TypiClust typicality (Eq. 4 of Hacohen et al., 2022) within each pseudo-class.
+
+    For row ``x`` with pseudo-label ``c``: the inverse mean Euclidean distance to its ``k``
+    nearest other rows *of pseudo-class c* (``k`` reduced to the class size minus one). A
+    row alone in its pseudo-class gets 0 (least typical). A row typical of its calibrated
+    pseudo-class sits among rows that its label can move together.
+
+    Parameters
+    ----------
+    features : ndarray (n, d), float32 (pass L2-normalised rows)
+    pseudo_labels : ndarray (n,), int
+    k : int, default 20
+
+    Returns
+    -------
+    ndarray (n,), float64, >= 0
+
+    Raises
+    ------
+    vlal.VlalInputError
+        ``pseudo_labels`` not of length ``n``, or bad ``k``.
+    """
+    n = features.shape[0]
+    k = check_positive_int(k, "k")
+    y = np.asarray(pseudo_labels)
+    if y.shape != (n,):
+        raise VlalInputError(f"pseudo_labels must have shape ({n},); got {y.shape}")
+    out = np.zeros(n, dtype=np.float64)
+    order = np.argsort(y, kind="stable")
+    bounds = np.flatnonzero(np.diff(y[order])) + 1
+    for members in np.split(order, bounds):
+        if members.size >= 2:
+            out[members] = typicality(np.ascontiguousarray(features[members]), min(k, members.size - 1), use_gpu=use_gpu)
     return out
 
 
@@ -194,6 +278,14 @@ class CalibratedMix(Strategy):
         ``"random"``, :func:`vlal.weighted_kmeans` (faiss, uniform seeding).
     n_iter : int, default 20
         K-Means iterations.
+    density : {"typicality", "purity", "class-typicality"}, default "typicality"
+        The density term mixed with uncertainty: :func:`typicality`, :func:`pseudo_label_purity`
+        or :func:`class_typicality` (the last two use the calibrated pseudo-labels). The
+        alternatives are ablations: neither beat ``"typicality"`` beyond seed noise
+        (``docs/calibrated_mix.md``).
+    density_k : int, "class" or None, default None
+        Neighbours of the density term: None = ``k``; ``"class"`` = about one class's share of
+        the rows (``n / K - 1``, at least 2, at most ``k``).
     use_gpu : "auto" or bool
     random_state : int, numpy Generator or None
 
@@ -208,7 +300,8 @@ class CalibratedMix(Strategy):
 
     def __init__(self, k: int = 20, alpha: float = 0.1, top_n: int = 10, *, half_shots=1.0, mix=0.8,
                  cover: bool = False, balance: bool = True, dedupe: bool = True, weighted: bool = True,
-                 pick: str = "score", uncertainty: str = "entropy", init: str = "k-means++", n_iter: int = 20, use_gpu="auto", random_state=None):
+                 pick: str = "score", uncertainty: str = "entropy", init: str = "k-means++", n_iter: int = 20,
+                 density: str = "typicality", density_k=None, use_gpu="auto", random_state=None):
         self.k = k
         self.alpha = alpha
         self.top_n = top_n
@@ -221,6 +314,8 @@ class CalibratedMix(Strategy):
         self.pick = pick
         self.init = init
         self.uncertainty = uncertainty
+        self.density = density
+        self.density_k = density_k
         self.n_iter = n_iter
         self.use_gpu = use_gpu
         self.random_state = random_state
@@ -241,6 +336,10 @@ class CalibratedMix(Strategy):
             raise VlalInputError(f"pick must be one of {_PICKS}; got {self.pick!r}")
         if self.uncertainty not in _UNCERTAINTIES:
             raise VlalInputError(f"uncertainty must be one of {_UNCERTAINTIES}; got {self.uncertainty!r}")
+        if self.density not in _DENSITIES:
+            raise VlalInputError(f"density must be one of {_DENSITIES}; got {self.density!r}")
+        if self.density_k is not None and self.density_k != "class":
+            check_positive_int(self.density_k, "density_k")
         if self.init not in _INITS:
             raise VlalInputError(f"init must be one of {_INITS}; got {self.init!r}")
         if not (self.use_gpu == "auto" or isinstance(self.use_gpu, (bool, np.bool_))):
@@ -270,8 +369,24 @@ class CalibratedMix(Strategy):
         index = _build_knn_index(z, "auto", None, self.use_gpu) if z.shape[0] >= 2 else None
         score = np.zeros(rows.size)
         typ = None
+        pseudo = None
+        if self.balance or self.density == "purity":
+            pseudo = _calibrated_argmax(probs, _contextual_prior(probs, int(self.top_n)))
         if lam < 1.0 or self.pick == "typical":
-            typ = rank01(typicality(z, self.k, knn_index=index) if index is not None else np.ones(rows.size))
+            if self.density_k is None:
+                dk = int(self.k)
+            elif self.density_k == "class":  # about one class's share of the rows: n / K - 1 others
+                dk = int(max(2, min(int(self.k), round(rows.size / n_classes) - 1)))
+            else:
+                dk = int(self.density_k)
+            if index is None:
+                typ = np.ones(rows.size)
+            elif self.density == "purity":
+                typ = rank01(pseudo_label_purity(z, pseudo, dk, knn_index=index))
+            elif self.density == "class-typicality":
+                typ = rank01(class_typicality(z, pseudo, dk, use_gpu=self.use_gpu))
+            else:
+                typ = rank01(typicality(z, dk, knn_index=index))
         if lam < 1.0:
             score += (1.0 - lam) * typ
         if lam > 0.0:
@@ -310,7 +425,6 @@ class CalibratedMix(Strategy):
             members[int(assign[r])].append(int(r))
 
         if self.balance:
-            pseudo = _calibrated_argmax(probs, _contextual_prior(probs, int(self.top_n)))
             counts = np.bincount(pool.labels, minlength=n_classes) if pool.labels is not None and lab.size else np.zeros(n_classes, np.int64)
             counts = counts.astype(np.int64)
             cap = max(1, math.ceil((lab.size + budget) / n_classes))
