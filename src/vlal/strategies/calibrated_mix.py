@@ -87,6 +87,14 @@ def typicality(features, k: int = 20, *, knn_index="auto", use_gpu="auto") -> np
     return out
 
 
+def _check_pseudo_labels(pseudo_labels, n: int) -> np.ndarray:
+    """``pseudo_labels`` as an (n,) array, or VlalInputError naming it."""
+    y = np.asarray(pseudo_labels)
+    if y.shape != (n,):
+        raise VlalInputError(f"pseudo_labels must have shape ({n},); got {y.shape}")
+    return y
+
+
 def pseudo_label_purity(features, pseudo_labels, k: int = 20, *, knn_index="auto", use_gpu="auto") -> np.ndarray:
     """Share of a row's ``k`` nearest other rows whose pseudo-label equals the row's own.
 
@@ -117,9 +125,7 @@ def pseudo_label_purity(features, pseudo_labels, k: int = 20, *, knn_index="auto
     """
     n = features.shape[0]
     k = check_positive_int(k, "k")
-    y = np.asarray(pseudo_labels)
-    if y.shape != (n,):
-        raise VlalInputError(f"pseudo_labels must have shape ({n},); got {y.shape}")
+    y = _check_pseudo_labels(pseudo_labels, n)
     if n == 1:
         return np.ones(1, dtype=np.float64)
     k = min(k, n - 1)
@@ -158,9 +164,7 @@ def class_typicality(features, pseudo_labels, k: int = 20, *, use_gpu="auto") ->
     """
     n = features.shape[0]
     k = check_positive_int(k, "k")
-    y = np.asarray(pseudo_labels)
-    if y.shape != (n,):
-        raise VlalInputError(f"pseudo_labels must have shape ({n},); got {y.shape}")
+    y = _check_pseudo_labels(pseudo_labels, n)
     out = np.zeros(n, dtype=np.float64)
     order = np.argsort(y, kind="stable")
     bounds = np.flatnonzero(np.diff(y[order])) + 1
