@@ -415,6 +415,45 @@ def test_cli_embed(clip, folder, tmp_path):
     assert "load_clip(" not in res.output and "allow_download=True" not in res.output
 
 
+def test_cli_embed_then_select(clip, folder, tmp_path):
+    """`vlal embed` writes the pool's zero-shot probs, so `vlal select` runs on its file alone."""
+    from click.testing import CliRunner
+
+    from vlal import zero_shot_probs
+    from vlal.cli import main
+
+    out = tmp_path / "pool.npz"
+    runner = CliRunner()
+    res = runner.invoke(main, ["embed", str(folder), str(out), "--model", TINY, "--pretrained", "none"])
+    assert res.exit_code == 0, res.output
+    with np.load(out) as z:
+        np.testing.assert_allclose(z["probs"], zero_shot_probs(z["pool_features"], z["text_features"], 0.01),
+                                   atol=1e-5)
+    picks = tmp_path / "q.txt"
+    res = runner.invoke(main, ["select", "--features", str(out), "--probs", str(out), "--budget", "2",
+                               "--strategy", "entropy", "--out", str(picks)])
+    assert res.exit_code == 0, res.output
+    assert len(set(picks.read_text().split())) == 2
+
+
+def test_cli_embed_names_an_unreadable_image(folder, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from vlal.cli import main
+
+    imgs = tmp_path / "imgs"
+    shutil.copytree(folder, imgs)
+    bad = imgs / NAMES[1] / "bad.jpg"
+    bad.write_text("not an image")
+    out = tmp_path / "e.npz"
+    res = CliRunner().invoke(main, ["embed", str(imgs), str(out), "--model", TINY, "--pretrained", "none"])
+    assert res.exit_code == 2 and "cannot read image" in res.output and "bad.jpg" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # a clean error, no traceback
+    assert not out.exists()
+
+
 @pytest.mark.filterwarnings("ignore:k=20 >= number of candidates")
 def test_harness_runs_coop_on_an_embed_file(clip, folder, tmp_path):
     """`vlal.bench.run_benchmark` takes CoOp through ``tuner_factory`` on an `embed` file."""

@@ -90,3 +90,41 @@ def test_nan_and_inf_in_strategy_names_are_numbers(spec, msg):
 
     with pytest.raises(VlalInputError, match=msg):  # was: "alpha must be an instance of float, not str"
         vlal.make_strategy(spec)
+
+
+def _pool_files(tmp_path):
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(30, 4)).astype(np.float32)
+    p = rng.dirichlet(np.ones(3), size=30).astype(np.float32)
+    np.save(tmp_path / "f.npy", f)
+    np.save(tmp_path / "p.npy", p)
+    return ["select", "--features", str(tmp_path / "f.npy"), "--probs", str(tmp_path / "p.npy"), "--budget", "3",
+            "--out", str(tmp_path / "q.npy")]
+
+
+@pytest.mark.parametrize("extra, flag, text", [(["--strategy", "nope"], "--strategy", "unknown strategy"),
+                                               (["--seed", "-1"], "--seed", "-1")])
+def test_select_cli_names_the_flag_of_a_bad_strategy_or_seed(tmp_path, extra, flag, text):
+    res = CliRunner().invoke(main, _pool_files(tmp_path) + extra)
+    assert res.exit_code == 2 and flag in res.output and text in res.output.lower()
+    assert not (tmp_path / "q.npy").exists()
+
+
+def test_select_cli_hints_at_probs_of_an_embed_file(tmp_path):
+    np.savez(tmp_path / "e.npz", pool_features=np.eye(3, dtype=np.float32), text_features=np.eye(3, dtype=np.float32))
+    res = CliRunner().invoke(main, ["select", "--features", str(tmp_path / "e.npz"), "--probs",
+                                    str(tmp_path / "e.npz"), "--budget", "1", "--out", str(tmp_path / "q.npy")])
+    assert res.exit_code == 2 and "no key 'probs'" in res.output and "vlal.zero_shot_probs" in res.output
+
+
+def test_tiny_negative_probabilities_are_called_round_off():
+    from vlal import CEC
+
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    p = np.full((20, 2), 0.5)
+    p[3] = [1 + 1e-12, -1e-12]
+    with pytest.raises(VlalInputError, match=r"probs has negative values \(first bad row: 3\); tiny negative.*np.clip"):
+        CEC(k=3).select(x, p, 2)
+    p[3] = [1.5, -0.5]
+    with pytest.raises(VlalInputError, match="not logits"):
+        CEC(k=3).select(x, p, 2)

@@ -129,6 +129,11 @@ def test_clustering_strategies_never_pick_duplicates(name, n_distinct, copies, n
     else:
         s = vlal.make_strategy(f"{name}[k=3]", random_state=seed)
     idx = s.select(x, p, budget, labeled=lab, labels=np.array([0, 1]))
+    # copies of a labeled row leave the candidates while `budget` others remain (Strategy.select)
+    kept = cand[~(x[cand][:, None, :] == x[lab][None, :, :]).all(axis=2).any(axis=1)]
+    if kept.size >= budget:
+        assert np.isin(idx, kept).all()
+        distinct_left = _n_distinct_rows(x[kept])
     # distinct feature rows among the picks: all of them while distinct candidates remain
     assert _n_distinct_rows(x[idx]) == min(budget, distinct_left)
 
@@ -234,3 +239,48 @@ def test_replace_duplicates_by_hand():
     got = replace_duplicates(z, np.array([0, 1]), None, np.random.default_rng(0))
     assert got[0] == 0 and got[1] in (2, 3)
 
+
+
+# --------------------------------------------------------------------------- copies of labeled rows
+
+
+def _twice_pool(seed=0):
+    """Every image twice (rows 2i and 2i + 1 equal); one copy of the first 20 images labeled."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=(40, 8)).astype(np.float32)
+    x = np.repeat(u, 2, axis=0)
+    p = vlal.zero_shot_probs(x, rng.normal(size=(4, 8)).astype(np.float32), temperature=0.05)
+    lab = np.arange(0, 40, 2)
+    return x, p, lab, p[lab].argmax(axis=1)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_budget_spent_on_copies_of_labeled_rows(name):
+    if name == "gcnal" and importlib.util.find_spec("torch") is None:
+        pytest.skip("GCNAL needs torch")
+    x, p, lab, y = _twice_pool()
+    copies = lab + 1  # rows 1, 3, ..., 39: the unlabeled copies of labeled images
+    x_before = x.copy()
+    idx, util = _small(name).select(x, p, 15, labeled=lab, labels=y, return_utilities=True)
+    assert not np.isin(idx, copies).any()  # 40 other candidates remain for 15 picks
+    assert np.isnan(util[copies]).all() and np.isnan(util[lab]).all()
+    assert np.isfinite(util[40:]).all()
+    np.testing.assert_array_equal(x, x_before)
+    # the budget needs copies: 40 other candidates, 45 picks -> the copies stay candidates
+    idx = _small(name).select(x, p, 45, labeled=lab, labels=y)
+    assert np.unique(idx).size == 45 and not np.isin(idx, lab).any() and np.isin(idx, copies).any()
+
+
+def test_copies_of_labeled_rows_are_bitwise_equal_rows():
+    from vlal._validation import check_nonzero_rows
+
+    x = np.array([[1.0, 0.0], [1.0, -0.0], [2.0, 0.0], [1.0, 1e-8], [1.0, 0.0]], dtype=np.float32)
+    # row 1 equals row 0 (-0.0 = 0.0), row 4 too; row 2 (a scaled copy) and row 3 differ
+    np.testing.assert_array_equal(check_nonzero_rows(x, "features", np.array([0])), [True, True, False, False, True])
+    np.testing.assert_array_equal(check_nonzero_rows(x.astype(np.float16), "features", np.array([0])),
+                                  [True, True, False, True, True])  # 1e-8 rounds to 0 in float16
+    assert check_nonzero_rows(x, "features", np.array([], dtype=np.int64)) is None
+    wide = np.ones((3, 40), dtype=np.float32)
+    wide[1, -1] = 2.0  # same leading columns (the hash), different last value: not a copy
+    np.testing.assert_array_equal(check_nonzero_rows(wide, "features", np.array([0])), [True, False, True])
+    assert check_nonzero_rows(x, "features") is None

@@ -73,10 +73,10 @@ def check_probs(probs, name: str = "probs") -> np.ndarray:
         neg = (block < 0).any(axis=1)
         if neg.any():
             row = start + _first_bad_row(neg)
-            raise VlalInputError(
-                f"{name} has negative values (first bad row: {row}); class probabilities "
-                "are expected, not logits: apply a softmax first"
-            )
+            low = float(block[row - start].min())
+            why = (f"tiny negative values (min {low:.3g}) look like round-off: clip them, np.clip({name}, 0, None)"
+                   if low >= -1e-6 else "class probabilities are expected, not logits: apply a softmax first")
+            raise VlalInputError(f"{name} has negative values (first bad row: {row}); {why}")
         off = np.abs(block.sum(axis=1) - 1.0) > PROB_ATOL
         if off.any():
             row = start + _first_bad_row(off)
@@ -344,16 +344,55 @@ def check_candidates(candidates, n: int, labeled_idx: np.ndarray) -> np.ndarray:
     return idx
 
 
-def check_nonzero_rows(arr: np.ndarray, name: str = "features") -> None:
+_SIGN_FREE = {2: np.uint16(0x7FFF), 4: np.uint32(0x7FFFFFFF), 8: np.uint64(0x7FFFFFFFFFFFFFFF)}
+
+
+def _row_bits(block: np.ndarray) -> np.ndarray:
+    """The float bits of each row as unsigned ints (``-0.0`` folded into ``0.0``); integer
+    blocks are compared as float32 values."""
+    b = np.ascontiguousarray(block if block.dtype.kind == "f" else np.asarray(block, dtype=np.float32))
+    bits = b.view(f"u{b.dtype.itemsize}")
+    return np.where((bits & _SIGN_FREE[b.dtype.itemsize]) == 0, bits.dtype.type(0), bits)
+
+
+_HASH_COLUMNS = 16
+
+
+def _bit_hashes(bits: np.ndarray) -> np.ndarray:
+    """A uint64 hash of each row of ``bits`` from its first ``_HASH_COLUMNS`` columns (equal
+    rows, equal hashes; callers confirm a match on all columns): the bits times fixed odd
+    64-bit constants per column, summed with wrap-around (integer arithmetic)."""
+    head = bits[:, :_HASH_COLUMNS]
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=head.shape[1], dtype=np.uint64) | np.uint64(1)
+    return (head.astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
+
+
+def check_nonzero_rows(arr: np.ndarray, name: str = "features", labeled_idx: np.ndarray | None = None):
     """Raise if a row of ``arr`` is all zeros (no direction), naming the first such row.
 
     The one zero-norm rule of every strategy: a zero pool row (labeled or not) is an
     error, whether or not the strategy reads the features.
+
+    With ``labeled_idx`` (non-empty), the same pass over ``arr`` also finds the exact copies
+    of labeled rows: returns an (n,) bool mask, True for the rows (labeled ones included)
+    whose values are bitwise equal to a labeled row's (``-0.0`` = ``0.0``; a scaled copy is
+    not a copy). Else returns None.
     """
     step = rows_per_chunk(arr.shape[1])
     half = arr.dtype == np.float16
+    copies = lab_bits = lab_hash = None
+    if labeled_idx is not None and labeled_idx.size:
+        lab_bits = _row_bits(np.asarray(arr[np.sort(labeled_idx)]))
+        lab_hash = _bit_hashes(lab_bits)
+        copies = np.zeros(arr.shape[0], dtype=bool)
     for start in range(0, arr.shape[0], step):
         block = arr[start : start + step]
+        if copies is not None:
+            head = _row_bits(np.asarray(block[:, :_HASH_COLUMNS]))
+            hit = np.flatnonzero(np.isin(_bit_hashes(head), lab_hash))
+            bits = _row_bits(np.asarray(block[hit])) if hit.size else None
+            for t, j in enumerate(hit):  # a hash match is checked on every value: no false copy
+                copies[start + j] = bool((lab_bits == bits[t]).all(axis=1).any())
         if half:  # float16 arithmetic is slow: test the bits, sign bit masked off (-0.0 is zero)
             nonzero = (np.ascontiguousarray(block).view(np.uint16) & np.uint16(0x7FFF)).any(axis=1)
         else:
@@ -365,6 +404,7 @@ def check_nonzero_rows(arr: np.ndarray, name: str = "features") -> None:
                 f"{name} row {row} has zero norm (all zeros) and cannot be normalised; "
                 "remove it from the pool or give it its real features"
             )
+    return copies
 
 
 def check_param(value, name: str, target_type, *, min_val=None, max_val=None, include_boundaries="both"):

@@ -44,7 +44,12 @@ def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
         with np.load(p, allow_pickle=False) as z:
             k = key or default_key
             if k not in z.files:
-                raise click.BadParameter(f"{p} has no key {k!r}; keys: {z.files} (use FILE.npz:KEY)", param_hint=flag)
+                hint = ""
+                if k == "probs" and "pool_features" in z.files:
+                    hint = ("; a `vlal embed` file holds probs only when the classes are known (class sub-folders "
+                            "or --class-names), else compute them: vlal.zero_shot_probs")
+                raise click.BadParameter(f"{p} has no key {k!r}; keys: {z.files} (use FILE.npz:KEY){hint}",
+                                         param_hint=flag)
             return z[k]
     except click.BadParameter:
         raise
@@ -94,7 +99,7 @@ def strategies_cmd():
 @click.option("--strategy", default="cec", show_default=True, help="Strategy name (see `vlal strategies`).")
 @click.option("--labeled", default=None, help="Indices (or a boolean mask) of labeled rows: .npy/.npz.")
 @click.option("--labels", default=None, help="Classes of the labeled rows (label-aware strategies): .npy/.npz.")
-@click.option("--seed", default=0, type=int, show_default=True, help="random_state of the strategy.")
+@click.option("--seed", default=0, type=click.IntRange(min=0), show_default=True, help="random_state of the strategy.")
 @click.option("--out", default="queried.npy", show_default=True, type=click.Path(dir_okay=False), help="Where to write the chosen indices (.npy; .txt/.csv for text).")
 def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     """Choose BUDGET pool rows to label and write their indices."""
@@ -106,7 +111,10 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
         raise click.BadParameter(f"{out}: use a .npy, .txt or .csv file name", param_hint="--out")
     with _user_errors():
         check_writable_dir(outp.parent if str(outp.parent) else ".", "folder of --out")
-        strat = make_strategy(strategy, random_state=seed)
+        try:
+            strat = make_strategy(strategy, random_state=seed)
+        except VlalInputError as err:
+            raise click.BadParameter(str(err), param_hint="--strategy") from err
         f = _load_array(features, "pool_features", "--features")
         p = _load_array(probs, "probs", "--probs")
         lab = None if labeled is None else _load_array(labeled, "labeled", "--labeled")

@@ -198,7 +198,8 @@ def embed(
     """Encode a pool (and optionally a test split) and the class names; cache them in an ``.npz``.
 
     The file has the keys of the benchmark files (``pool_features``, ``pool_labels``,
-    ``test_features``, ``test_labels``) plus ``class_names`` and ``text_features`` when the
+    ``test_features``, ``test_labels``) plus ``class_names``, ``text_features`` and ``probs``
+    (the pool's zero-shot probabilities, :func:`zero_shot_proba`, T = 0.01) when the
     class names are known (given, or the class sub-folders of ``images``), ``pool_paths``
     / ``test_paths`` for path inputs, and what produced it: ``model_name``, ``pretrained``,
     ``image_size``, ``image_mean``, ``image_std`` and ``embed_meta`` (JSON, with image
@@ -284,6 +285,8 @@ def embed(
             result["text_features"] = cached["text_features"].astype(np.float32, copy=False)
         else:
             result["text_features"] = encode_class_names(clip, names, template)
+        # zero-shot class probabilities of the pool (what `vlal select --probs OUT` reads)
+        result["probs"] = zero_shot_proba(result["pool_features"], result["text_features"]).astype(np.float32)
     result.update(_meta_arrays(meta))
     if out is not None:
         out = Path(out)

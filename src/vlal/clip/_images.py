@@ -133,8 +133,12 @@ def _open(item):
 
     if isinstance(item, Image.Image):
         return item.convert("RGB")
-    with Image.open(item) as im:
-        return im.convert("RGB")
+    try:
+        with Image.open(item) as im:
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError (an OSError), truncated files
+        raise VlalInputError(f"cannot read image {item}: {err}; remove or replace it (the pool keeps one "
+                             "row per image file)") from err
 
 
 def _is_pil(x) -> bool:

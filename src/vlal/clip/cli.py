@@ -42,8 +42,9 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
           no_cache, allow_download, engine, actors, ray_address):
     """Encode IMAGES (a folder of class sub-folders, or of images) into OUT (.npz).
 
-    OUT holds pool_features (n, d) float32 unit rows, pool_labels, class_names and
-    text_features (K, d) when classes are known, test_* with --test-images, and the model,
+    OUT holds pool_features (n, d) float32 unit rows, pool_labels, class_names,
+    text_features (K, d) and probs (n, K, zero-shot, for `vlal select --probs OUT`) when
+    classes are known, test_* with --test-images, and the model,
     weights and preprocessing that produced them. `vlal bench --data OUT` reads it.
     """
     import warnings

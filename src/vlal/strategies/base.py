@@ -249,7 +249,10 @@ class Strategy(abc.ABC):
             The current classifier; used by strategies that probe it (ALFA-Mix).
         candidates : array-like of int or bool, optional
             Rows that may be queried, as indices or a boolean mask of length ``n``;
-            default: every unlabeled row. A labeled row among them is an error. The
+            default: every unlabeled row. A labeled row among them is an error. Rows whose
+            features are an exact copy of a labeled row's (bitwise equal values) are
+            dropped from the candidates while at least ``budget`` others remain (then their
+            utilities are NaN): budget is never spent on an image already labeled. The
             returned indices are still pool positions. What a strategy computes over the
             unlabeled pool (CEC's neighbours, prior and clusters, k-centre distances, PCB's
             proposals) is computed over the candidates; the labeled set is used as given.
@@ -264,7 +267,8 @@ class Strategy(abc.ABC):
             Distinct row positions into ``features``, all among the candidates.
         utilities : ndarray of shape (n,), float64
             Only with ``return_utilities=True``: NaN exactly for the rows that were not
-            candidates (labeled rows, rows outside ``candidates``).
+            candidates (labeled rows, rows outside ``candidates``, dropped copies of
+            labeled rows).
 
         Raises
         ------
@@ -280,9 +284,9 @@ class Strategy(abc.ABC):
         if not isinstance(return_utilities, (bool, np.bool_)):
             raise VlalInputError(f"return_utilities must be True or False; got {return_utilities!r}")
         f, p = check_pool(features, probs)
-        check_nonzero_rows(f, "features")
         n = f.shape[0]
         labeled_idx = check_labeled(labeled, n)
+        copies = check_nonzero_rows(f, "features", labeled_idx)  # + exact copies of labeled rows
         if self._reads_labels():
             lab = check_labels(labels, labeled_idx, n, n_classes=p.shape[1])
         else:
@@ -294,6 +298,11 @@ class Strategy(abc.ABC):
                 f"{type(self).__name__} reads the classes of the labeled rows: labeled marks "
                 f"{labeled_idx.size} rows but labels was not given; pass labels=<one class per labeled row>"
             )
+        if copies is not None and copies[cand].any():
+            # Never spend budget on a copy of an image already labeled, unless the budget needs it.
+            kept = cand[~copies[cand]]
+            if kept.size >= b:
+                cand = kept
         pool = Pool(f, p, cand, labeled_idx, lab, model)
         rng = rng_from(self.random_state)
         if self._needs_labeled() and labeled_idx.size == 0:
