@@ -155,22 +155,36 @@ def lookahead_gain(logits, belief, sim, rows_query, beta: float, n_labels: int =
 
 @register("lookahead")
 class LookAhead(Strategy):
-    """Expected-gain look-ahead: the rows whose simulated label fixes the most pool predictions.
+    """Expected-gain look-ahead mixed with CEC's uncertainty; the best row of each weighted cluster.
 
     On the L2-normalised unlabeled rows ``z`` with current model probabilities ``p``:
 
-    1. ``u`` = unit mean of ``z``; ``S~ = <P z_x, P z_j>``, ``P = I - u u^T``
+    1. ``u`` = unit mean of ``z``; ``S~[x, j] = <P z_x, P z_j>``, ``P = I - u u^T``
        (:func:`common_direction_similarity`: the default tuner moves class embeddings only
-       orthogonally to the labeled rows' common direction);
-    2. belief ``p^`` = CEC's calibrated probabilities (Eq. 5, contextual prior of ``top_n``);
-    3. score ``G(x)`` = :func:`lookahead_gain` (logits ``log p``, belief ``p^``, ``beta``,
-       ``n_labels``): the expected fixes minus breaks on the pool if ``x`` were labeled;
-    4. diversity: ``"greedy"`` (default) picks the best ``G``, then applies its simulated
-       effect for its most likely label to the logits and re-scores the ``refresh`` best
-       remaining candidates (lazy greedy), ``budget`` times; ``"cluster"`` takes the best ``G``
-       of each of ``budget`` K-Means clusters; ``"none"`` the top ``budget``.
+       orthogonally to the labeled rows' common direction; on fits of ``AnchoredTuner`` the
+       change of a labeled class's logit is linear in ``S~``, r = 0.7-0.98);
+    2. belief ``p^`` = CEC's calibrated probabilities (Eq. 5, contextual prior of ``top_n``;
+       optionally tempered, ``temper``, or kNN-smoothed, ``smooth``);
+    3. ``pi(s)`` = :func:`class_share_curve`: how much more often than chance two rows of cosine
+       ``s`` share their belief argmax (``share=True``); given ``y_x = y``, row ``j`` is taken
+       to be of class ``y`` with probability ``pi_j + (1 - pi_j) p^_j(y)``;
+    4. ``G(x)`` = :func:`lookahead_gain`: logits ``log p``, pull
+       ``Delta_j = beta (1 + sqrt(-log p_y(x))) S~[x, j]`` on class ``y``, expected fixes minus
+       breaks on the pool, summed over the ``n_labels`` most likely labels ``y`` of ``x``
+       weighted by ``p^(y | x)``;
+    5. score ``w(x) = (1 - mix) r(G(x)) + mix r(U(x))``, ``U = H^ + H_NN`` CEC's calibrated
+       uncertainty (``k``, ``alpha``), ``r`` = ranks in [0, 1] (as ``calibrated-mix``);
+    6. diversity: ``"cluster"`` (default) weighted K-Means (weights ``w``) into ``budget``
+       clusters and the best ``w`` of each; ``"greedy"`` picks the best ``G``, applies its
+       simulated effect (most likely label) to the logits and beliefs and re-scores the
+       ``refresh`` best remaining candidates, ``budget`` times (uses ``G`` only); ``"none"`` the
+       top ``budget`` by ``w``.
 
-    Utilities (``return_utilities=True``): ``G(x)`` of step 3 before any pick.
+    Utilities (``return_utilities=True``): ``w(x)`` of step 5 (``G(x)`` when ``mix=0``).
+
+    Defaults (``beta=4, n_labels=3, mix=0.5, diversity="cluster", share=True``) were chosen on
+    development seeds 5-9 of the four benchmark sets (1 %, one round); see
+    ``docs/lookahead.md``.
 
     Parameters
     ----------
@@ -180,16 +194,28 @@ class LookAhead(Strategy):
         Hypothetical labels per candidate.
     top_n : int, default 10
         ``N`` of the contextual prior (Eq. 3).
-    diversity : {"greedy", "cluster", "none"}, default "greedy"
+    diversity : {"cluster", "greedy", "none"}, default "cluster"
+    share : bool, default True
+        Use the class-share curve of step 3 (False: ``pi = 0``, the belief alone).
+    temper : float > 0, default 1.0
+        Belief ``p^ ** temper``, renormalised.
+    smooth : int >= 0, default 0
+        If > 0, belief = half own, half mean of the ``smooth`` nearest rows' beliefs.
+    mix : float in [0, 1], default 0.5
+        Weight of CEC's uncertainty rank against the look-ahead gain rank.
+    k : int, default 20
+        Neighbours of ``H_NN`` (Eq. 6).
+    alpha : float, default 0.1
+        Bandwidth of Eq. 6.
     refresh : int, default 64
         Candidates re-scored after each greedy pick.
     n_iter : int, default 20
-        K-Means iterations (``diversity="cluster"``).
+        K-Means iterations.
     random_state : int, numpy Generator or None
     """
 
-    def __init__(self, beta: float = 4.0, n_labels: int = 3, top_n: int = 10, *, diversity: str = "greedy",
-                 share: bool = True, temper: float = 1.0, mix: float = 0.0, k: int = 20, alpha: float = 0.1,
+    def __init__(self, beta: float = 4.0, n_labels: int = 3, top_n: int = 10, *, diversity: str = "cluster",
+                 share: bool = True, temper: float = 1.0, smooth: int = 0, mix: float = 0.5, k: int = 20, alpha: float = 0.1,
                  refresh: int = 64, n_iter: int = 20, random_state=None):
         self.beta = beta
         self.n_labels = n_labels
@@ -197,6 +223,7 @@ class LookAhead(Strategy):
         self.diversity = diversity
         self.share = share
         self.temper = temper
+        self.smooth = smooth
         self.mix = mix
         self.k = k
         self.alpha = alpha
@@ -210,6 +237,8 @@ class LookAhead(Strategy):
         check_positive_int(self.top_n, "top_n")
         check_positive_int(self.refresh, "refresh")
         check_positive_int(self.k, "k")
+        if isinstance(self.smooth, bool) or not isinstance(self.smooth, numbers.Integral) or self.smooth < 0:
+            raise VlalInputError(f"smooth must be an integer >= 0; got {self.smooth!r}")
         check_param(self.temper, "temper", numbers.Real, min_val=0, include_boundaries="neither")
         check_param(self.mix, "mix", numbers.Real, min_val=0, max_val=1)
         check_param(self.alpha, "alpha", numbers.Real, min_val=0)
@@ -228,6 +257,17 @@ class LookAhead(Strategy):
         p /= p.sum(axis=1, keepdims=True)
         logits = np.log(np.maximum(p, 1e-300))
         belief = _calibrate_block(p, _contextual_prior(p, int(self.top_n)))
+        if int(self.smooth) > 0 and m >= 2:  # half own belief, half the mean belief of the kNN
+            from ..scoring import _drop_self
+
+            ks = min(int(self.smooth), m - 1)
+            index_s = _build_knn_index(z.astype(np.float32), "auto", None, "auto")
+            sm = np.empty_like(belief)
+            for rows_s, dist_s, idx_s in index_s.self_search(ks + 1):
+                rows_s = np.asarray(rows_s)
+                _, nb = _drop_self(rows_s, np.asarray(dist_s), np.asarray(idx_s), ks)
+                sm[rows_s] = belief[nb].mean(axis=1)
+            belief = 0.5 * belief + 0.5 * sm
         if float(self.temper) != 1.0:  # tempered belief: belief ** temper, renormalised
             belief = np.exp(float(self.temper) * np.log(np.maximum(belief, 1e-300)))
             belief /= belief.sum(axis=1, keepdims=True)
