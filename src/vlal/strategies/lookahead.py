@@ -78,8 +78,8 @@ def class_share_curve(z: np.ndarray, belief: np.ndarray, max_rows: int = 1500):
 
 def _top2(logits: np.ndarray):
     """(argmax, max, second argmax, second max) per row."""
-    k = logits.shape[1]
-    if k == 1:
+    n_classes = logits.shape[1]
+    if n_classes == 1:
         z = np.zeros(logits.shape[0], dtype=np.int64)
         return z, logits[:, 0], z, np.full(logits.shape[0], -np.inf)
     part = np.argpartition(-logits, 1, axis=1)[:, :2]
@@ -128,8 +128,8 @@ def lookahead_gain(logits, belief, sim, rows_query, beta: float, n_labels: int =
     logits = np.asarray(logits, dtype=np.float64)
     belief = np.asarray(belief, dtype=np.float64)
     rows_query = np.asarray(rows_query, dtype=np.int64)
-    n, k = logits.shape
-    h = min(int(n_labels), k)
+    n, n_classes = logits.shape
+    h = min(int(n_labels), n_classes)
     c1, l1, c2, l2 = _top2(logits)
     b_old = belief[np.arange(n), c1]
     b_second = belief[np.arange(n), c2]
