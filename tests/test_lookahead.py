@@ -100,3 +100,30 @@ def test_class_share_curve_two_clusters():
     assert pi.min() >= 0 and pi.max() <= 1 and s[-1] == 1.0 and pi[-1] == 1.0
     assert np.interp(0.0, s, pi) == 0.0  # across the clusters: chance level
     assert np.interp(0.9999, s, pi) == pytest.approx(1.0, abs=1e-3)  # within a cluster: always the same class
+
+
+def test_gain_on_an_effect_sample_counts_only_those_rows():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), size=12)
+    belief = rng.dirichlet(np.ones(4), size=12)
+    z = rng.normal(size=(12, 6))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    u = np.eye(6)[0]
+    eff = np.array([0, 2, 3, 5, 8])
+    full_sub = lookahead_gain(np.log(p[eff]), belief[eff], common_direction_similarity(z[eff[[0, 3]]], z[eff], u),
+                              np.array([0, 3]), 2.0, 2)  # query rows 0 and 5 of the pool are eff[0], eff[3]
+    got = lookahead_gain(np.log(p), belief, common_direction_similarity(z[[0, 5]], z[eff], u), np.array([0, 5]),
+                         2.0, 2, effect=eff)
+    np.testing.assert_allclose(got, full_sub)
+
+
+def test_large_pool_counts_a_sample_and_stays_valid():
+    from conftest import make_pool
+
+    x, p, _ = make_pool(300, 8, 5, seed=1)
+    whole = LookAhead(k=5, random_state=0).select(x, p, 10)
+    sampled = LookAhead(k=5, max_effect_rows=100, random_state=0).select(x, p, 10)
+    assert np.unique(sampled).size == 10
+    assert len(set(whole.tolist()) & set(sampled.tolist())) >= 5  # the sample keeps most picks
+    with pytest.raises(VlalInputError, match="max_effect_rows"):
+        LookAhead(max_effect_rows=0).select(x, p, 3)

@@ -90,7 +90,7 @@ def _top2(logits: np.ndarray):
     return part[:, 0].astype(np.int64), v[:, 0], part[:, 1].astype(np.int64), v[:, 1]
 
 
-def lookahead_gain(logits, belief, sim, rows_query, beta: float, n_labels: int = 3, share=None):
+def lookahead_gain(logits, belief, sim, rows_query, beta: float, n_labels: int = 3, share=None, effect=None):
     """Expected net number of pool rows whose prediction a label at each query row fixes.
 
     For a query row ``x`` and a hypothetical label ``y`` (one of its ``n_labels`` most likely
@@ -114,12 +114,18 @@ def lookahead_gain(logits, belief, sim, rows_query, beta: float, n_labels: int =
     belief : ndarray (n, K)
         Probabilities taken as the belief about each row's true class (e.g. CEC's calibrated
         probabilities, Eq. 5).
-    sim : ndarray (m, n)
-        Similarity of each query row to each pool row (e.g. :func:`common_direction_similarity`).
+    sim : ndarray (m, n) or (m, e)
+        Similarity of each query row to each pool row (e.g. :func:`common_direction_similarity`),
+        or to each row of ``effect``.
     rows_query : ndarray (m,), int
         Pool positions of the query rows (rows of ``logits`` / ``belief``).
     beta : float >= 0
     n_labels : int, default 3
+    share : ndarray like ``sim``, optional
+        ``pi`` of each (query, row) pair (:func:`class_share_curve`); None = 0.
+    effect : ndarray (e,), int, optional
+        Pool positions of the rows whose predictions are counted (a sample of a large pool);
+        default all ``n``.
 
     Returns
     -------
@@ -128,15 +134,22 @@ def lookahead_gain(logits, belief, sim, rows_query, beta: float, n_labels: int =
     logits = np.asarray(logits, dtype=np.float64)
     belief = np.asarray(belief, dtype=np.float64)
     rows_query = np.asarray(rows_query, dtype=np.int64)
-    n, n_classes = logits.shape
+    n_classes = logits.shape[1]
     h = min(int(n_labels), n_classes)
+    lq = logits[rows_query]
+    logp_q = lq - np.logaddexp.reduce(lq, axis=1, keepdims=True)
+    if effect is not None:
+        effect = np.asarray(effect, dtype=np.int64)
+        logits, belief_e = logits[effect], belief[effect]
+    else:
+        belief_e = belief
+    ne = logits.shape[0]
     c1, l1, c2, l2 = _top2(logits)
-    b_old = belief[np.arange(n), c1]
-    b_second = belief[np.arange(n), c2]
-    logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    b_old = belief_e[np.arange(ne), c1]
+    b_second = belief_e[np.arange(ne), c2]
     ys = np.argsort(-belief[rows_query], axis=1, kind="stable")[:, :h]  # (m, h)
     w = np.take_along_axis(belief[rows_query], ys, axis=1)
-    a = beta * (1.0 + np.sqrt(np.maximum(0.0, -np.take_along_axis(logp[rows_query], ys, axis=1))))
+    a = beta * (1.0 + np.sqrt(np.maximum(0.0, -np.take_along_axis(logp_q, ys, axis=1))))
     flat = ys.ravel()
     new = logits[:, flat].T + a.ravel()[:, None] * np.repeat(np.asarray(sim, dtype=np.float64), h, axis=0)
     is_y = c1[None, :] == flat[:, None]
@@ -147,7 +160,7 @@ def lookahead_gain(logits, belief, sim, rows_query, beta: float, n_labels: int =
     else:
         pi = np.repeat(np.asarray(share, dtype=np.float64), h, axis=0)
     # truth given y_x = y: P(y_j = y) = pi + (1 - pi) b_j(y), P(y_j = c) = (1 - pi) b_j(c) for c != y
-    g = np.where(gain_in, pi + (1.0 - pi) * (belief[:, flat].T - b_old[None, :]), 0.0).sum(axis=1)
+    g = np.where(gain_in, pi + (1.0 - pi) * (belief_e[:, flat].T - b_old[None, :]), 0.0).sum(axis=1)
     g += np.where(gain_out, (1.0 - pi) * (b_second - b_old)[None, :] - pi, 0.0).sum(axis=1)
     out = (w * g.reshape(-1, h)).sum(axis=1)
     return out
@@ -211,12 +224,16 @@ class LookAhead(Strategy):
         Candidates re-scored after each greedy pick.
     n_iter : int, default 20
         K-Means iterations.
+    max_effect_rows : int, default 4096
+        ``G`` is O(candidates x rows counted): on a pool of more candidates than this, the
+        predictions counted are those of ``max_effect_rows`` evenly spaced candidates (the
+        benchmark pools, 1,128-2,494 rows, are counted whole).
     random_state : int, numpy Generator or None
     """
 
     def __init__(self, beta: float = 4.0, n_labels: int = 3, top_n: int = 10, *, diversity: str = "cluster",
                  share: bool = True, temper: float = 1.0, smooth: int = 0, mix: float = 0.5, k: int = 20, alpha: float = 0.1,
-                 refresh: int = 64, n_iter: int = 20, random_state=None):
+                 refresh: int = 64, n_iter: int = 20, max_effect_rows: int = 4096, random_state=None):
         self.beta = beta
         self.n_labels = n_labels
         self.top_n = top_n
@@ -229,6 +246,7 @@ class LookAhead(Strategy):
         self.alpha = alpha
         self.refresh = refresh
         self.n_iter = n_iter
+        self.max_effect_rows = max_effect_rows
         self.random_state = random_state
 
     def _check_params(self) -> None:
@@ -243,6 +261,7 @@ class LookAhead(Strategy):
         check_param(self.mix, "mix", numbers.Real, min_val=0, max_val=1)
         check_param(self.alpha, "alpha", numbers.Real, min_val=0)
         check_positive_int(self.n_iter, "n_iter")
+        check_positive_int(self.max_effect_rows, "max_effect_rows")
         if not isinstance(self.share, (bool, np.bool_)):
             raise VlalInputError(f"share must be True or False; got {self.share!r}")
         if self.diversity not in _DIVERSITY:
@@ -276,14 +295,18 @@ class LookAhead(Strategy):
         u = mu / nu if nu > 0 else np.zeros_like(mu)
         beta, h = float(self.beta), int(self.n_labels)
         s_pts, pi_pts = class_share_curve(z, belief) if self.share else (None, None)
-        step = max(1, int(1_000_000 // max(1, m * min(int(self.n_labels), p.shape[1]))))
+        cap = int(self.max_effect_rows)
+        eff = None if m <= cap else np.linspace(0, m - 1, cap).round().astype(np.int64)
+        ze = z if eff is None else z[eff]
+        step = max(1, int(1_000_000 // max(1, ze.shape[0] * min(int(self.n_labels), p.shape[1]))))
 
         def score(rows, lg, bel=belief):
             out = np.empty(rows.size)
             for s in range(0, rows.size, step):
                 r = rows[s : s + step]
-                share = np.interp(z[r] @ z.T, s_pts, pi_pts) if self.share else None
-                out[s : s + step] = lookahead_gain(lg, bel, common_direction_similarity(z[r], z, u), r, beta, h, share)
+                share = np.interp(z[r] @ ze.T, s_pts, pi_pts) if self.share else None
+                out[s : s + step] = lookahead_gain(lg, bel, common_direction_similarity(z[r], ze, u), r, beta, h,
+                                                   share, effect=eff)
             return out
 
         g0 = score(np.arange(m), logits)
