@@ -52,6 +52,10 @@ ABLATIONS = {  # name in the tables -> registry spec
     "typicality on class-scale kNN": "calibrated-mix[density_k='class']",
     "purity on class-scale kNN": "calibrated-mix[density='purity',density_k='class']",
     "typicality within pseudo-class": "calibrated-mix[density='class-typicality']",
+    # issue 12, look-ahead experiment (docs/lookahead.md)
+    "lookahead (expected gain + uncertainty, defaults)": "lookahead",
+    "lookahead, expected gain only (mix=0)": "lookahead[mix=0.0]",
+    "lookahead, uncertainty only (mix=1)": "lookahead[mix=1.0]",
 }
 BASELINES = ("random", "entropy", "margin", "leastconf", "coreset", "badge", "alfamix")
 MAIN = ("cec", "entropy", "badge", "random", "margin", "alfamix")

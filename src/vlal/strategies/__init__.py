@@ -12,6 +12,7 @@ from .gcnal import GCNAL
 from .kcenter import KCenterStrategy
 from .least_confidence import LeastConfidence
 from .margin import Margin
+from .lookahead import LookAhead
 from .pcb import PCB
 from .random import Random
 from .uncertainty import Entropy, UncertaintyStrategy
@@ -34,4 +35,5 @@ __all__ = [
     "GCNAL",
     "PCB",
     "CalibratedMix",
+    "LookAhead",
 ]
