@@ -184,7 +184,7 @@ def test_cli_errors_are_one_line(tmp_path):
         (["select", "--features", str(tmp_path / "f.npy"), "--probs", str(tmp_path / "f.npy"), "--budget", "1",
           "--out", str(tmp_path / "q.json")], ".npy, .txt or .csv"),
         (["select", "--features", str(tmp_path / "f.npy"), "--probs", str(tmp_path / "p.npy"), "--budget", "1",
-          "--seed", "-1", "--out", str(tmp_path / "q.npy")], "random_state"),
+          "--seed", "-1", "--out", str(tmp_path / "q.npy")], "Invalid value for '--seed'"),
     ]
     for args, msg in cases:
         res = runner.invoke(main, args)
