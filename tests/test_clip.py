@@ -452,6 +452,8 @@ def test_cli_embed_names_an_unreadable_image(folder, tmp_path):
     assert res.exit_code == 2 and "cannot read image" in res.output and "bad.jpg" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)  # a clean error, no traceback
     assert not out.exists()
+    res = CliRunner().invoke(main, ["embed", str(folder), str(tmp_path / "e.txt"), "--model", TINY, "--pretrained", "none"])
+    assert res.exit_code == 2 and "OUT.npz" in res.output and not (tmp_path / "e.txt").exists()
 
 
 @pytest.mark.filterwarnings("ignore:k=20 >= number of candidates")

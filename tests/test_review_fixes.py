@@ -128,3 +128,9 @@ def test_tiny_negative_probabilities_are_called_round_off():
     p[3] = [1.5, -0.5]
     with pytest.raises(VlalInputError, match="not logits"):
         CEC(k=3).select(x, p, 2)
+
+
+def test_bench_bad_strategy_creates_no_run_folder(tmp_path):
+    res = CliRunner().invoke(main, ["bench", "--strategies", "cec,nope", "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code != 0 and "nope" in res.output
+    assert not (tmp_path / "o" / "bench.runs").exists()

@@ -329,7 +329,8 @@ def summarize(records: list[dict]) -> dict:
 
 
 def _pct(p: float) -> str:
-    return f"{p:g}"
+    """Budget share for the table: at most 2 decimals, no trailing zeros (1, 2.5, 4.17)."""
+    return f"{p:.2f}".rstrip("0").rstrip(".") if np.isfinite(p) else f"{p}"
 
 
 def default_report_rounds(last_round: int) -> list[int]:

@@ -227,9 +227,13 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
                 )
             for f in kept + [complete]:  # the previous run completed: its tables are written; start afresh
                 f.unlink()
-        check_writable_dir(run_dir, "run folder")
+        from .registry import make_strategy
+
+        for name in names:  # bad names or data: fail before creating the run folder
+            make_strategy(name)
         check_strategy_tuner(names, _bench_inputs(tuner))
         datasets = [load_features(p) for p in data] if data else [make_synthetic()]
+        check_writable_dir(run_dir, "run folder")
     note = None
     if not data:
         note = ("**Synthetic data**: the embedded default pool of `vlal.data.make_synthetic()` (clustered unit "

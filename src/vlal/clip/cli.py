@@ -52,6 +52,8 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
     from ..exceptions import VlalInputError, WeightsNotFoundError
     from . import RandomWeightsWarning, embed as embed_fn, load_clip
 
+    if engine == "local" and Path(out).suffix != ".npz":
+        raise click.BadParameter(f"{out}: the local engine writes one .npz file; name it OUT.npz", param_hint="OUT")
     if engine == "ray":
         if test_images is not None or class_names_file is not None:
             raise click.UsageError("--engine ray embeds the pool images only (no --test-images / --class-names)")
