@@ -9,9 +9,17 @@ import numpy as np
 
 from .._validation import check_param, check_positive_int, l2_normalize, seed_int
 from ..exceptions import VlalInputError
-from ..scoring import _build_knn_index, _calibrate_block, _calibrated_entropy, _contextual_prior, _neighbor_uncertainty
+from ..scoring import (
+    _build_knn_index,
+    _calibrate_block,
+    _calibrated_entropy,
+    _contextual_prior,
+    _drop_self,
+    _neighbor_uncertainty,
+)
 from .base import Pool, Strategy
 from ._register import register
+from .calibrated_mix import _cluster, rank01
 
 __all__ = ["LookAhead", "lookahead_gain", "common_direction_similarity", "class_share_curve"]
 
@@ -277,8 +285,6 @@ class LookAhead(Strategy):
         logits = np.log(np.maximum(p, 1e-300))
         belief = _calibrate_block(p, _contextual_prior(p, int(self.top_n)))
         if int(self.smooth) > 0 and m >= 2:  # half own belief, half the mean belief of the kNN
-            from ..scoring import _drop_self
-
             ks = min(int(self.smooth), m - 1)
             index_s = _build_knn_index(z.astype(np.float32), "auto", None, "auto")
             sm = np.empty_like(belief)
@@ -312,8 +318,6 @@ class LookAhead(Strategy):
         g0 = score(np.arange(m), logits)
         final = g0
         if float(self.mix) > 0:  # mixed with CEC's uncertainty, on ranks (as calibrated-mix)
-            from .calibrated_mix import rank01
-
             hh = _calibrated_entropy(p, int(self.top_n))
             if m >= 2:
                 zf = z.astype(np.float32)
@@ -324,11 +328,7 @@ class LookAhead(Strategy):
         if self.diversity == "none" or budget >= m:
             chosen = order0[:budget]
         elif self.diversity == "cluster":
-            from .calibrated_mix import _cluster
-
             seed = seed_int(self.random_state, rng)
-            from .calibrated_mix import rank01
-
             _, assign = _cluster(z.astype(np.float32), rank01(final) + 1e-3, budget, seed, int(self.n_iter), "k-means++", "auto")
             chosen, taken = [], np.zeros(m, dtype=bool)
             seen = set()
