@@ -344,55 +344,16 @@ def check_candidates(candidates, n: int, labeled_idx: np.ndarray) -> np.ndarray:
     return idx
 
 
-_SIGN_FREE = {2: np.uint16(0x7FFF), 4: np.uint32(0x7FFFFFFF), 8: np.uint64(0x7FFFFFFFFFFFFFFF)}
-
-
-def _row_bits(block: np.ndarray) -> np.ndarray:
-    """The float bits of each row as unsigned ints (``-0.0`` folded into ``0.0``); integer
-    blocks are compared as float32 values."""
-    b = np.ascontiguousarray(block if block.dtype.kind == "f" else np.asarray(block, dtype=np.float32))
-    bits = b.view(f"u{b.dtype.itemsize}")
-    return np.where((bits & _SIGN_FREE[b.dtype.itemsize]) == 0, bits.dtype.type(0), bits)
-
-
-_HASH_COLUMNS = 16
-
-
-def _bit_hashes(bits: np.ndarray) -> np.ndarray:
-    """A uint64 hash of each row of ``bits`` from its first ``_HASH_COLUMNS`` columns (equal
-    rows, equal hashes; callers confirm a match on all columns): the bits times fixed odd
-    64-bit constants per column, summed with wrap-around (integer arithmetic)."""
-    head = bits[:, :_HASH_COLUMNS]
-    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=head.shape[1], dtype=np.uint64) | np.uint64(1)
-    return (head.astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
-
-
-def check_nonzero_rows(arr: np.ndarray, name: str = "features", labeled_idx: np.ndarray | None = None):
+def check_nonzero_rows(arr: np.ndarray, name: str = "features") -> None:
     """Raise if a row of ``arr`` is all zeros (no direction), naming the first such row.
 
     The one zero-norm rule of every strategy: a zero pool row (labeled or not) is an
     error, whether or not the strategy reads the features.
-
-    With ``labeled_idx`` (non-empty), the same pass over ``arr`` also finds the exact copies
-    of labeled rows: returns an (n,) bool mask, True for the rows (labeled ones included)
-    whose values are bitwise equal to a labeled row's (``-0.0`` = ``0.0``; a scaled copy is
-    not a copy). Else returns None.
     """
     step = rows_per_chunk(arr.shape[1])
     half = arr.dtype == np.float16
-    copies = lab_bits = lab_hash = None
-    if labeled_idx is not None and labeled_idx.size:
-        lab_bits = _row_bits(np.asarray(arr[np.sort(labeled_idx)]))
-        lab_hash = _bit_hashes(lab_bits)
-        copies = np.zeros(arr.shape[0], dtype=bool)
     for start in range(0, arr.shape[0], step):
         block = arr[start : start + step]
-        if copies is not None:
-            head = _row_bits(np.asarray(block[:, :_HASH_COLUMNS]))
-            hit = np.flatnonzero(np.isin(_bit_hashes(head), lab_hash))
-            bits = _row_bits(np.asarray(block[hit])) if hit.size else None
-            for t, j in enumerate(hit):  # a hash match is checked on every value: no false copy
-                copies[start + j] = bool((lab_bits == bits[t]).all(axis=1).any())
         if half:  # float16 arithmetic is slow: test the bits, sign bit masked off (-0.0 is zero)
             nonzero = (np.ascontiguousarray(block).view(np.uint16) & np.uint16(0x7FFF)).any(axis=1)
         else:
@@ -404,7 +365,61 @@ def check_nonzero_rows(arr: np.ndarray, name: str = "features", labeled_idx: np.
                 f"{name} row {row} has zero norm (all zeros) and cannot be normalised; "
                 "remove it from the pool or give it its real features"
             )
-    return copies
+
+
+#: Two rows are copies when their L2-normalised features lie within this Euclidean distance
+#: (cosine >= 1 - 5e-9): the same image's features up to float round-off (e.g. encoded in
+#: batches of another size), or a scaled copy. Distinct images are far apart in CLIP space.
+COPY_TOL = 1e-4
+
+
+def copies_of_rows(arr: np.ndarray, rows: np.ndarray, tol: float = COPY_TOL) -> np.ndarray:
+    """Rows of ``arr`` that are copies of one of the rows ``rows`` (see :data:`COPY_TOL`).
+
+    One chunked pass projects every L2-normalised row on 4 fixed unit directions; a
+    projection moves at most as far as the row (1-Lipschitz), so only rows whose 4
+    projections all lie within ``tol`` of a given row's can be its copies, and those few are
+    checked on all values (float64). No copy is missed, none is invented.
+
+    Parameters
+    ----------
+    arr : ndarray (n, d), no zero rows (:func:`check_nonzero_rows` first)
+    rows : ndarray (l,), int64, positions into ``arr``
+
+    Returns
+    -------
+    ndarray (n,), bool
+        True for the rows within ``tol`` of one of ``rows`` (``rows`` themselves included).
+    """
+    n, d = arr.shape
+    dirs = np.random.default_rng(0x5EED).normal(size=(d, 4))
+    dirs = (dirs / np.linalg.norm(dirs, axis=0)).astype(np.float32)
+    proj = np.empty((n, 4), dtype=np.float32)
+    step = rows_per_chunk(d)
+    for start in range(0, n, step):
+        b = np.asarray(arr[start : start + step], dtype=np.float32)
+        proj[start : start + b.shape[0]] = (b / np.linalg.norm(b, axis=1, keepdims=True)) @ dirs
+
+    def unit(idx):
+        x = np.asarray(arr[idx], dtype=np.float64)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    win = tol + 1e-5  # + float32 rounding of the projections
+    order = np.argsort(proj[:, 0], kind="stable")
+    s0 = proj[order, 0]
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    lo = np.searchsorted(s0, proj[rows, 0] - win, side="left")
+    hi = np.searchsorted(s0, proj[rows, 0] + win, side="right")
+    out = np.zeros(n, dtype=bool)
+    out[rows] = True
+    z_rows = unit(rows)
+    for t in np.flatnonzero(hi - lo > 1):  # the window holds more than the row itself
+        near = order[lo[t] : hi[t]]
+        near = near[(np.abs(proj[near] - proj[rows[t]]) <= win).all(axis=1)]
+        near = np.sort(near[~out[near]])
+        if near.size:
+            out[near[np.linalg.norm(unit(near) - z_rows[t], axis=1) <= tol]] = True
+    return out
 
 
 def check_param(value, name: str, target_type, *, min_val=None, max_val=None, include_boundaries="both"):

@@ -16,6 +16,7 @@ from .._validation import (
     check_labeled,
     check_labels,
     check_nonzero_rows,
+    copies_of_rows,
     check_pool,
     rng_from,
 )
@@ -250,10 +251,12 @@ class Strategy(abc.ABC):
         candidates : array-like of int or bool, optional
             Rows that may be queried, as indices or a boolean mask of length ``n``;
             default: every unlabeled row. A labeled row among them is an error. Rows whose
-            features are an exact copy of a labeled row's (bitwise equal values) are
-            dropped from the candidates while at least ``budget`` others remain (then their
-            utilities are NaN): budget is never spent on an image already labeled. The
-            returned indices are still pool positions. What a strategy computes over the
+            features are a copy of a labeled row's (L2-normalised rows within
+            ``vlal._validation.COPY_TOL`` = 1e-4: the same image up to float round-off, or a
+            scaled copy) are not candidates while at least ``budget`` others remain (their
+            utilities are then NaN); otherwise every other candidate is taken and the
+            strategy picks only the shortfall among the copies. The returned indices are
+            still pool positions. What a strategy computes over the
             unlabeled pool (CEC's neighbours, prior and clusters, k-centre distances, PCB's
             proposals) is computed over the candidates; the labeled set is used as given.
         return_utilities : bool, default False
@@ -286,7 +289,7 @@ class Strategy(abc.ABC):
         f, p = check_pool(features, probs)
         n = f.shape[0]
         labeled_idx = check_labeled(labeled, n)
-        copies = check_nonzero_rows(f, "features", labeled_idx)  # + exact copies of labeled rows
+        check_nonzero_rows(f, "features")
         if self._reads_labels():
             lab = check_labels(labels, labeled_idx, n, n_classes=p.shape[1])
         else:
@@ -298,19 +301,29 @@ class Strategy(abc.ABC):
                 f"{type(self).__name__} reads the classes of the labeled rows: labeled marks "
                 f"{labeled_idx.size} rows but labels was not given; pass labels=<one class per labeled row>"
             )
-        if copies is not None and copies[cand].any():
-            # Never spend budget on a copy of an image already labeled, unless the budget needs it.
-            kept = cand[~copies[cand]]
-            if kept.size >= b:
-                cand = kept
-        pool = Pool(f, p, cand, labeled_idx, lab, model)
         rng = rng_from(self.random_state)
-        if self._needs_labeled() and labeled_idx.size == 0:
-            chosen, util = rng.choice(cand, size=b, replace=False), np.zeros(cand.size)
+
+        def query(rows: np.ndarray, size: int):
+            if self._needs_labeled() and labeled_idx.size == 0:
+                return rng.choice(rows, size=size, replace=False), np.zeros(rows.size)
+            out = self._query(Pool(f, p, rows, labeled_idx, lab, model), size, rng)
+            picks, util = out if isinstance(out, tuple) else (out, None)
+            return np.asarray(picks, dtype=np.int64), util
+
+        # Never spend budget on a copy of an image already labeled (vlal._validation.COPY_TOL):
+        # copies leave the candidates; when the other rows cannot fill the budget, they are all
+        # taken and the strategy picks only the shortfall among the copies.
+        copy = copies_of_rows(f, labeled_idx)[cand] if labeled_idx.size else np.zeros(cand.size, dtype=bool)
+        fresh = cand[~copy]
+        if not copy.any() or fresh.size == 0:
+            chosen, util = query(cand, b)
+        elif fresh.size >= b:
+            cand = fresh
+            chosen, util = query(cand, b)
         else:
-            out = self._query(pool, b, rng)
-            chosen, util = out if isinstance(out, tuple) else (out, None)
-        chosen = np.asarray(chosen, dtype=np.int64)
+            fill, _ = query(cand[copy], b - fresh.size)
+            chosen = np.concatenate([fresh, fill])
+            util = query(cand, b)[1] if return_utilities else None  # the strategy's view of all candidates
         mask = np.zeros(n, dtype=bool)
         mask[cand] = True
         self._check_result(chosen, b, mask)
