@@ -294,6 +294,10 @@ class AnchoredTuner(ZeroShotClassifier):
     ``benchmarks/results/diag_calibrated_mix.md``). With it the loss is smallest where
     ``p_y(x_i) = 1 - eps + eps / K`` (a logit margin of about ``log((1 - eps) K / eps)``),
     so the fit stops pushing there. Measurements: ``benchmarks/results/tunerfix_*.md``.
+    Caution: smoothing also *pulls a confident labeled image's class down* to ``1 - eps``, i.e.
+    moves other classes towards it; on well-separated features this breaks the classifier
+    (vlal's synthetic pool, zero-shot 57.6 %: six CEC rounds end at 45.4 % with eps = 0.1,
+    54.2 % with ``smoothing_by_unlabeled``, 87.0 % without). Check it on held-out labels first.
 
     Parameters
     ----------
