@@ -127,3 +127,12 @@ def test_large_pool_counts_a_sample_and_stays_valid():
     assert len(set(whole.tolist()) & set(sampled.tolist())) >= 5  # the sample keeps most picks
     with pytest.raises(VlalInputError, match="max_effect_rows"):
         LookAhead(max_effect_rows=0).select(x, p, 3)
+
+
+@pytest.mark.parametrize("name", ["lookahead", "calibrated-mix"])
+def test_k_above_the_pool_is_reduced_with_a_warning(name):
+    x = np.random.default_rng(0).normal(size=(10, 4))
+    p = np.full((10, 3), 1 / 3)
+    with pytest.warns(UserWarning, match=r"k=20 >= number of candidates \(10\); using k=9"):
+        idx = make_strategy(name, random_state=0).select(x, p, 3)
+    assert np.unique(idx).size == 3

@@ -401,8 +401,8 @@ class CalibratedMix(Strategy):
             else:
                 h = _calibrated_entropy(probs, int(self.top_n))
             if index is not None:
-                k = min(int(self.k), z.shape[0] - 1)
-                h = h + _neighbor_uncertainty(z, h, k, float(self.alpha), index, self.use_gpu)
+                # k above the rows is reduced (to rows - 1) with a UserWarning there, as in CEC
+                h = h + _neighbor_uncertainty(z, h, int(self.k), float(self.alpha), index, self.use_gpu)
             score += lam * rank01(h)
 
         n_clusters = min(rows.size, (lab.size + budget) if self.cover else budget)

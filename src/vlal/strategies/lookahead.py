@@ -322,7 +322,7 @@ class LookAhead(Strategy):
             if m >= 2:
                 zf = z.astype(np.float32)
                 index = _build_knn_index(zf, "auto", None, "auto")
-                hh = hh + _neighbor_uncertainty(zf, hh, min(int(self.k), m - 1), float(self.alpha), index, "auto")
+                hh = hh + _neighbor_uncertainty(zf, hh, int(self.k), float(self.alpha), index, "auto")  # warns if k >= m
             final = (1.0 - float(self.mix)) * rank01(g0) + float(self.mix) * rank01(hh)
         order0 = np.lexsort((np.arange(m), -final))
         if self.diversity == "none" or budget >= m:
