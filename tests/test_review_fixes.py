@@ -134,3 +134,11 @@ def test_bench_bad_strategy_creates_no_run_folder(tmp_path):
     res = CliRunner().invoke(main, ["bench", "--strategies", "cec,nope", "--out", str(tmp_path / "o"), "--quiet"])
     assert res.exit_code != 0 and "nope" in res.output
     assert not (tmp_path / "o" / "bench.runs").exists()
+
+
+def test_select_cli_file_suffixes_are_case_insensitive(tmp_path):
+    args = _pool_files(tmp_path)
+    args[-1] = str(tmp_path / "q.NPY")
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert np.load(tmp_path / "q.NPY").shape == (3,)

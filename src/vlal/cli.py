@@ -32,14 +32,14 @@ def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise click.BadParameter(f"no such file: {p}", param_hint=flag)
-    if p.suffix == ".json" or (p.is_dir() and (p / "manifest.json").is_file()):
+    if p.suffix.lower() == ".json" or (p.is_dir() and (p / "manifest.json").is_file()):
         from .shards import ShardedFeatures  # float16 shards + manifest: read lazily, never whole
 
         return ShardedFeatures(p)
-    if p.suffix not in (".npy", ".npz"):
+    if p.suffix.lower() not in (".npy", ".npz"):
         raise click.BadParameter(f"{p}: expected a .npy or .npz file", param_hint=flag)
     try:
-        if p.suffix == ".npy":
+        if p.suffix.lower() == ".npy":
             return np.load(p, mmap_mode="r", allow_pickle=False)
         with np.load(p, allow_pickle=False) as z:
             k = key or default_key
@@ -64,7 +64,7 @@ def _write_indices(path: Path, idx: np.ndarray) -> None:
     """Indices to ``.npy`` (binary) or ``.txt``/``.csv`` (one per line), atomically."""
     from ._io import save_npy_atomic, write_text_atomic
 
-    if path.suffix == ".npy":
+    if path.suffix.lower() == ".npy":
         save_npy_atomic(path, idx)
     else:
         write_text_atomic(path, "".join(f"{int(i)}\n" for i in idx))
@@ -107,7 +107,7 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     from .registry import make_strategy
 
     outp = Path(out)
-    if outp.suffix not in (".npy", ".txt", ".csv"):
+    if outp.suffix.lower() not in (".npy", ".txt", ".csv"):
         raise click.BadParameter(f"{out}: use a .npy, .txt or .csv file name", param_hint="--out")
     with _user_errors():
         check_writable_dir(outp.parent if str(outp.parent) else ".", "folder of --out")
