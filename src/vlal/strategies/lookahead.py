@@ -284,11 +284,14 @@ class LookAhead(Strategy):
         p /= p.sum(axis=1, keepdims=True)
         logits = np.log(np.maximum(p, 1e-300))
         belief = _calibrate_block(p, _contextual_prior(p, int(self.top_n)))
+        zf = z.astype(np.float32)  # for faiss: the kNN index (built once, if needed) and K-Means
+        index = None
+        if m >= 2 and (int(self.smooth) > 0 or float(self.mix) > 0):
+            index = _build_knn_index(zf, "auto", None, "auto")
         if int(self.smooth) > 0 and m >= 2:  # half own belief, half the mean belief of the kNN
             ks = min(int(self.smooth), m - 1)
-            index_s = _build_knn_index(z.astype(np.float32), "auto", None, "auto")
             sm = np.empty_like(belief)
-            for rows_s, dist_s, idx_s in index_s.self_search(ks + 1):
+            for rows_s, dist_s, idx_s in index.self_search(ks + 1):
                 rows_s = np.asarray(rows_s)
                 _, nb = _drop_self(rows_s, np.asarray(dist_s), np.asarray(idx_s), ks)
                 sm[rows_s] = belief[nb].mean(axis=1)
@@ -320,8 +323,6 @@ class LookAhead(Strategy):
         if float(self.mix) > 0:  # mixed with CEC's uncertainty, on ranks (as calibrated-mix)
             hh = _calibrated_entropy(p, int(self.top_n))
             if m >= 2:
-                zf = z.astype(np.float32)
-                index = _build_knn_index(zf, "auto", None, "auto")
                 hh = hh + _neighbor_uncertainty(zf, hh, int(self.k), float(self.alpha), index, "auto")  # warns if k >= m
             final = (1.0 - float(self.mix)) * rank01(g0) + float(self.mix) * rank01(hh)
         order0 = np.lexsort((np.arange(m), -final))
@@ -329,22 +330,11 @@ class LookAhead(Strategy):
             chosen = order0[:budget]
         elif self.diversity == "cluster":
             seed = seed_int(self.random_state, rng)
-            _, assign = _cluster(z.astype(np.float32), rank01(final) + 1e-3, budget, seed, int(self.n_iter), "k-means++", "auto")
-            chosen, taken = [], np.zeros(m, dtype=bool)
-            seen = set()
-            for r in order0:  # best row of each cluster, best clusters first
-                c = int(assign[r])
-                if c not in seen:
-                    seen.add(c)
-                    chosen.append(int(r))
-                    taken[r] = True
-            for r in order0:
-                if len(chosen) >= budget:
-                    break
-                if not taken[r]:
-                    chosen.append(int(r))
-                    taken[r] = True
-            chosen = np.asarray(chosen[:budget])
+            _, assign = _cluster(zf, rank01(final) + 1e-3, budget, seed, int(self.n_iter), "k-means++", "auto")
+            # the best row of each cluster, best clusters first; then the best rows left (empty clusters)
+            _, first = np.unique(assign[order0], return_index=True)
+            head = order0[np.sort(first)]
+            chosen = np.concatenate([head, order0[~np.isin(order0, head)]])[:budget]
         else:  # lazy greedy with simulated updates
             lg = logits.copy()
             bel = belief.copy()
