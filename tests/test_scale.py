@@ -221,6 +221,7 @@ def test_small_pools_stay_exact_by_default():
 
 
 def test_use_gpu_dispatch(monkeypatch):
+    monkeypatch.setenv("VLAL_GPU_PROBE", "0")  # the faked GPUs could not pass the child-process check
     monkeypatch.setattr(_faiss.faiss, "get_num_gpus", lambda: 0)
     assert _faiss.resolve_use_gpu("auto") is False
     assert _faiss.resolve_use_gpu(False) is False
@@ -246,6 +247,7 @@ def test_gpu_code_path_runs_with_cpu_stand_ins(monkeypatch):
 
     import faiss.extra_wrappers as fw  # where faiss.Kmeans looks up the GPU count
 
+    monkeypatch.setenv("VLAL_GPU_PROBE", "0")
     monkeypatch.setattr(_faiss.faiss, "get_num_gpus", lambda: 1)
     monkeypatch.setattr(fw, "get_num_gpus", lambda: 1, raising=False)
     monkeypatch.setattr(_faiss.faiss, "index_cpu_to_all_gpus", fake_to_gpus)
