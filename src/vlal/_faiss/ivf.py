@@ -187,7 +187,9 @@ def build_index(base: np.ndarray, kind: str, *, gpu: bool, seed: int = 0, nlist:
             return GroupedIVF(base, nl, npb, seed, config)
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nl)
         ivf.cp.seed = int(seed)
+        ivf.cp.niter = int(config.ivf_train_iter)
         ivf.cp.min_points_per_centroid = 1
+        ivf.clustering_index = to_gpus(faiss.IndexFlatL2(d))  # train the coarse centroids on the GPUs too
         ivf.train(base[train_rows(n, nl, seed, config)])
         ivf.nprobe = min(npb, nl)
         index = to_gpus(ivf)
