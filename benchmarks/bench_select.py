@@ -262,6 +262,14 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB -> GB (Linux)
 
 
+BUDGET_FRAC = 0.01  # b = BUDGET_FRAC * n (set by --budget-frac)
+
+
+def budget_for(n: int) -> int:
+    """The benchmark's budget at pool size ``n``: ``max(1, round(BUDGET_FRAC * n))``."""
+    return max(1, int(round(BUDGET_FRAC * n)))
+
+
 def _load(n: int, data_dir: Path):
     x = np.load(data_dir / f"x_{n}.npy")
     p = np.load(data_dir / f"p_{n}.npy")
@@ -292,6 +300,7 @@ def worker_cec(n: int, data_dir: Path, seed: int, exact: bool = False, f16_memma
     import vlal
     from vlal import _faiss, scoring
     from vlal.strategies import cec as cec_mod
+    from vlal.strategies import clustering as clustering_mod
 
     if f16_memmap:
         x = np.load(data_dir / f"x16_{n}.npy", mmap_mode="r")
@@ -300,7 +309,7 @@ def worker_cec(n: int, data_dir: Path, seed: int, exact: bool = False, f16_memma
     else:
         x, p, y = _load(n, data_dir)
     rss_loaded = _rss_gb()
-    b = max(1, n // 100)
+    b = budget_for(n)
     times = {"calibration": 0.0, "knn_build": 0.0, "knn_search": 0.0, "kmeans": 0.0, "query": 0.0}
     dists = {"knn": 0, "kmeans": 0}
     captured = {}
@@ -318,11 +327,13 @@ def worker_cec(n: int, data_dir: Path, seed: int, exact: bool = False, f16_memma
             return out
         return wrapper
 
-    cec_mod.calibrated_entropy = timed("calibration", cec_mod.calibrated_entropy)
-    cec_mod.build_knn_index = timed("knn_build", cec_mod.build_knn_index, "knn", keep=True)
-    cec_mod.neighbor_uncertainty = timed("knn_search", cec_mod.neighbor_uncertainty, "knn")
-    cec_mod.weighted_kmeans = timed("kmeans", cec_mod.weighted_kmeans, "kmeans")
-    cec_mod.nearest_to_centers = timed("query", cec_mod.nearest_to_centers)
+    # CEC's stages, timed where cec.py / clustering.py call the scoring kernels
+    cec_mod._calibrated_entropy = timed("calibration", cec_mod._calibrated_entropy)
+    cec_mod._build_knn_index = timed("knn_build", cec_mod._build_knn_index, "knn", keep=True)
+    cec_mod._neighbor_uncertainty = timed("knn_search", cec_mod._neighbor_uncertainty, "knn")
+    clustering_mod._weighted_kmeans = timed("kmeans", clustering_mod._weighted_kmeans, "kmeans")
+    cec_mod._nearest_to_centers = timed("query", cec_mod._nearest_to_centers)
+    clustering_mod._nearest_to_centers = timed("query", clustering_mod._nearest_to_centers)
 
     params = {"knn_index": "exact", "kmeans_mode": "exact"} if exact else {}
     strategy = vlal.CEC(random_state=seed, **params)
@@ -332,10 +343,13 @@ def worker_cec(n: int, data_dir: Path, seed: int, exact: bool = False, f16_memma
     rss_select = _rss_gb()
 
     index = captured["knn_build"]
-    kmeans_mode = scoring.resolve_kmeans_mode(strategy.kmeans_mode, n, b)
+    gpu = _faiss.resolve_use_gpu(strategy.use_gpu)
+    kmeans_mode = scoring.resolve_kmeans_mode(strategy.kmeans_mode, n, b, gpu=gpu)
     iters = strategy.n_iter if kmeans_mode == "exact" else min(strategy.n_iter, _faiss.DEFAULT_CONFIG.kmeans_fast_max_iter)
     if kmeans_mode == "exact":  # faiss' own Lloyd does not pass through the counter
         dists["kmeans"] += n * b * iters
+    if index.gpu and index.kind == "exact":  # nor do faiss' GPU indexes
+        dists["knn"] += n * n
     rng = np.random.default_rng(1234)
     qrows = np.sort(rng.choice(n, size=min(n, RECALL_QUERIES), replace=False))
     if f16_memmap:  # checks below compare against the float32 unit rows the index was built on
@@ -355,7 +369,8 @@ def worker_cec(n: int, data_dir: Path, seed: int, exact: bool = False, f16_memma
         "stages_s": {"calibration": times["calibration"], "knn": knn_time, "knn_build": times["knn_build"],
                      "kmeans": times["kmeans"], "query": times["query"],
                      "other": total - sum(times.values())},
-        "knn_index": index.kind, "kmeans_mode": kmeans_mode, "kmeans_iters": iters,
+        "knn_index": index.kind + (" (GPU)" if index.gpu else ""), "kmeans_mode": kmeans_mode,
+        "kmeans_iters": iters, "gpus": _faiss.num_gpus(),
         "knn_recall20": rec["recall"],
         "hnn_rel_error": float(np.abs(hnn_a - hnn_e).mean() / hnn_e.mean()),
         "knn_gflops": 2 * D * dists["knn"] / knn_time / 1e9,
@@ -429,7 +444,7 @@ def worker_reference(n: int, data_dir: Path, seed: int) -> dict:
 
     x, p, y = _load(n, data_dir)
     rss_loaded = _rss_gb()
-    b = max(1, n // 100)
+    b = budget_for(n)
     times = {}
     t0 = time.perf_counter()
     picks, h = reference_select(x, p, b, seed=seed, times=times)
@@ -483,7 +498,7 @@ def worker_skal(method: str, n: int, data_dir: Path, seed: int) -> dict:
     x, p, y = _load(n, data_dir)
     protos = np.load(data_dir / f"w0_{n}.npy")
     rss_loaded = _rss_gb()
-    b = max(1, n // 100)
+    b = budget_for(n)
     y_missing = np.full(n, np.nan)
     clf = _skal_classifier(protos)
     t0 = time.perf_counter()
@@ -607,7 +622,8 @@ def spawn(method: str, n: int, data_dir: Path, seed: int, cap: float | None) -> 
     result = data_dir / f"res_{method}_{n}.json"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--n", str(n),
-           "--data-dir", str(data_dir), "--seed", str(seed), "--result", str(result)]
+           "--data-dir", str(data_dir), "--seed", str(seed), "--result", str(result),
+           "--budget-frac", repr(BUDGET_FRAC)]
     t = time.perf_counter()
     try:
         proc = subprocess.run(cmd, timeout=cap, capture_output=True, text=True)
@@ -699,14 +715,18 @@ def markdown(report: dict) -> str:
         for a in report.get("appended", [])
     ] + [
         "",
-        "The machine's 2 cores were shared with other engineers' jobs during the runs (see the load "
-        "averages), so wall times are noisy: the same run can differ by 2x between a busy and a quiet moment.",
+        ("The machine's 2 cores were shared with other engineers' jobs during the runs (see the load "
+         "averages), so wall times are noisy: the same run can differ by 2x between a busy and a quiet moment."
+         if report.get("cpu_count", 2) <= 2 else
+         f"Machine: {report['machine']}. kNN index kinds marked (GPU) ran on faiss' GPU indexes; "
+         "`use_gpu='auto'` also runs the weighted K-Means on the GPU (exact Lloyd)."),
         "",
         "Pools: `[synthetic]` = synthetic CLIP-like unit vectors (d = 512, K = 100 classes); `[real]` = real "
         "CLIP ViT-B/32 rows of the four files in `shared/data/clip-vitb32` (749 classes) drawn with "
         "replacement plus Gaussian noise of std 0.02 per coordinate, re-normalised (issue 14: less clustered, "
         "harder for IVF and K-Means); rows without a pool tag come from runs before the real pool existed "
-        "(synthetic). Probabilities: a one-prototype softmax at T = 0.01. Budget b = 1 % of n, float32 features (the caller's array). "
+        "(synthetic). Probabilities: a one-prototype softmax at T = 0.01. "
+        "Budget: column b (1 % of n unless `--budget-frac` said otherwise), float32 features (the caller's array). "
         "Each method ran in its own process; peak RSS is that process' high-water mark (`VmHWM`) after selection, "
         "including the loaded inputs (features + probabilities; for `cec-f16-memmap` the float16 "
         "files are memory-mapped and their pages count once touched). The synthetic features are unit-norm "
@@ -723,7 +743,7 @@ def markdown(report: dict) -> str:
         if r.get("status") != "ok":
             reason = r.get("reason") or (f"timed out after {r.get('cap_s')} s" if r.get("status") == "timeout"
                                          else f"error: {str(r.get('error', ''))[-200:]!r}")
-            lines.append(f"| {r['n']:,} | {max(1, r['n'] // 100):,} | {_label(r)} | not run: {reason} "
+            lines.append(f"| {r['n']:,} | {r.get('b', budget_for(r['n'])):,} | {_label(r)} | not run: {reason} "
                          "| | | | | | | | | | |")
             continue
         st = r.get("stages_s", {})
@@ -840,6 +860,10 @@ def main(argv=None) -> None:
                     help="also compare IVF / IndexIVFFlat / HNSW at this n (default: the largest size, not with --quick)")
     ap.add_argument("--no-ann", action="store_true", help="skip the index comparison")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget-frac", type=float, default=0.01,
+                    help="budget as a fraction of the pool size (default 0.01: b = 1 %% of n)")
+    ap.add_argument("--reuse-pools", action="store_true",
+                    help="use the pool files already in --data-dir instead of generating them again")
     ap.add_argument("--out", default=str(RESULTS), help="directory for select_scaling.{md,json}")
     ap.add_argument("--prefix", default="select_scaling")
     ap.add_argument("--append", action="store_true",
@@ -853,6 +877,10 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if not 0 < args.budget_frac <= 1:
+        ap.error(f"--budget-frac must be in (0, 1]; got {args.budget_frac}")
+    global BUDGET_FRAC
+    BUDGET_FRAC = args.budget_frac
     if args.worker:
         run_worker(args)
         return
@@ -882,9 +910,12 @@ def main(argv=None) -> None:
         "cpu_count": os.cpu_count(),
         "command": "python benchmarks/bench_select.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "sizes": list(sizes), "methods": methods, "cap_s": cap, "runs": [], "notes": notes,
+        "budget_frac": BUDGET_FRAC,
     }
     import faiss
-    report["machine"] += f", faiss {faiss.__version__}"
+    from vlal import _faiss
+    report["machine"] += f", faiss {faiss.__version__}" + (
+        f", {_faiss.num_gpus()} GPU(s) visible to faiss" if _faiss.num_gpus() else "")
     report["matmul_gflops_start"] = matmul_gflops()
     report["loadavg_start"] = os.getloadavg()
     previous = Path(args.out) / f"{args.prefix}.json"
@@ -948,8 +979,13 @@ def main(argv=None) -> None:
 def run_size(report, args, scratch, n, pool, methods, cap, skipped) -> None:
     """Run every method at size ``n`` on ``pool`` (appends to ``report['runs']``)."""
     t = time.perf_counter()
-    write_pool(n, scratch, seed=args.seed, float16="cec-f16-memmap" in methods, pool=pool)
-    print(f"n={n:,} [{pool}]: pool written in {time.perf_counter() - t:.1f} s", flush=True)
+    f16 = "cec-f16-memmap" in methods
+    names = ["x", "p", "y", "w0"] + (["x16", "p16"] if f16 else [])
+    if args.reuse_pools and all((scratch / f"{v}_{n}.npy").exists() for v in names):
+        print(f"n={n:,} [{pool}]: reusing the pool files in {scratch}", flush=True)
+    else:
+        write_pool(n, scratch, seed=args.seed, float16=f16, pool=pool)
+        print(f"n={n:,} [{pool}]: pool written in {time.perf_counter() - t:.1f} s", flush=True)
     for method in methods:
         if (method, pool) in skipped:
             n0, s0 = skipped[(method, pool)]
@@ -1001,8 +1037,9 @@ def run_size(report, args, scratch, n, pool, methods, cap, skipped) -> None:
             if r["n"] == n and r.get("status") == "ok" and r.get("batch", 0) == batch and r.get("pool") == pool}
     if "cec" in runs and "reference" in runs:
         report.setdefault("speedup", {})[str(n) if pool == "synthetic" else f"{n} {pool}"] = runs["reference"]["total_s"] / runs["cec"]["total_s"]
-    for f in scratch.glob(f"*_{n}.npy"):
-        f.unlink()
+    if not args.reuse_pools:  # with --reuse-pools the files stay for the next command
+        for f in scratch.glob(f"*_{n}.npy"):
+            f.unlink()
 
 
 def write_report(report: dict, args) -> None:
