@@ -142,3 +142,25 @@ def test_select_cli_file_suffixes_are_case_insensitive(tmp_path):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert np.load(tmp_path / "q.NPY").shape == (3,)
+
+
+@pytest.mark.parametrize("spec", ["lookahead[beta=8]]", "cec[k=10)]", "cec[clustering=gre edy]"])
+def test_malformed_values_in_strategy_names_are_syntax_errors(spec):
+    import vlal
+
+    with pytest.raises(VlalInputError, match="malformed value"):  # was: a type error naming the parameter
+        vlal.make_strategy(spec)
+
+
+@pytest.mark.parametrize("word,value", [("false", False), ("TRUE", True), ("False", False)])
+def test_lower_case_booleans_in_strategy_names(word, value):
+    import vlal
+
+    assert vlal.make_strategy(f"lookahead[share={word}]").share is value  # was: "share must be True or False"
+    assert vlal.make_strategy(f"cec[calibration={word}]").calibration is value
+
+
+def test_none_in_strategy_names_is_none():
+    import vlal
+
+    assert vlal.make_strategy("cec[random_state=none]").random_state is None

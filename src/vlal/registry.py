@@ -112,8 +112,14 @@ def _parse_params(text: str, name: str) -> dict:
         if word.lower() in ("nan", "inf", "+inf", "-inf"):  # numbers, so that the check names them as such
             out[k] = float(word)
             continue
+        if word.lower() in ("true", "false", "none"):  # as a shell user types them
+            out[k] = {"true": True, "false": False, "none": None}[word.lower()]
+            continue
         try:
             out[k] = ast.literal_eval(word)
         except (ValueError, SyntaxError):
+            if not re.fullmatch(r"[A-Za-z0-9_.\-]+", word):
+                raise VlalInputError(f"malformed value {word!r} of {k!r} in {name!r}; values are numbers, "
+                                     "True/False/None, quoted strings or bare words") from None
             out[k] = word  # bare words, e.g. clustering=greedy
     return out
