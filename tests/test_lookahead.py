@@ -136,3 +136,19 @@ def test_k_above_the_pool_is_reduced_with_a_warning(name):
     with pytest.warns(UserWarning, match=r"k=20 >= number of candidates \(10\); using k=9"):
         idx = make_strategy(name, random_state=0).select(x, p, 3)
     assert np.unique(idx).size == 3
+
+
+def test_beta_zero_is_the_uncertainty_rank_and_n_labels_is_capped_at_k():
+    import vlal
+    from conftest import make_pool
+
+    x, p, _ = make_pool(n=300, d=8, n_classes=4, seed=5)
+    # n_labels above K = 4 behaves as n_labels = K (documented cap)
+    a = vlal.LookAhead(n_labels=9, random_state=0).select(x, p, 12)
+    b = vlal.LookAhead(n_labels=4, random_state=0).select(x, p, 12)
+    np.testing.assert_array_equal(a, b)
+    # beta = 0: no pull, so the result does not depend on n_labels or the share curve
+    c = vlal.LookAhead(beta=0.0, n_labels=1, share=False, random_state=0).select(x, p, 12)
+    d = vlal.LookAhead(beta=0.0, n_labels=3, share=True, random_state=0).select(x, p, 12)
+    np.testing.assert_array_equal(c, d)
+    assert np.unique(c).size == 12

@@ -209,10 +209,13 @@ class LookAhead(Strategy):
 
     Parameters
     ----------
-    beta : float, default 4.0
-        Strength of the simulated pull (logit units per unit projected cosine).
-    n_labels : int, default 3
-        Hypothetical labels per candidate.
+    beta : float >= 0, default 4.0
+        Strength of the simulated pull (logit units per unit projected cosine). ``0`` turns
+        the pull off: every gain is 0 and the ranking is CEC's uncertainty rank alone (an
+        ablation, documented in ``docs/lookahead.md``).
+    n_labels : int >= 1, default 3
+        Hypothetical labels per candidate; values above the number of classes ``K`` use all
+        ``K`` (documented cap, no error).
     top_n : int, default 10
         ``N`` of the contextual prior (Eq. 3).
     diversity : {"cluster", "greedy", "none"}, default "cluster"
