@@ -63,8 +63,9 @@ def test_true_raises_with_the_reason(fake_gpu):
 def test_cec_with_auto_selects_on_the_cpu_when_the_gpu_is_unusable(fake_gpu):
     fake_gpu(ABORTING_PROBE)
     x, p, _ = make_pool(n=200, d=8)
-    with pytest.warns(RuntimeWarning, match="cannot run on them"):
+    with pytest.warns(RuntimeWarning, match="cannot run on them") as rec:
         picks = vlal.CEC(k=5, random_state=0).select(x, p, 10)
+    assert rec[0].filename == __file__  # the warning names the caller's line, not vlal's
     ref = vlal.CEC(k=5, random_state=0, use_gpu=False).select(x, p, 10)
     np.testing.assert_array_equal(picks, ref)
     with pytest.raises(ValueError, match="use_gpu"):

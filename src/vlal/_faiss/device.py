@@ -1,6 +1,6 @@
 """Where faiss runs: GPU detection, float32 conversion, OpenMP thread limits.
 
-The lowest module of the faiss layer (imports only :mod:`.config`).
+The lowest module of the faiss layer (imports only :mod:`vlal._warnings`, a stdlib-only helper).
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import functools
 import os
 import subprocess
 import sys
-import warnings
 
 import faiss
 import numpy as np
+
+from .._warnings import warn_caller
 
 __all__ = ["as_f32", "gpu_status", "num_gpus", "resolve_use_gpu", "to_gpus", "max_threads", "single_thread"]
 
@@ -99,8 +100,8 @@ def resolve_use_gpu(use_gpu) -> bool:
         usable, why = gpu_status()
         if why is not None and not _warned:
             _warned.append(True)
-            warnings.warn(f"faiss sees {_visible_gpus()} GPU(s) but cannot run on them ({why}); "
-                          f"use_gpu='auto' runs on the CPU. {GPU_HELP}", RuntimeWarning, stacklevel=2)
+            warn_caller(f"faiss sees {_visible_gpus()} GPU(s) but cannot run on them ({why}); "
+                        f"use_gpu='auto' runs on the CPU. {GPU_HELP}", RuntimeWarning)
         return usable > 0
     if isinstance(use_gpu, (bool, np.bool_)):
         if use_gpu and num_gpus() == 0:
