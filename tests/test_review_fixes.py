@@ -160,7 +160,54 @@ def test_lower_case_booleans_in_strategy_names(word, value):
     assert vlal.make_strategy(f"cec[calibration={word}]").calibration is value
 
 
-def test_none_in_strategy_names_is_none():
+def test_none_is_python_none_and_lower_case_none_a_word():
     import vlal
 
-    assert vlal.make_strategy("cec[random_state=none]").random_state is None
+    assert vlal.make_strategy("cec[random_state=None]").random_state is None
+    assert vlal.make_strategy("lookahead[diversity=none]").diversity == "none"  # a choice named "none"
+
+
+def test_cli_names_what_is_wrong_with_an_unreadable_input(tmp_path):
+    from click.testing import CliRunner
+
+    from vlal.cli import main
+
+    text = tmp_path / "notnumpy.npy"
+    text.write_text("hello")
+    obj = tmp_path / "obj.npy"
+    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    probs = tmp_path / "p.npy"
+    np.save(probs, np.full((4, 2), 0.5))
+    runner = CliRunner()
+    res = runner.invoke(main, ["select", "--features", str(text), "--probs", str(probs), "--budget", "1"])
+    assert res.exit_code == 2 and "not a .npy/.npz file" in res.output  # was: "it holds an object array"
+    res = runner.invoke(main, ["select", "--features", str(obj), "--probs", str(probs), "--budget", "1"])
+    assert res.exit_code == 2 and "object array" in res.output
+
+
+def test_session_init_with_a_single_array_file_is_a_one_line_error(tmp_path):
+    from vlal.session import SessionError, init_session
+
+    f = tmp_path / "feats.npy"
+    np.save(f, np.ones((5, 3), dtype=np.float32))
+    with pytest.raises(SessionError, match="holds one array, not an .npz archive"):  # was: TypeError traceback
+        init_session(tmp_path / "s", f)
+
+
+def test_embed_without_the_clip_extra_is_a_one_line_error(tmp_path, monkeypatch):
+    import vlal.clip
+    from click.testing import CliRunner
+
+    from vlal.cli import main
+
+    def missing(name):
+        raise ImportError(f"vlal.clip.{name} needs the [clip] extra (torch is missing): pip install 'vlal[clip]'")
+
+    for name in ("RandomWeightsWarning", "embed", "load_clip"):  # loaded ones: gone, as without torch
+        if name in vars(vlal.clip):
+            monkeypatch.delattr(vlal.clip, name)
+    monkeypatch.setattr(vlal.clip, "__getattr__", missing)
+    (tmp_path / "imgs").mkdir()
+    res = CliRunner().invoke(main, ["embed", str(tmp_path / "imgs"), str(tmp_path / "x.npz"), "--pretrained", "none"])
+    assert res.exit_code == 1 and "needs the [clip] extra" in res.output
+    assert "Traceback" not in res.output and not isinstance(res.exception, ImportError)

@@ -112,8 +112,8 @@ def _parse_params(text: str, name: str) -> dict:
         if word.lower() in ("nan", "inf", "+inf", "-inf"):  # numbers, so that the check names them as such
             out[k] = float(word)
             continue
-        if word.lower() in ("true", "false", "none"):  # as a shell user types them
-            out[k] = {"true": True, "false": False, "none": None}[word.lower()]
+        if word.lower() in ("true", "false"):  # as a shell user types them ("none" stays a word: diversity=none)
+            out[k] = word.lower() == "true"
             continue
         try:
             out[k] = ast.literal_eval(word)
