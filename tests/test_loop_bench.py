@@ -10,6 +10,7 @@ import vlal
 from vlal.bench import markdown_table, run_benchmark, write_results
 from vlal.cli import main
 from vlal.data import FeatureDataset, load_features, make_synthetic, zero_shot_proxy
+from vlal.exceptions import VlalInputError
 from vlal.loop import run_active_learning, round_budget
 from vlal.tuners import FeatureSpaceTuner, ZeroShotClassifier, cosine_softmax
 
@@ -72,8 +73,9 @@ def test_loop_never_loses_a_label():
 def test_loop_exhausts_pool_and_stops():
     ds = make_synthetic(n_pool=10, n_test=20, n_classes=2, dim=4, n_shots=1)
     w0, _ = zero_shot_proxy(ds, 0)
-    res = run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features, ds.pool_labels,
-                              ds.test_features, ds.test_labels, n_rounds=5, budget=4)
+    with pytest.warns(UserWarning, match=r"fully labeled after 3 of the 5 rounds"):
+        res = run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features, ds.pool_labels,
+                                  ds.test_features, ds.test_labels, n_rounds=5, budget=4)
     assert [r.n_labeled for r in res.rounds] == [0, 4, 8, 10]
 
 
@@ -168,7 +170,8 @@ def test_benchmark_gives_strategies_a_generator(monkeypatch):
 
 def test_budget_pct_when_pool_runs_out():
     ds = make_synthetic(n_pool=40, n_test=20, n_classes=2, dim=4)
-    rec = run_benchmark(ds, ["random"], n_rounds=3, seeds=[0], budget_fraction=0.6, progress=False)
+    with pytest.warns(UserWarning, match=r"fully labeled after 2 of the 3 rounds"):
+        rec = run_benchmark(ds, ["random"], n_rounds=3, seeds=[0], budget_fraction=0.6, progress=False)
     assert [r["budget_pct"] for r in rec] == [0.0, 60.0, 100.0]
     table = markdown_table(rec, report_rounds=(1, 2, 3))
     assert "| 100 |" in table and "nan" not in table
@@ -209,3 +212,44 @@ def test_readme_python_examples_run():
     assert len(res.rounds) == 7 and all(0 <= a <= 100 for a in res.accuracies)
     # file rows of the picks carry the labels the oracle gave
     np.testing.assert_array_equal(ds.pool_labels[ns["file_rows"]], res.labels)
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (lambda y: y + 100, r"test_labels holds class \d+, outside \[0, 3\)"),
+    (lambda y: np.array([f"c{v}" for v in y]), r"test_labels must hold integer class ids.*map class names"),
+    (lambda y: y[:-1], r"test_labels must have shape \(20,\)"),
+    (lambda y: y + 0.5, r"test_labels must hold integer class ids.*astype\(int\)"),
+])
+def test_loop_rejects_bad_test_labels(bad, msg):
+    ds = make_synthetic(n_pool=60, n_test=20, n_classes=3, dim=4)
+    w0, _ = zero_shot_proxy(ds, 0)
+    with pytest.raises(VlalInputError, match=msg):  # was: accuracies of 0 % or a numpy broadcast error
+        run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features, ds.pool_labels,
+                            ds.test_features, bad(ds.test_labels), n_rounds=1, budget=5)
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (lambda y: y + 0.5, r"oracle must hold integer class ids"),
+    (lambda y: np.array([f"c{v}" for v in y]), r"oracle must hold integer class ids"),
+    (lambda y: y - 1, r"oracle holds class -1"),
+])
+def test_loop_rejects_bad_oracle_labels(bad, msg):
+    ds = make_synthetic(n_pool=60, n_test=20, n_classes=3, dim=4)
+    w0, _ = zero_shot_proxy(ds, 0)
+    with pytest.raises(VlalInputError, match=msg):  # was: silently truncated floats, a raw int() error
+        run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features, bad(ds.pool_labels),
+                            ds.test_features, ds.test_labels, n_rounds=1, budget=5)
+    with pytest.raises(VlalInputError, match="the oracle's labels holds class 7"):
+        run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features, lambda idx: np.full(idx.size, 7),
+                            ds.test_features, ds.test_labels, n_rounds=1, budget=5)
+
+
+def test_cli_select_refuses_to_overwrite_an_input(tmp_path):
+    f, p = tmp_path / "f.npy", tmp_path / "p.npy"
+    np.save(f, np.random.default_rng(0).random((40, 6)).astype(np.float32))
+    np.save(p, np.random.default_rng(1).dirichlet(np.ones(3), 40))
+    before = f.read_bytes()
+    res = CliRunner().invoke(main, ["select", "--features", str(f), "--probs", str(p), "--budget", "3",
+                                    "--out", str(f)])
+    assert res.exit_code == 2 and "is also the --features file" in res.output
+    assert f.read_bytes() == before  # the features are still there

@@ -102,6 +102,22 @@ def _accuracy(tuner, inputs, labels: np.ndarray) -> float:
     return 100.0 * float(np.mean(pred == labels))  # percent, the convention of the loop and the bench
 
 
+def _check_class_ids(values, name: str, n_classes: int, length: int | None = None) -> np.ndarray:
+    """``values`` as int64 class ids in ``[0, n_classes)``; a clear error naming ``name`` otherwise."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 or (length is not None and arr.shape[0] != length):
+        raise VlalInputError(f"{name} must have shape ({length if length is not None else 'n'},); got {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise VlalInputError(f"{name} must hold integer class ids in [0, {n_classes}); got dtype {arr.dtype}"
+                             + ("; cast whole-number floats with .astype(int)" if np.issubdtype(arr.dtype, np.floating)
+                                else "; map class names to ids first"))
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+        bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+        raise VlalInputError(f"{name} holds class {bad}, outside [0, {n_classes}) (the tuner's "
+                             f"{n_classes} classes)")
+    return arr.astype(np.int64)
+
+
 def run_active_learning(
     strategy: Strategy,
     tuner: Tuner,
@@ -171,20 +187,23 @@ def run_active_learning(
         from .bench import check_strategy_tuner  # ALFA-Mix probes the model with features: refuse now
 
         check_strategy_tuner([strategy], "paths")
+    p_test = np.asarray(tuner.predict_proba(test_inputs))  # zero-shot: round 0, and the number of classes
+    n_classes = int(p_test.shape[1])
     if callable(oracle):
         ask = oracle
     else:
         oracle_arr = np.asarray(oracle)
         if oracle_arr.shape != (n,):
             raise VlalInputError(f"oracle labels must have shape ({n},); got {oracle_arr.shape}")
+        oracle_arr = _check_class_ids(oracle_arr, "oracle", n_classes, n)
         ask = lambda idx: oracle_arr[idx]  # noqa: E731
-    y_test = np.asarray(test_labels)
+    y_test = _check_class_ids(test_labels, "test_labels", n_classes, len(test_inputs))
     if zero_shot_margin is not None and not (np.isfinite(zero_shot_margin) and 0 <= zero_shot_margin <= 100):
         raise VlalInputError(f"zero_shot_margin must be in [0, 100] (percentage points) or None; got {zero_shot_margin!r}")
 
     labeled = np.empty(0, dtype=np.int64)
     labels = np.empty(0, dtype=np.int64)
-    rounds = [RoundResult(0, 0, _accuracy(tuner, test_inputs, y_test), np.empty(0, dtype=np.int64))]
+    rounds = [RoundResult(0, 0, 100.0 * float(np.mean(p_test.argmax(axis=1) == y_test)), np.empty(0, dtype=np.int64))]
     if callback:
         callback(rounds[0])
     iterator = range(1, n_rounds + 1)
@@ -195,14 +214,17 @@ def run_active_learning(
     for r in iterator:
         remaining = n - labeled.size
         if remaining == 0:
+            warn_caller(f"the pool ({n} rows) is fully labeled after {r - 1} of the {n_rounds} rounds asked "
+                        f"for (budget {b} per round); the remaining rounds are not run", UserWarning)
             break
         probs = np.asarray(tuner.predict_proba(inputs))
         t0 = time.perf_counter()
         idx = strategy.select(feats, probs, min(b, remaining), labeled=labeled, labels=labels, model=tuner)
         t1 = time.perf_counter()
-        new = np.asarray(ask(idx), dtype=np.int64)
+        new = np.asarray(ask(idx))
         if new.shape != idx.shape:
             raise VlalInputError(f"oracle returned {new.shape} labels for {idx.shape} queries")
+        new = _check_class_ids(new, "the oracle's labels", n_classes)
         labeled = np.concatenate([labeled, idx])
         labels = np.concatenate([labels, new])
         tuner.fit(_take(inputs, labeled), labels)
