@@ -24,6 +24,7 @@ from typing import IO, Any, Iterator
 import numpy as np
 
 __all__ = [
+    "numpy_read_error",
     "atomic_write",
     "write_bytes_atomic",
     "write_text_atomic",
@@ -193,3 +194,18 @@ def describe_os_error(err: OSError) -> str:
     if err.filename and str(err.filename) not in text:
         text += f": {err.filename}"
     return text
+
+
+def numpy_read_error(err: BaseException) -> str:
+    """Why ``np.load(..., allow_pickle=False)`` failed, in a user's words (first line only).
+
+    numpy says "contains pickled (object) data" for any file without numpy's header (a text
+    file, random bytes, a broken zip, a real pickle), and "Object arrays cannot be loaded"
+    for a true object array.
+    """
+    why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if "Object arrays cannot be loaded" in why or "Python objects in dtype" in why:
+        return "it holds an object array (Python objects), which vlal never unpickles"
+    if "pickled" in why or "allow_pickle" in why:
+        return "not a .npy/.npz file (no numpy header: text, a broken or truncated file, or a pickle, which vlal never loads)"
+    return why

@@ -54,9 +54,9 @@ def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
     except click.BadParameter:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "allow_pickle" in why or "pickled" in why:
-            why = "it holds an object array (Python objects), which vlal never unpickles"
+        from ._io import numpy_read_error
+
+        why = numpy_read_error(err)
         raise click.BadParameter(f"cannot read {p} as a numpy file: {why}", param_hint=flag) from err
 
 
@@ -90,6 +90,14 @@ def strategies_cmd():
         click.echo(name)
 
 
+def _input_file(given) -> Path:
+    """The file an input option names (``FILE.npz:KEY`` -> ``FILE.npz``)."""
+    text = str(given)
+    if ":" in text and not Path(text).exists():
+        return Path(text.rsplit(":", 1)[0])
+    return Path(text)
+
+
 @main.command("select")
 @click.option("--features", required=True, help="Pool features (n, d): .npy, .npz (key pool_features), FILE.npz:KEY "
               "or a shard manifest.json (see vlal.shards; streamed by cec).")
@@ -109,6 +117,10 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     outp = Path(out)
     if outp.suffix.lower() not in (".npy", ".txt", ".csv"):
         raise click.BadParameter(f"{out}: use a .npy, .txt or .csv file name", param_hint="--out")
+    for opt, given in (("--features", features), ("--probs", probs), ("--labeled", labeled), ("--labels", labels)):
+        if given is not None and _input_file(given).resolve() == outp.resolve():
+            raise click.BadParameter(f"{out} is also the {opt} file: writing the picks there would destroy "
+                                     "that input; choose another file name", param_hint="--out")
     with _user_errors():
         check_writable_dir(outp.parent if str(outp.parent) else ".", "folder of --out")
         try:

@@ -93,9 +93,9 @@ def load_features(path) -> FeatureDataset:
     except VlalInputError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        if "allow_pickle" in why or "pickled" in why:
-            why = "it holds an object array (Python objects), which vlal never unpickles"
+        from ._io import numpy_read_error
+
+        why = numpy_read_error(err)
         raise VlalInputError(f"cannot read {path} as a feature .npz: {why}") from err
 
 

@@ -324,7 +324,12 @@ def init_session(
     try:
         z = np.load(src, allow_pickle=False)
     except Exception as err:
-        raise SessionError(f"{src}: not a readable .npz ({err})") from err
+        from ._io import numpy_read_error
+
+        raise SessionError(f"{src}: not a readable .npz ({numpy_read_error(err)})") from err
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise SessionError(f"{src} holds one array, not an .npz archive: a session needs the .npz that "
+                           "`vlal embed` writes (pool_features, text_features, paths, ...)")
     with z:
         files = set(z.files)
         for key in ("pool_features", "text_features"):

@@ -50,7 +50,11 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
     import warnings
 
     from ..exceptions import VlalInputError, WeightsNotFoundError
-    from . import RandomWeightsWarning, embed as embed_fn, load_clip
+
+    try:
+        from . import RandomWeightsWarning, embed as embed_fn, load_clip
+    except ImportError as err:  # no [clip] extra: one line, as the other commands say it
+        raise click.ClickException(str(err)) from err
 
     if engine == "local" and Path(out).suffix != ".npz":
         raise click.BadParameter(f"{out}: the local engine writes one .npz file; name it OUT.npz", param_hint="OUT")
