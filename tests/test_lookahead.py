@@ -152,3 +152,15 @@ def test_beta_zero_is_the_uncertainty_rank_and_n_labels_is_capped_at_k():
     d = vlal.LookAhead(beta=0.0, n_labels=3, share=True, random_state=0).select(x, p, 12)
     np.testing.assert_array_equal(c, d)
     assert np.unique(c).size == 12
+
+
+@pytest.mark.parametrize("diversity", ["cluster", "none", "greedy"])
+def test_ties_are_broken_by_random_state_not_by_row_order(diversity):
+    # one-hot probabilities (a 1-NN or tree classifier): every score ties
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    p = np.eye(4)[rng.integers(0, 4, 300)]
+    picks = [LookAhead(diversity=diversity, random_state=s).select(x, p, 5) for s in range(20)]
+    low = sum(int((q < 20).sum()) for q in picks)
+    assert low <= 25  # ~7 of 100 expected at random; was 98-100 of 100 (lowest rows first)
+    assert len({tuple(sorted(q)) for q in picks}) >= 15

@@ -328,11 +328,12 @@ class LookAhead(Strategy):
             if m >= 2:
                 hh = hh + _neighbor_uncertainty(zf, hh, int(self.k), float(self.alpha), index, "auto")  # warns if k >= m
             final = (1.0 - float(self.mix)) * rank01(g0) + float(self.mix) * rank01(hh)
-        order0 = np.lexsort((np.arange(m), -final))
+        seed = seed_int(self.random_state, rng)
+        tie = np.random.default_rng([seed, 1]).permutation(m)  # equal scores: random_state decides, not row order
+        order0 = np.lexsort((tie, -final))
         if self.diversity == "none" or budget >= m:
             chosen = order0[:budget]
         elif self.diversity == "cluster":
-            seed = seed_int(self.random_state, rng)
             _, assign = _cluster(zf, rank01(final) + 1e-3, budget, seed, int(self.n_iter), "k-means++", "auto")
             # the best row of each cluster, best clusters first; then the best rows left (empty clusters)
             _, first = np.unique(assign[order0], return_index=True)
@@ -347,10 +348,10 @@ class LookAhead(Strategy):
             refresh = int(self.refresh)
             for _ in range(budget):
                 idx = np.flatnonzero(avail)
-                top = idx[np.lexsort((idx, -cur[idx]))[:refresh]]
+                top = idx[np.lexsort((tie[idx], -cur[idx]))[:refresh]]
                 if chosen:
                     cur[top] = score(top, lg, bel)
-                best = int(top[np.lexsort((top, -cur[top]))[0]])
+                best = int(top[np.lexsort((tie[top], -cur[top]))[0]])
                 chosen.append(best)
                 avail[best] = False
                 y = int(np.argmax(bel[best]))
