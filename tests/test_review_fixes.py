@@ -211,3 +211,32 @@ def test_embed_without_the_clip_extra_is_a_one_line_error(tmp_path, monkeypatch)
     res = CliRunner().invoke(main, ["embed", str(tmp_path / "imgs"), str(tmp_path / "x.npz"), "--pretrained", "none"])
     assert res.exit_code == 1 and "needs the [clip] extra" in res.output
     assert "Traceback" not in res.output and not isinstance(res.exception, ImportError)
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("cec[k=10", r"malformed strategy name 'cec\[k=10'.*brackets must pair up"),  # was: "unknown strategy"
+    ("entropy[k=3]", r"'k' not accepted; it takes no parameters"),  # was: "Strategy.__init__() got ..."
+    ("cec[kk=3]", r"'kk' not accepted; it takes \['k', 'alpha'"),
+    ("pcb[gama=1](cec)", r"'gama' not accepted; it takes \['gamma'\]"),
+])
+def test_strategy_name_errors_say_what_is_wrong(spec, msg):
+    import vlal
+
+    with pytest.raises(VlalInputError, match=msg):
+        vlal.make_strategy(spec)
+
+
+def test_console_script_prints_warnings_as_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    f, p = tmp_path / "f.npy", tmp_path / "p.npy"
+    np.save(f, np.random.default_rng(0).random((18, 8)).astype(np.float32))
+    np.save(p, np.random.default_rng(1).dirichlet(np.ones(3), 18))
+    code = ("import sys; from vlal.cli import console_main; sys.argv = ['vlal', 'select', '--features', sys.argv[1], "
+            "'--probs', sys.argv[2], '--budget', '3', '--out', sys.argv[3]]; console_main()")
+    res = subprocess.run([sys.executable, "-c", code, str(f), str(p), str(tmp_path / "q.npy")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Warning: k=20 >= number of candidates (18); using k=17" in res.stderr
+    assert "click" not in res.stderr and ".py:" not in res.stderr  # was: click/core.py:911: UserWarning ...

@@ -81,6 +81,19 @@ def main():
     """Active-learning query strategies for vision-language models (CEC and baselines)."""
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings of the command line as one line each (no file:line inside click or vlal)."""
+    click.echo(f"Warning: {message}", err=True)
+
+
+def console_main():
+    """The ``vlal`` console script: :func:`main` with one-line warnings."""
+    import warnings
+
+    warnings.showwarning = _show_warning
+    main()
+
+
 @main.command("strategies")
 def strategies_cmd():
     """List the strategy names accepted by --strategy / --strategies."""

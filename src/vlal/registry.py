@@ -79,6 +79,9 @@ def make_strategy(name: str, random_state=None) -> Strategy:
     m = re.fullmatch(_NAME + r"(?:\[(.*)\])?\s*", name)
     key = m.group(1).lower() if m else None
     if key not in _FACTORIES:
+        if m is None and any(c in name for c in "[]()"):
+            raise VlalInputError(f"malformed strategy name {name!r}: use name, name[key=value,...] or "
+                                 f"wrapper(base) (brackets must pair up)")
         raise VlalInputError(f"unknown strategy {name!r}; known: {available_strategies()}")
     return _build(_FACTORIES[key], name, random_state=random_state, params=_parse_params(m.group(2) or "", name))
 
@@ -92,6 +95,17 @@ def _build(factory, name, *args, random_state, params: dict) -> Strategy:
     try:
         strategy = factory(*args, random_state=random_state, **params)
     except TypeError as err:
+        import inspect
+
+        try:
+            names = [p for p in inspect.signature(factory).parameters if p != "self"][len(args):]  # after the base
+            accepted = [p for p in names if p != "random_state"]
+        except (TypeError, ValueError):
+            accepted = None
+        unknown = sorted(set(params) - set(accepted)) if accepted is not None else []
+        if unknown:
+            raise VlalInputError(f"bad parameters in {name!r}: {', '.join(map(repr, unknown))} not accepted; "
+                                 f"it takes {accepted or 'no parameters'}") from err
         raise VlalInputError(f"bad parameters in {name!r}: {err}") from err
     if isinstance(strategy, Strategy):
         strategy._validate_params()  # a bad name fails here, not at the first query
