@@ -101,7 +101,8 @@ def resolve_use_gpu(use_gpu) -> bool:
         if why is not None and not _warned:
             _warned.append(True)
             warn_caller(f"faiss sees {_visible_gpus()} GPU(s) but cannot run on them ({why}); "
-                        f"use_gpu='auto' runs on the CPU. {GPU_HELP}", RuntimeWarning)
+                        f"use_gpu='auto' runs on the CPU. {GPU_HELP} (VLAL_GPU_PROBE=0 skips this check.)",
+                        RuntimeWarning)
         return usable > 0
     if isinstance(use_gpu, (bool, np.bool_)):
         if use_gpu and num_gpus() == 0:
