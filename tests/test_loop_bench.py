@@ -215,7 +215,7 @@ def test_readme_python_examples_run():
 
 
 @pytest.mark.parametrize("bad,msg", [
-    (lambda y: y + 100, r"test_labels holds class \d+, outside \[0, 3\)"),
+    (lambda y: y + 100, r"test_labels: class \d+ is outside \[0, 3\)"),
     (lambda y: np.array([f"c{v}" for v in y]), r"test_labels must hold integer class ids.*map class names"),
     (lambda y: y[:-1], r"test_labels must have shape \(20,\)"),
     (lambda y: y + 0.5, r"test_labels must hold integer class ids.*astype\(int\)"),
@@ -231,7 +231,7 @@ def test_loop_rejects_bad_test_labels(bad, msg):
 @pytest.mark.parametrize("bad,msg", [
     (lambda y: y + 0.5, r"oracle must hold integer class ids"),
     (lambda y: np.array([f"c{v}" for v in y]), r"oracle must hold integer class ids"),
-    (lambda y: y - 1, r"oracle holds class -1"),
+    (lambda y: y - 1, r"oracle: class -1 is outside"),
 ])
 def test_loop_rejects_bad_oracle_labels(bad, msg):
     ds = make_synthetic(n_pool=60, n_test=20, n_classes=3, dim=4)
@@ -239,7 +239,7 @@ def test_loop_rejects_bad_oracle_labels(bad, msg):
     with pytest.raises(VlalInputError, match=msg):  # was: silently truncated floats, a raw int() error
         run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features, bad(ds.pool_labels),
                             ds.test_features, ds.test_labels, n_rounds=1, budget=5)
-    with pytest.raises(VlalInputError, match="the oracle's labels holds class 7"):
+    with pytest.raises(VlalInputError, match="the oracle's labels: class 7 is outside"):
         run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features, lambda idx: np.full(idx.size, 7),
                             ds.test_features, ds.test_labels, n_rounds=1, budget=5)
 
@@ -251,5 +251,25 @@ def test_cli_select_refuses_to_overwrite_an_input(tmp_path):
     before = f.read_bytes()
     res = CliRunner().invoke(main, ["select", "--features", str(f), "--probs", str(p), "--budget", "3",
                                     "--out", str(f)])
-    assert res.exit_code == 2 and "is also the --features file" in res.output
+    assert res.exit_code == 2 and "is an input file (--features)" in res.output
     assert f.read_bytes() == before  # the features are still there
+    from vlal.shards import write_shards
+
+    write_shards(tmp_path / "sh", np.load(f), shard_rows=16)  # a shard behind a manifest counts too
+    shard = tmp_path / "sh" / "features-00001.npy"
+    before = shard.read_bytes()
+    res = CliRunner().invoke(main, ["select", "--features", str(tmp_path / "sh"), "--probs", str(p), "--budget", "3",
+                                    "--out", str(shard)])
+    assert res.exit_code == 2 and "is an input file (--features)" in res.output
+    assert shard.read_bytes() == before
+
+
+def test_loop_accepts_ints_in_an_object_array_and_a_generator_oracle():
+    ds = make_synthetic(n_pool=60, n_test=20, n_classes=3, dim=4)
+    w0, _ = zero_shot_proxy(ds, 0)
+    ref = run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features, ds.pool_labels,
+                              ds.test_features, ds.test_labels, n_rounds=2, budget=5)
+    got = run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features,
+                              lambda idx: (int(ds.pool_labels[i]) for i in idx),
+                              ds.test_features, ds.test_labels.astype(object), n_rounds=2, budget=5)
+    assert got.accuracies.tolist() == ref.accuracies.tolist()

@@ -209,7 +209,7 @@ def test_embed_without_the_clip_extra_is_a_one_line_error(tmp_path, monkeypatch)
     monkeypatch.setattr(vlal.clip, "__getattr__", missing)
     (tmp_path / "imgs").mkdir()
     res = CliRunner().invoke(main, ["embed", str(tmp_path / "imgs"), str(tmp_path / "x.npz"), "--pretrained", "none"])
-    assert res.exit_code == 1 and "needs the [clip] extra" in res.output
+    assert res.exit_code == 1 and "vlal embed needs the [clip] extra" in res.output
     assert "Traceback" not in res.output and not isinstance(res.exception, ImportError)
 
 
@@ -240,3 +240,53 @@ def test_console_script_prints_warnings_as_one_line(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "Warning: k=20 >= number of candidates (18); using k=17" in res.stderr
     assert "click" not in res.stderr and ".py:" not in res.stderr  # was: click/core.py:911: UserWarning ...
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("cec-greedy[foo=1]", r"unexpected keyword argument 'foo'"),  # was: "it takes ['kw']"
+    ("cec-nocal[calibration=True]", r"'calibration' is fixed by this strategy name"),
+])
+def test_ablation_name_errors(spec, msg):
+    import vlal
+
+    with pytest.raises(VlalInputError, match=msg):
+        vlal.make_strategy(spec)
+
+
+def test_cli_seed_in_the_strategy_name(tmp_path):
+    from click.testing import CliRunner
+
+    from vlal.cli import main
+
+    f, p, q = tmp_path / "f.npy", tmp_path / "p.npy", tmp_path / "q.npy"
+    np.save(f, np.random.default_rng(0).random((50, 6)).astype(np.float32))
+    np.save(p, np.random.default_rng(1).dirichlet(np.ones(3), 50))
+    run = lambda *extra: CliRunner().invoke(main, ["select", "--features", str(f), "--probs", str(p),  # noqa: E731
+                                                   "--budget", "3", "--out", str(q), *extra])
+    res = run("--strategy", "cec[random_state=3]")
+    assert res.exit_code == 0 and "CEC(random_state=3)" in res.output  # was: "random_state given twice"
+    res = run("--strategy", "cec[random_state=3]", "--seed", "2")
+    assert res.exit_code == 2 and "as --seed" in res.output
+    assert "CEC(random_state=0)" in run().output  # the default seed is still 0
+    res = CliRunner().invoke(main, ["bench", "--strategies", "cec[random_state=3]", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "from --seeds" in res.output and not (tmp_path / "b").exists()
+
+
+def test_cli_read_errors_name_the_problem(tmp_path):
+    from click.testing import CliRunner
+
+    from vlal.cli import main
+
+    f, p = tmp_path / "f.npy", tmp_path / "p.npy"
+    np.save(f, np.random.default_rng(0).random((50, 6)).astype(np.float32))
+    np.save(p, np.random.default_rng(1).dirichlet(np.ones(3), 50))
+    (tmp_path / "trunc.npy").write_bytes(f.read_bytes()[:500])
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.save(tmp_path / "p1d.npy", np.ones(50))
+    cases = [(["--features", str(tmp_path / "trunc.npy"), "--probs", str(p)], "--features", "truncated"),
+             (["--features", str(tmp_path / "empty.npy"), "--probs", str(p)], "--features", "the file is empty"),
+             (["--features", f"{f}:abc", "--probs", str(p)], "--features", "names an array inside an .npz"),
+             (["--features", str(f), "--probs", str(tmp_path / "p1d.npy")], "--probs", "probs must be 2-D")]
+    for args, flag, msg in cases:
+        res = CliRunner().invoke(main, ["select", *args, "--budget", "2", "--out", str(tmp_path / "q.npy")])
+        assert res.exit_code == 2 and f"Invalid value for {flag}" in res.output and msg in res.output, res.output

@@ -208,4 +208,10 @@ def numpy_read_error(err: BaseException) -> str:
         return "it holds an object array (Python objects), which vlal never unpickles"
     if "pickled" in why or "allow_pickle" in why:
         return "not a .npy/.npz file (no numpy header: text, a broken or truncated file, or a pickle, which vlal never loads)"
+    if "mmap length is greater than file size" in why or "cannot reshape array" in why:
+        return "the file is shorter than its numpy header says (truncated)"
+    if "No data left in file" in why:
+        return "the file is empty"
+    if "File is not a zip file" in why or "Bad magic number" in why:
+        return "not a valid .npz (zip) archive: truncated, or not an .npz"
     return why

@@ -102,8 +102,9 @@ def check_pool(features, probs) -> tuple[np.ndarray, np.ndarray]:
     f = features if _is_lazy(features) else np.asarray(features)
     p = probs if _is_lazy(probs) else np.asarray(probs)
     if f.ndim != 2 or p.ndim != 2:
+        bad = "probs" if f.ndim == 2 else "features"  # the message starts with the argument that is wrong
         raise VlalInputError(
-            f"features and probs must both be 2-D; got features shape {f.shape} and probs shape {p.shape}"
+            f"{bad} must be 2-D (both features and probs must be); got features shape {f.shape} and probs shape {p.shape}"
         )
     if f.shape[0] != p.shape[0]:
         raise VlalInputError(

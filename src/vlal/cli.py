@@ -32,6 +32,8 @@ def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise click.BadParameter(f"no such file: {p}", param_hint=flag)
+    if key and p.suffix.lower() != ".npz":
+        raise click.BadParameter(f"{spec}: ':KEY' names an array inside an .npz; {p.name} is not one", param_hint=flag)
     if p.suffix.lower() == ".json" or (p.is_dir() and (p / "manifest.json").is_file()):
         from .shards import ShardedFeatures  # float16 shards + manifest: read lazily, never whole
 
@@ -103,12 +105,22 @@ def strategies_cmd():
         click.echo(name)
 
 
-def _input_file(given) -> Path:
-    """The file an input option names (``FILE.npz:KEY`` -> ``FILE.npz``)."""
+def _input_files(given) -> list[Path]:
+    """The files an input option reads (``FILE.npz:KEY`` -> ``FILE.npz``; a shard manifest or
+    its folder -> the manifest and every shard it lists), resolved."""
     text = str(given)
-    if ":" in text and not Path(text).exists():
-        return Path(text.rsplit(":", 1)[0])
-    return Path(text)
+    path = Path(text.rsplit(":", 1)[0]) if ":" in text and not Path(text).exists() else Path(text)
+    files = [path.resolve()]
+    if path.suffix.lower() == ".json" or (path.is_dir() and (path / "manifest.json").is_file()):
+        from .shards import load_manifest
+
+        try:
+            m = load_manifest(path)
+        except VlalInputError:
+            return files  # reported when the input is read
+        files += [(Path(m["root"]) / s["file"]).resolve() for s in m["shards"]]
+        files.append((Path(m["root"]) / "manifest.json").resolve())
+    return files
 
 
 @main.command("select")
@@ -120,7 +132,8 @@ def _input_file(given) -> Path:
 @click.option("--strategy", default="cec", show_default=True, help="Strategy name (see `vlal strategies`).")
 @click.option("--labeled", default=None, help="Indices (or a boolean mask) of labeled rows: .npy/.npz.")
 @click.option("--labels", default=None, help="Classes of the labeled rows (label-aware strategies): .npy/.npz.")
-@click.option("--seed", default=0, type=click.IntRange(min=0), show_default=True, help="random_state of the strategy.")
+@click.option("--seed", default=None, type=click.IntRange(min=0),
+              help="random_state of the strategy [default: 0, or the random_state in the --strategy name].")
 @click.option("--out", default="queried.npy", show_default=True, type=click.Path(dir_okay=False), help="Where to write the chosen indices (.npy; .txt/.csv for text).")
 def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     """Choose BUDGET pool rows to label and write their indices."""
@@ -131,15 +144,18 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     if outp.suffix.lower() not in (".npy", ".txt", ".csv"):
         raise click.BadParameter(f"{out}: use a .npy, .txt or .csv file name", param_hint="--out")
     for opt, given in (("--features", features), ("--probs", probs), ("--labeled", labeled), ("--labels", labels)):
-        if given is not None and _input_file(given).resolve() == outp.resolve():
-            raise click.BadParameter(f"{out} is also the {opt} file: writing the picks there would destroy "
+        if given is not None and outp.resolve() in _input_files(given):
+            raise click.BadParameter(f"{out} is an input file ({opt}): writing the picks there would destroy "
                                      "that input; choose another file name", param_hint="--out")
     with _user_errors():
         check_writable_dir(outp.parent if str(outp.parent) else ".", "folder of --out")
+        if seed is None and "random_state" not in strategy:
+            seed = 0
         try:
             strat = make_strategy(strategy, random_state=seed)
         except VlalInputError as err:
-            raise click.BadParameter(str(err), param_hint="--strategy") from err
+            msg = str(err).replace("as make_strategy's keyword", "as --seed")
+            raise click.BadParameter(msg, param_hint="--strategy") from err
         f = _load_array(features, "pool_features", "--features")
         p = _load_array(probs, "probs", "--probs")
         lab = None if labeled is None else _load_array(labeled, "labeled", "--labeled")
@@ -211,6 +227,10 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
     if any(not n for n in names):
         raise click.BadParameter(f"{strategies!r} has an empty strategy name (two commas, or one at an end)",
                                  param_hint="--strategies")
+    seeded = [n for n in names if "random_state" in n]
+    if seeded:  # the bench seeds every run itself (--seeds)
+        raise click.BadParameter(f"{', '.join(seeded)}: the benchmark sets each run's random_state from --seeds; "
+                                 "remove random_state from the name", param_hint="--strategies")
     stems = [Path(d).stem for d in data]
     twice = sorted({st for st in stems if stems.count(st) > 1})
     if twice:  # the tables, the run files and --resume key each data set by its file name

@@ -107,13 +107,17 @@ def _check_class_ids(values, name: str, n_classes: int, length: int | None = Non
     arr = np.asarray(values)
     if arr.ndim != 1 or (length is not None and arr.shape[0] != length):
         raise VlalInputError(f"{name} must have shape ({length if length is not None else 'n'},); got {arr.shape}")
+    if arr.dtype == object and arr.ndim == 1 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in arr):
+        arr = arr.astype(np.int64)  # ints in an object array (e.g. from pandas)
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise VlalInputError(f"{name} must hold integer class ids in [0, {n_classes}); got dtype {arr.dtype}"
                              + ("; cast whole-number floats with .astype(int)" if np.issubdtype(arr.dtype, np.floating)
-                                else "; map class names to ids first"))
+                                else "; map class names to ids first" if arr.dtype.kind in "USO"
+                                else ""))
     if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
         bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
-        raise VlalInputError(f"{name} holds class {bad}, outside [0, {n_classes}) (the tuner's "
+        raise VlalInputError(f"{name}: class {bad} is outside [0, {n_classes}) (the tuner's "
                              f"{n_classes} classes)")
     return arr.astype(np.int64)
 
@@ -221,7 +225,8 @@ def run_active_learning(
         t0 = time.perf_counter()
         idx = strategy.select(feats, probs, min(b, remaining), labeled=labeled, labels=labels, model=tuner)
         t1 = time.perf_counter()
-        new = np.asarray(ask(idx))
+        answer = ask(idx)
+        new = np.asarray(list(answer) if not hasattr(answer, "__len__") else answer)  # generators too
         if new.shape != idx.shape:
             raise VlalInputError(f"oracle returned {new.shape} labels for {idx.shape} queries")
         new = _check_class_ids(new, "the oracle's labels", n_classes)

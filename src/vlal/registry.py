@@ -98,14 +98,21 @@ def _build(factory, name, *args, random_state, params: dict) -> Strategy:
         import inspect
 
         try:
-            names = [p for p in inspect.signature(factory).parameters if p != "self"][len(args):]  # after the base
+            sig = inspect.signature(factory)
+            names = [p for p in sig.parameters if p != "self"][len(args):]  # after the base
             accepted = [p for p in names if p != "random_state"]
+            if any(v.kind is inspect.Parameter.VAR_KEYWORD for v in sig.parameters.values()):
+                accepted = None  # a factory passing **kw on (the CEC ablations): the class' own message
         except (TypeError, ValueError):
             accepted = None
         unknown = sorted(set(params) - set(accepted)) if accepted is not None else []
         if unknown:
             raise VlalInputError(f"bad parameters in {name!r}: {', '.join(map(repr, unknown))} not accepted; "
                                  f"it takes {accepted or 'no parameters'}") from err
+        fixed = re.search(r"multiple values for keyword argument '(\w+)'", str(err))
+        if fixed:
+            raise VlalInputError(f"bad parameters in {name!r}: {fixed.group(1)!r} is fixed by this strategy name "
+                                 "(an ablation of CEC); use 'cec[...]' to set it") from err
         raise VlalInputError(f"bad parameters in {name!r}: {err}") from err
     if isinstance(strategy, Strategy):
         strategy._validate_params()  # a bad name fails here, not at the first query

@@ -326,7 +326,7 @@ def init_session(
     except Exception as err:
         from ._io import numpy_read_error
 
-        raise SessionError(f"{src}: not a readable .npz ({numpy_read_error(err)})") from err
+        raise SessionError(f"{src}: not a readable .npz: {numpy_read_error(err)}") from err
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise SessionError(f"{src} holds one array, not an .npz archive: a session needs the .npz that "
                            "`vlal embed` writes (pool_features, text_features, paths, ...)")

@@ -54,7 +54,9 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
     try:
         from . import RandomWeightsWarning, embed as embed_fn, load_clip
     except ImportError as err:  # no [clip] extra: one line, as the other commands say it
-        raise click.ClickException(str(err)) from err
+        missing = getattr(err.__cause__, "name", None) or "torch"
+        raise click.ClickException(f"vlal embed needs the [clip] extra ({missing} is missing): "
+                                   "pip install 'vlal[clip]'") from err
 
     if engine == "local" and Path(out).suffix != ".npz":
         raise click.BadParameter(f"{out}: the local engine writes one .npz file; name it OUT.npz", param_hint="OUT")
