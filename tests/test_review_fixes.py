@@ -290,3 +290,23 @@ def test_cli_read_errors_name_the_problem(tmp_path):
     for args, flag, msg in cases:
         res = CliRunner().invoke(main, ["select", *args, "--budget", "2", "--out", str(tmp_path / "q.npy")])
         assert res.exit_code == 2 and f"Invalid value for {flag}" in res.output and msg in res.output, res.output
+
+
+def test_spec_string_quoting_wrappers_and_seed_none():
+    import vlal
+    from vlal.registry import split_top_level
+
+    assert split_top_level("a='x,y',b=(1,2),c=3") == ["a='x,y'", "b=(1,2)", "c=3"]
+    with pytest.raises(VlalInputError, match=r"got 'a,b'"):  # the quoted value arrives whole
+        vlal.make_strategy("cec[clustering='a,b']")
+    with pytest.raises(VlalInputError, match=r"'pcb' wraps a base strategy: name it as pcb\(<base>\)"):
+        vlal.make_strategy("pcb[gamma=0.2]")
+    assert vlal.make_strategy("cec[random_state=none]").random_state is None
+
+
+def test_python_dash_m_vlal_runs_the_command_line():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "vlal", "strategies"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "cec" in res.stdout.split()

@@ -220,7 +220,9 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
     from .bench import check_prefix, check_strategy_tuner, run_benchmark, write_results
     from .data import load_features, make_synthetic
 
-    names = [s.strip() for s in _split_top_level(strategies)]
+    from .registry import split_top_level
+
+    names = [s.strip() for s in split_top_level(strategies)]
     if not any(names):
         raise click.BadParameter("strategies is empty: name at least one (see `vlal strategies`)",
                                  param_hint="--strategies")
@@ -370,23 +372,6 @@ def _bench_inputs(tuner: str) -> str:
     return "paths" if _TUNERS[_TUNER_ALIASES.get(tuner, tuner)].inputs == "images" else "features"
 
 
-def _split_top_level(s: str) -> list[str]:
-    """Split on commas that are not inside brackets: "pcb(cec),cec[k=10,alpha=1]"."""
-    parts, depth, cur = [], 0, ""
-    for ch in s:
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return parts
-
-
 from .clip.cli import embed as _embed_cmd  # noqa: E402  (click only; torch loads when it runs)
 
 main.add_command(_embed_cmd)
@@ -395,5 +380,5 @@ from .session_cli import session as _session_group  # noqa: E402  (click only)
 
 main.add_command(_session_group)
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+if __name__ == "__main__":  # python -m vlal.cli
+    console_main()

@@ -79,6 +79,8 @@ def make_strategy(name: str, random_state=None) -> Strategy:
     m = re.fullmatch(_NAME + r"(?:\[(.*)\])?\s*", name)
     key = m.group(1).lower() if m else None
     if key not in _FACTORIES:
+        if key in _WRAPPERS:
+            raise VlalInputError(f"{key!r} wraps a base strategy: name it as {key}(<base>), e.g. {key}(cec)")
         if m is None and any(c in name for c in "[]()"):
             raise VlalInputError(f"malformed strategy name {name!r}: use name, name[key=value,...] or "
                                  f"wrapper(base) (brackets must pair up)")
@@ -119,10 +121,32 @@ def _build(factory, name, *args, random_state, params: dict) -> Strategy:
     return strategy
 
 
+def split_top_level(s: str) -> list[str]:
+    """Split on commas outside brackets and quotes: ``"pcb(cec),cec[k=10,alpha=1]"`` ->
+    ``["pcb(cec)", "cec[k=10,alpha=1]"]``; ``"a='x,y',b=1"`` -> ``["a='x,y'", "b=1"]``."""
+    parts, depth, quote, cur = [], 0, None, ""
+    for ch in s:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0 and quote is None:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return parts
+
+
 def _parse_params(text: str, name: str) -> dict:
     """``"k=10, alpha=0.05"`` -> ``{"k": 10, "alpha": 0.05}`` (values are Python literals)."""
     out = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
+    for item in filter(None, (t.strip() for t in split_top_level(text))):
         k, sep, v = item.partition("=")
         k = k.strip()
         if not sep or not k.isidentifier():
@@ -135,6 +159,9 @@ def _parse_params(text: str, name: str) -> dict:
             continue
         if word.lower() in ("true", "false"):  # as a shell user types them ("none" stays a word: diversity=none)
             out[k] = word.lower() == "true"
+            continue
+        if k == "random_state" and word.lower() == "none":  # a seed is never the word "none"
+            out[k] = None
             continue
         try:
             out[k] = ast.literal_eval(word)
