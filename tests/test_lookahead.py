@@ -164,3 +164,15 @@ def test_ties_are_broken_by_random_state_not_by_row_order(diversity):
     low = sum(int((q < 20).sum()) for q in picks)
     assert low <= 25  # ~7 of 100 expected at random; was 98-100 of 100 (lowest rows first)
     assert len({tuple(sorted(q)) for q in picks}) >= 15
+
+
+@pytest.mark.parametrize("diversity", ["cluster", "none", "greedy"])
+def test_no_exact_copies_while_distinct_images_remain(diversity):
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(30, 16)).astype(np.float32)
+    x = np.repeat(base, 10, axis=0)  # 30 images, 10 copies each
+    p = np.eye(4)[np.repeat(rng.integers(0, 4, 30), 10)]
+    picks = LookAhead(diversity=diversity, random_state=0).select(x, p, 20)
+    assert len({tuple(x[i]) for i in picks}) == 20  # was: 5 (greedy) and 18 (none) copies per call
+    more = LookAhead(diversity=diversity, random_state=0).select(x, p, 40)
+    assert np.unique(more).size == 40 and len({tuple(x[i]) for i in more}) == 30  # then copies, all distinct rows

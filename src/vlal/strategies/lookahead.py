@@ -331,8 +331,15 @@ class LookAhead(Strategy):
         seed = seed_int(self.random_state, rng)
         tie = np.random.default_rng([seed, 1]).permutation(m)  # equal scores: random_state decides, not row order
         order0 = np.lexsort((tie, -final))
-        if self.diversity == "none" or budget >= m:
+        zc = np.ascontiguousarray(zf, dtype=np.float32)
+        _, copy_of = np.unique(zc.view(np.dtype((np.void, 4 * zc.shape[1]))).ravel(), return_inverse=True)
+        copy_of = copy_of.ravel()  # rows with bitwise-equal features share an id
+        if budget >= m:
             chosen = order0[:budget]
+        elif self.diversity == "none":  # best rows, one per distinct image while enough remain
+            _, first = np.unique(copy_of[order0], return_index=True)
+            head = order0[np.sort(first)]
+            chosen = np.concatenate([head, order0[~np.isin(order0, head)]])[:budget]
         elif self.diversity == "cluster":
             _, assign = _cluster(zf, rank01(final) + 1e-3, budget, seed, int(self.n_iter), "k-means++", "auto")
             # the best row of each cluster, best clusters first; then the best rows left (empty clusters)
@@ -354,6 +361,10 @@ class LookAhead(Strategy):
                 best = int(top[np.lexsort((tie[top], -cur[top]))[0]])
                 chosen.append(best)
                 avail[best] = False
+                avail[copy_of == copy_of[best]] = False  # its exact copies would teach nothing new
+                if not avail.any():  # fewer distinct images than the budget: copies again
+                    avail[:] = True
+                    avail[np.asarray(chosen)] = False
                 y = int(np.argmax(bel[best]))
                 logp_xy = lg[best, y] - np.logaddexp.reduce(lg[best])
                 a = beta * (1.0 + np.sqrt(max(0.0, -logp_xy)))
