@@ -22,6 +22,11 @@ _CLIP_TUNERS = [n for n in _available_tuners() if n not in _FEATURE_TUNERS]
 _TUNER_CHOICES = _available_tuners() + list(_TUNER_ALIASES)
 
 
+def _is_manifest(p: Path) -> bool:
+    """``p`` names a shard manifest: a ``.json`` file, or a folder holding ``manifest.json``."""
+    return p.suffix.lower() == ".json" or (p.is_dir() and (p / "manifest.json").is_file())
+
+
 def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
     """``file.npy`` or ``file.npz`` (key ``default_key``) or ``file.npz:key``; memory-mapped for .npy.
 
@@ -34,7 +39,7 @@ def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
         raise click.BadParameter(f"no such file: {p}", param_hint=flag)
     if key and p.suffix.lower() != ".npz":
         raise click.BadParameter(f"{spec}: ':KEY' names an array inside an .npz; {p.name} is not one", param_hint=flag)
-    if p.suffix.lower() == ".json" or (p.is_dir() and (p / "manifest.json").is_file()):
+    if _is_manifest(p):
         from .shards import ShardedFeatures  # float16 shards + manifest: read lazily, never whole
 
         return ShardedFeatures(p)
@@ -111,7 +116,7 @@ def _input_files(given) -> list[Path]:
     text = str(given)
     path = Path(text.rsplit(":", 1)[0]) if ":" in text and not Path(text).exists() else Path(text)
     files = [path.resolve()]
-    if path.suffix.lower() == ".json" or (path.is_dir() and (path / "manifest.json").is_file()):
+    if _is_manifest(path):
         from .shards import load_manifest
 
         try:

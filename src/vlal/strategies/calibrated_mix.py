@@ -199,17 +199,20 @@ def budget_mix_weight(n_labeled_after: int, n_classes: int, half_shots: float) -
     return float(s / (s + half_shots)) if half_shots > 0 else 1.0
 
 
+def _row_keys(z: np.ndarray) -> np.ndarray:
+    """One opaque key per row, equal exactly when the float32 rows are bitwise equal."""
+    zc = np.ascontiguousarray(z, dtype=np.float32)
+    return zc.view(np.dtype((np.void, zc.dtype.itemsize * zc.shape[1]))).ravel()
+
+
 def unique_rows(z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """Positions of the first copy of each distinct row of ``z``, in row order, without
     the rows equal to a row of ``exclude`` (exact bitwise equality of float32 rows)."""
-    zc = np.ascontiguousarray(z, dtype=np.float32)
-    _, first = np.unique(zc.view(np.dtype((np.void, zc.dtype.itemsize * zc.shape[1]))).ravel(), return_index=True)
+    keys = _row_keys(z)
+    _, first = np.unique(keys, return_index=True)
     first = np.sort(first)
     if exclude is not None and exclude.shape[0]:
-        ex = np.ascontiguousarray(exclude, dtype=np.float32)
-        void = np.dtype((np.void, zc.dtype.itemsize * zc.shape[1]))
-        seen = np.isin(zc[first].view(void).ravel(), ex.view(void).ravel())
-        first = first[~seen]
+        first = first[~np.isin(keys[first], _row_keys(exclude))]
     return first.astype(np.int64)
 
 

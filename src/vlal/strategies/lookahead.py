@@ -19,7 +19,7 @@ from ..scoring import (
 )
 from .base import Pool, Strategy
 from ._register import register
-from .calibrated_mix import _cluster, rank01
+from .calibrated_mix import _cluster, _row_keys, rank01
 
 __all__ = ["LookAhead", "lookahead_gain", "common_direction_similarity", "class_share_curve"]
 
@@ -172,6 +172,14 @@ def lookahead_gain(logits, belief, sim, rows_query, beta: float, n_labels: int =
     g += np.where(gain_out, (1.0 - pi) * (b_second - b_old)[None, :] - pi, 0.0).sum(axis=1)
     out = (w * g.reshape(-1, h)).sum(axis=1)
     return out
+
+
+def _best_per_group(order: np.ndarray, group: np.ndarray, budget: int) -> np.ndarray:
+    """The first row of ``order`` (best first) of each group, best groups first, then the
+    remaining rows of ``order``; ``budget`` of them."""
+    _, first = np.unique(group[order], return_index=True)
+    head = order[np.sort(first)]
+    return np.concatenate([head, order[~np.isin(order, head)]])[:budget]
 
 
 @register("lookahead")
@@ -331,22 +339,16 @@ class LookAhead(Strategy):
         seed = seed_int(self.random_state, rng)
         tie = np.random.default_rng([seed, 1]).permutation(m)  # equal scores: random_state decides, not row order
         order0 = np.lexsort((tie, -final))
-        zc = np.ascontiguousarray(zf, dtype=np.float32)
-        _, copy_of = np.unique(zc.view(np.dtype((np.void, 4 * zc.shape[1]))).ravel(), return_inverse=True)
-        copy_of = copy_of.ravel()  # rows with bitwise-equal features share an id
         if budget >= m:
             chosen = order0[:budget]
         elif self.diversity == "none":  # best rows, one per distinct image while enough remain
-            _, first = np.unique(copy_of[order0], return_index=True)
-            head = order0[np.sort(first)]
-            chosen = np.concatenate([head, order0[~np.isin(order0, head)]])[:budget]
-        elif self.diversity == "cluster":
+            chosen = _best_per_group(order0, _row_keys(zf), budget)
+        elif self.diversity == "cluster":  # the best row of each cluster; then the best rows left (empty clusters)
             _, assign = _cluster(zf, rank01(final) + 1e-3, budget, seed, int(self.n_iter), "k-means++", "auto")
-            # the best row of each cluster, best clusters first; then the best rows left (empty clusters)
-            _, first = np.unique(assign[order0], return_index=True)
-            head = order0[np.sort(first)]
-            chosen = np.concatenate([head, order0[~np.isin(order0, head)]])[:budget]
+            chosen = _best_per_group(order0, assign, budget)
         else:  # lazy greedy with simulated updates
+            _, copy_of = np.unique(_row_keys(zf), return_inverse=True)  # bitwise-equal rows share an id
+            copy_of = copy_of.ravel()
             lg = logits.copy()
             bel = belief.copy()
             cur = g0.copy()
