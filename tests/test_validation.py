@@ -106,6 +106,27 @@ def test_random_state_generator_accepted_and_bad_rejected():
         Random(random_state="seed").select(x, p, 3)
 
 
+def test_seed_sequence_accepted_and_named_in_the_error():
+    x, p, _ = make_pool()
+    a = CEC(k=5, random_state=np.random.SeedSequence(3)).select(x, p, 4)
+    b = CEC(k=5, random_state=np.random.SeedSequence(3)).select(x, p, 4)
+    np.testing.assert_array_equal(a, b)  # a SeedSequence seeds every call alike
+    with pytest.raises(ValueError, match="SeedSequence"):
+        Random(random_state=1.5).select(x, p, 3)
+
+
+def test_large_int_seeds_do_not_alias_small_ones():
+    from vlal._validation import seed_int
+
+    assert [seed_int(s) for s in (0, 1, 12345, 2**31 - 2)] == [0, 1, 12345, 2**31 - 2]  # unchanged
+    big = [seed_int(s) for s in (2**31 - 1, 2**31, 2**40, 2**31 - 1 + 5)]
+    assert all(0 <= v < 2**31 - 1 for v in big)
+    assert big[0] != 0 and big[1] != 1 and big[3] != 5  # a modulo used to map these onto 0, 1, 5
+    assert len(set(big)) == 4
+    with pytest.raises(ValueError, match="non-negative"):
+        seed_int(-1)
+
+
 def test_float16_memmap_cec(tmp_path):
     x, p, _ = make_pool(n=200)
     np.save(tmp_path / "x.npy", x.astype(np.float16))

@@ -298,15 +298,23 @@ def rng_from(random_state) -> np.random.Generator:
     if random_state is None or isinstance(random_state, np.random.SeedSequence):
         return np.random.default_rng(random_state)
     raise VlalInputError(
-        "random_state must be None, a non-negative int, a numpy Generator or a numpy RandomState; "
+        "random_state must be None, a non-negative int, a numpy SeedSequence, Generator or RandomState; "
         f"got {type(random_state).__name__}"
     )
 
 
 def seed_int(random_state, rng: np.random.Generator | None = None) -> int:
-    """A 31-bit int seed for libraries (faiss) that take only ints."""
+    """A 31-bit int seed for libraries (faiss) that take only ints.
+
+    An int in ``[0, 2**31 - 1)`` is used as is; a larger one is hashed by numpy's
+    ``SeedSequence`` (a plain modulo would give ``2**31 - 1`` the picks of ``0``).
+    """
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, (bool, np.bool_)):
-        return int(random_state) % (2**31 - 1)
+        s = int(random_state)
+        if 0 <= s < 2**31 - 1:
+            return s
+        if s >= 0:
+            return int(np.random.SeedSequence(s).generate_state(1, np.uint64)[0] % (2**31 - 1))
     r = rng if rng is not None else rng_from(random_state)
     return int(r.integers(0, 2**31 - 1))
 
