@@ -146,3 +146,21 @@ def test_float_labels_rejected_like_float_labeled():
         vlal.PCB(vlal.Entropy()).select(x, p, 3, labeled=lab, labels=np.array([0.0, 1.0, 0.0]))
     picks = vlal.PCB(vlal.Entropy(), random_state=0).select(x, p, 3, labeled=lab, labels=np.array([0, 1, 0]))
     assert not set(picks.tolist()) & set(lab.tolist())
+
+
+def test_one_class_id_dtype_rule_for_every_caller():
+    from vlal._validation import integer_class_ids
+
+    np.testing.assert_array_equal(integer_class_ids(np.array([1, 2], dtype=object), "labels"), [1, 2])
+    assert integer_class_ids(np.array([1, 2], dtype=np.uint8), "labels").dtype == np.int64
+    with pytest.raises(ValueError, match=r"^labels must hold integer class ids; got dtype float64; cast whole-number"):
+        integer_class_ids([1.0, 2.0], "labels")
+    with pytest.raises(ValueError, match=r"y must hold integer class ids in \[0, 3\); got dtype <U1; map class names"):
+        integer_class_ids(["a"], "y", " in [0, 3)")
+    with pytest.raises(ValueError, match=r"got dtype object"):
+        integer_class_ids(np.array([True, 1], dtype=object), "labels")  # a bool is not a class id
+    # the strategies' labels= takes ints in an object array (from pandas) like the loop does
+    x, p, _ = make_pool()
+    a = vlal.PCB(vlal.Entropy()).select(x, p, 3, labeled=[0, 1], labels=np.array([0, 1], dtype=object))
+    b = vlal.PCB(vlal.Entropy()).select(x, p, 3, labeled=[0, 1], labels=np.array([0, 1]))
+    np.testing.assert_array_equal(a, b)

@@ -174,6 +174,32 @@ def check_labeled(labeled, n: int) -> np.ndarray:
     return idx
 
 
+def integer_class_ids(values, name: str, detail: str = "") -> np.ndarray:
+    """``values`` as an int64 array of class ids, or an error naming ``name`` and the dtype.
+
+    The one dtype rule for class ids everywhere (``labels``, the loop's oracle and test labels,
+    label arrays in feature files, ``--labels``): integer dtypes pass, as do Python / numpy ints
+    in an object array (e.g. from pandas); floats are refused (no silent float -> int cast,
+    the message says how to cast whole numbers), strings are refused (map class names to ids
+    first). Shape and range are the caller's to check (their messages name their context).
+    ``detail`` is inserted after "integer class ids" (e.g. ``" in [0, 10)"``).
+
+    Raises
+    ------
+    VlalInputError
+        A non-integer dtype.
+    """
+    arr = np.asarray(values)
+    if arr.dtype == object and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                                   for v in arr.ravel()):
+        arr = arr.astype(np.int64)  # ints in an object array
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        hint = ("; cast whole-number floats with .astype(int)" if np.issubdtype(arr.dtype, np.floating)
+                else "; map class names to ids first" if arr.dtype.kind in "USO" else "")
+        raise VlalInputError(f"{name} must hold integer class ids{detail}; got dtype {arr.dtype}{hint}")
+    return arr.astype(np.int64)
+
+
 def check_labels(labels, labeled_idx: np.ndarray, n: int, n_classes: int | None = None) -> np.ndarray | None:
     """Validate the classes of the labeled rows; aligned with ``labeled`` as the caller gave it.
 
@@ -190,12 +216,8 @@ def check_labels(labels, labeled_idx: np.ndarray, n: int, n_classes: int | None 
             f"labels has {arr.shape[0]} entries but labeled marks {labeled_idx.shape[0]} rows; "
             "give one class per labeled row, in the order of labeled"
         )
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        # the same rule as for ``labeled``: no silent float -> int casts of ids
-        raise VlalInputError(f"labels must hold integer class ids (as labeled holds integer indices); got dtype "
-                             f"{arr.dtype}" + ("; cast whole-number floats with labels.astype(int)"
-                                               if np.issubdtype(arr.dtype, np.floating) else ""))
-    arr = arr.astype(np.int64)
+    # the same rule as for ``labeled``: no silent float -> int casts of ids
+    arr = integer_class_ids(arr, "labels", " (as labeled holds integer indices)")
     if arr.size and arr.min() < 0:
         raise VlalInputError(f"labels must be non-negative class ids; got {int(arr.min())}")
     if arr.size and n_classes is not None and arr.max() >= n_classes:

@@ -143,6 +143,7 @@ def _input_files(given) -> list[Path]:
 def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     """Choose BUDGET pool rows to label and write their indices."""
     from ._io import check_writable_dir
+    from ._validation import integer_class_ids
     from .registry import make_strategy
 
     outp = Path(out)
@@ -165,10 +166,11 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
         p = _load_array(probs, "probs", "--probs")
         lab = None if labeled is None else _load_array(labeled, "labeled", "--labeled")
         lbl = None if labels is None else _load_array(labels, "labels", "--labels")
-        if lbl is not None and not (np.issubdtype(lbl.dtype, np.integer) or lbl.size == 0):
-            # as --labeled: class ids are integers; 1.0 or 0.7 in a file is a mistake upstream
-            raise click.BadParameter(f"must hold integer class ids; got dtype {lbl.dtype} "
-                                     f"(save them with an integer dtype, e.g. labels.astype(int))", param_hint="--labels")
+        if lbl is not None:  # as --labeled: class ids are integers; 1.0 or 0.7 in a file is a mistake upstream
+            try:
+                integer_class_ids(lbl, "--labels")
+            except VlalInputError as err:
+                raise click.BadParameter(str(err).replace("--labels ", "", 1), param_hint="--labels") from None
         try:
             idx = strat.select(f, p, budget, labeled=lab, labels=lbl)
         except VlalInputError as err:  # name the CLI flag, not the Python argument

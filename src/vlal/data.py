@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_features, check_positive_int, l2_normalize
+from ._validation import check_features, check_positive_int, integer_class_ids, l2_normalize
 from .exceptions import VlalInputError
 
 __all__ = ["FeatureDataset", "load_features", "make_synthetic", "zero_shot_proxy"]
@@ -131,10 +131,7 @@ def _file_labels(path: Path, key: str, y: np.ndarray, n_classes: int | None, aga
     y = np.asarray(y)
     if y.ndim != 1:
         raise VlalInputError(f"{path}: {key} must be 1-D; got shape {y.shape}")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        raise VlalInputError(f"{path}: {key} must hold integer class ids; got dtype {y.dtype} "
-                             "(no silent float -> int cast: save the labels as integers)")
-    y = y.astype(np.int64)
+    y = integer_class_ids(y, f"{path}: {key}")  # no silent float -> int cast
     if y.size and y.min() < 0:
         raise VlalInputError(f"{path}: {key} holds the negative class id {int(y.min())} "
                              f"(row {int(np.argmin(y))}); class ids are 0..K-1")

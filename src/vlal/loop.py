@@ -13,7 +13,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from ._validation import check_features, check_positive_int
+from ._validation import check_features, check_positive_int, integer_class_ids
 from .exceptions import VlalInputError
 from ._warnings import warn_caller
 from .strategies.base import Strategy
@@ -107,19 +107,12 @@ def _check_class_ids(values, name: str, n_classes: int, length: int | None = Non
     arr = np.asarray(values)
     if arr.ndim != 1 or (length is not None and arr.shape[0] != length):
         raise VlalInputError(f"{name} must have shape ({length if length is not None else 'n'},); got {arr.shape}")
-    if arr.dtype == object and arr.ndim == 1 and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in arr):
-        arr = arr.astype(np.int64)  # ints in an object array (e.g. from pandas)
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise VlalInputError(f"{name} must hold integer class ids in [0, {n_classes}); got dtype {arr.dtype}"
-                             + ("; cast whole-number floats with .astype(int)" if np.issubdtype(arr.dtype, np.floating)
-                                else "; map class names to ids first" if arr.dtype.kind in "USO"
-                                else ""))
+    arr = integer_class_ids(arr, name, f" in [0, {n_classes})")
     if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
         bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
         raise VlalInputError(f"{name}: class {bad} is outside [0, {n_classes}) (the tuner's "
                              f"{n_classes} classes)")
-    return arr.astype(np.int64)
+    return arr
 
 
 def run_active_learning(
