@@ -310,3 +310,32 @@ def test_python_dash_m_vlal_runs_the_command_line():
 
     res = subprocess.run([sys.executable, "-m", "vlal", "strategies"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "cec" in res.stdout.split()
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda p: p.write_text("hello\n"), "not a .npy/.npz file"),
+    (lambda p: np.save(p, np.zeros((3, 8))), "holds one array, not an .npz archive"),
+    (lambda p: np.save(p, np.array([1, "x"], dtype=object), allow_pickle=True), "object array"),
+    (lambda p: np.savez(p, test_features=np.zeros((3, 8)), test_labels=np.array([1, "x"], dtype=object)),
+     "test_labels: it holds an object array"),
+    (lambda p: np.savez(p, test_features=np.zeros((3, 8)), test_labels=np.array([0.0, 1.0, 2.0])),
+     "must hold integer class ids; got dtype float64"),
+    (lambda p: np.savez(p, test_features=np.zeros((3, 8)), test_labels=np.array([0, 1, 7]),
+                        class_names=np.array(["a", "b", "c"])), "must be 1-D class ids in [0, 3)"),
+])
+def test_session_init_bad_heldout_file_is_a_one_line_error(tmp_path, make, why):
+    # new-user review, stop 21: every one of these printed a raw traceback (TypeError / ValueError)
+    from click.testing import CliRunner
+
+    from vlal.cli import main
+
+    rng = np.random.default_rng(0)
+    emb = tmp_path / "emb.npz"
+    np.savez(emb, pool_features=rng.random((30, 8), dtype=np.float32),
+             text_features=rng.random((3, 8), dtype=np.float32), class_names=np.array(["a", "b", "c"]))
+    held = tmp_path / ("held.npz" if "savez" in make.__code__.co_names else "held.npy")
+    make(held)
+    res = CliRunner().invoke(main, ["session", "init", str(tmp_path / "s"), "--features", str(emb), "--heldout", str(held)])
+    assert res.exit_code != 0 and (res.exception is None or isinstance(res.exception, SystemExit))
+    assert "Traceback" not in res.output and why in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "s").exists()  # nothing half-made left behind

@@ -261,6 +261,29 @@ def _feature_tuners() -> list[str]:
     return available_tuners(feature_only=True)
 
 
+def _open_npz(path: Path, need: str):
+    """``np.load(path)`` as an open ``NpzFile`` (never unpickling), or a one-line SessionError."""
+    from ._io import numpy_read_error
+
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise SessionError(f"{path}: not a readable .npz: {numpy_read_error(err)}") from err
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise SessionError(f"{path} holds one array, not an .npz archive: {need}")
+    return z
+
+
+def _npz_get(z, key: str, path: Path) -> np.ndarray:
+    """``z[key]`` read in full, or a one-line SessionError (object arrays, truncated members)."""
+    from ._io import numpy_read_error
+
+    try:
+        return np.asarray(z[key])
+    except Exception as err:
+        raise SessionError(f"{path}: {key}: {numpy_read_error(err)}") from err
+
+
 def init_session(
     path,
     features_file,
@@ -312,7 +335,7 @@ def init_session(
         The folder exists and is not empty, missing keys, shapes or class names that
         disagree, an unknown strategy or tuner.
     """
-    from ._validation import check_features, l2_normalize
+    from ._validation import check_features, integer_class_ids, l2_normalize
     from .registry import make_strategy
 
     folder = Path(path)
@@ -321,29 +344,21 @@ def init_session(
     src = Path(features_file)
     if not src.is_file():
         raise SessionError(f"no feature file at {src}")
-    try:
-        z = np.load(src, allow_pickle=False)
-    except Exception as err:
-        from ._io import numpy_read_error
-
-        raise SessionError(f"{src}: not a readable .npz: {numpy_read_error(err)}") from err
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise SessionError(f"{src} holds one array, not an .npz archive: a session needs the .npz that "
-                           "`vlal embed` writes (pool_features, text_features, paths, ...)")
-    with z:
+    with _open_npz(src, "a session needs the .npz that `vlal embed` writes (pool_features, text_features, "
+                        "paths, ...)") as z:
         files = set(z.files)
         for key in ("pool_features", "text_features"):
             if key not in files:
                 hint = " (the zero-shot class embeddings; write the file with `vlal embed ... --class-names FILE`)" \
                     if key == "text_features" else ""
                 raise SessionError(f"{src} has no {key!r}{hint}; it has {sorted(files)}")
-        feats = check_features(z["pool_features"], "pool_features").astype(np.float32)
-        text = l2_normalize(check_features(z["text_features"], "text_features")).astype(np.float32)
-        paths = [str(p) for p in z["pool_paths"]] if "pool_paths" in files else None
-        names = [str(c) for c in z["class_names"]] if "class_names" in files else None
+        feats = check_features(_npz_get(z, "pool_features", src), "pool_features").astype(np.float32)
+        text = l2_normalize(check_features(_npz_get(z, "text_features", src), "text_features")).astype(np.float32)
+        paths = [str(p) for p in _npz_get(z, "pool_paths", src)] if "pool_paths" in files else None
+        names = [str(c) for c in _npz_get(z, "class_names", src)] if "class_names" in files else None
         test = None
         if heldout == "auto" and {"test_features", "test_labels"} <= files:
-            test = (z["test_features"], z["test_labels"], f"{src} (test split)")
+            test = (_npz_get(z, "test_features", src), _npz_get(z, "test_labels", src), f"{src} (test split)")
     if class_names is not None:
         names = [str(c) for c in class_names]
     n, d = feats.shape
@@ -368,7 +383,7 @@ def init_session(
         hp = Path(heldout)
         if not hp.is_file():
             raise SessionError(f"no held-out file at {hp}")
-        with np.load(hp, allow_pickle=False) as h:
+        with _open_npz(hp, "the held-out split must be an .npz with test_features and test_labels") as h:
             for fk, lk in (("test_features", "test_labels"), ("pool_features", "pool_labels"),
                            ("features", "labels")):
                 if fk in h.files and lk in h.files:
@@ -376,21 +391,29 @@ def init_session(
             else:
                 raise SessionError(f"{hp} needs test_features and test_labels (or pool_features and pool_labels, "
                                    f"as `vlal embed` writes for a folder of class sub-folders); it has {h.files}")
-            hl = h[lk]
+            hl = _npz_get(h, lk, hp)
             if "class_names" in h.files:  # its own class order: map to the session's by name
-                own = [str(c) for c in h["class_names"]]
+                own = [str(c) for c in _npz_get(h, "class_names", hp)]
                 unknown = sorted(set(own) - set(names or []))
                 if unknown:
                     raise SessionError(f"{hp} has classes {unknown} that the session does not know ({names})")
+                try:
+                    hl = integer_class_ids(hl, f"{hp}: {lk}")
+                except VlalInputError as err:
+                    raise SessionError(str(err)) from None
+                if hl.ndim != 1 or (hl.size and (hl.min() < 0 or hl.max() >= len(own))):
+                    raise SessionError(f"{hp}: {lk} must be 1-D class ids in [0, {len(own)}) (its class_names)")
                 hl = np.asarray([names.index(c) for c in own], dtype=np.int64)[hl]
-            test = (h[fk], hl, str(hp.resolve()))
+            test = (_npz_get(h, fk, hp), hl, str(hp.resolve()))
     arrays = {"pool_features": feats, "pool_paths": np.asarray(paths), "text_features": text,
               "class_names": np.asarray(names)}
     if test is not None:
         tf = check_features(test[0], "held-out features").astype(np.float32)
-        tl = np.asarray(test[1])
-        if tf.shape[1] != d or tl.shape != (tf.shape[0],) or not np.issubdtype(tl.dtype, np.integer) \
-                or (tl.size and (tl.min() < 0 or tl.max() >= n_classes)):
+        try:
+            tl = integer_class_ids(test[1], f"held-out labels of {test[2]}")
+        except VlalInputError as err:
+            raise SessionError(str(err)) from None
+        if tf.shape[1] != d or tl.shape != (tf.shape[0],) or (tl.size and (tl.min() < 0 or tl.max() >= n_classes)):
             raise SessionError(f"held-out split of {test[2]}: need ({tf.shape[0]},) int labels in [0, {n_classes}) and d={d}")
         arrays["heldout_features"], arrays["heldout_labels"] = tf, tl.astype(np.int64)
     try:
