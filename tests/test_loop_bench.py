@@ -244,6 +244,21 @@ def test_loop_rejects_bad_oracle_labels(bad, msg):
                             ds.test_features, ds.test_labels, n_rounds=1, budget=5)
 
 
+@pytest.mark.parametrize("test_x, oracle, msg", [
+    (lambda x: x[:, :2], None, r"test_inputs has d=2 but pool_features has d=4"),  # was: "features has d=2 ..."
+    (lambda x: x[:0], None, r"test_inputs must be non-empty"),
+    (lambda x: x, lambda idx: None, r"the oracle returned None for 5 queries"),  # was: a bare TypeError
+    (lambda x: x, lambda idx: 3, r"the oracle must return a sequence of labels; got int"),
+])
+def test_loop_names_test_inputs_and_the_oracle(test_x, oracle, msg):
+    ds = make_synthetic(n_pool=60, n_test=20, n_classes=3, dim=4)
+    w0, _ = zero_shot_proxy(ds, 0)
+    with pytest.raises(VlalInputError, match=msg):
+        run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features,
+                            ds.pool_labels if oracle is None else oracle, test_x(ds.test_features), ds.test_labels,
+                            n_rounds=1, budget=5)
+
+
 def test_cli_select_refuses_to_overwrite_an_input(tmp_path):
     f, p = tmp_path / "f.npy", tmp_path / "p.npy"
     np.save(f, np.random.default_rng(0).random((40, 6)).astype(np.float32))

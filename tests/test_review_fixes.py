@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import vlal
 from vlal import VlalInputError
 from vlal.bench import run_benchmark
 from vlal.cli import main
@@ -339,3 +340,12 @@ def test_session_init_bad_heldout_file_is_a_one_line_error(tmp_path, make, why):
     assert res.exit_code != 0 and (res.exception is None or isinstance(res.exception, SystemExit))
     assert "Traceback" not in res.output and why in " ".join(res.output.split()), res.output
     assert not (tmp_path / "s").exists()  # nothing half-made left behind
+
+
+def test_nearest_to_centers_refuses_the_weighted_kmeans_tuple():
+    # new-user review, stop 21: passing weighted_kmeans' (centers, assignments) on gave a raw numpy error
+    x = np.random.default_rng(0).random((40, 5)).astype(np.float32)
+    out = vlal.weighted_kmeans(x, np.ones(40), 4, random_state=0)
+    with pytest.raises(VlalInputError, match=r"centers must be one 2-D array.*pass its first element"):
+        vlal.nearest_to_centers(x, out)
+    assert vlal.nearest_to_centers(x, out[0]).shape == (4,)

@@ -25,8 +25,16 @@ def _first_bad_row(mask_rows: np.ndarray) -> int:
 
 
 def check_2d(x, name: str) -> np.ndarray:
-    """Return ``x`` as a 2-D floating array (no copy when already one)."""
-    arr = np.asarray(x)
+    """Return ``x`` as a 2-D floating array (no copy when already one; integer and bool arrays
+    become float32)."""
+    try:
+        arr = np.asarray(x)
+    except ValueError as err:  # ragged nested sequences, e.g. a (centres, assignments) tuple
+        hint = ""
+        if isinstance(x, tuple) and len(x) == 2 and all(isinstance(v, np.ndarray) for v in x):
+            hint = " (a (centers, assignments) tuple as weighted_kmeans returns? pass its first element)"
+        raise VlalInputError(f"{name} must be one 2-D array; got a {type(x).__name__} that numpy cannot stack "
+                             f"into one{hint}") from err
     if arr.ndim != 2:
         raise VlalInputError(f"{name} must be a 2-D array (n_samples, n_columns); got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:

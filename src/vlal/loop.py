@@ -184,6 +184,13 @@ def run_active_learning(
         from .bench import check_strategy_tuner  # ALFA-Mix probes the model with features: refuse now
 
         check_strategy_tuner([strategy], "paths")
+    if len(test_inputs) == 0:
+        raise VlalInputError("test_inputs must be non-empty (the evaluation set)")
+    if pool_inputs is None:  # features on both sides: same width, named here rather than by the tuner
+        t_arr = check_features(test_inputs, "test_inputs")
+        if t_arr.shape[1] != feats.shape[1]:
+            raise VlalInputError(f"test_inputs has d={t_arr.shape[1]} but pool_features has d={feats.shape[1]}; "
+                                 "embed both with the same model")
     p_test = np.asarray(tuner.predict_proba(test_inputs))  # zero-shot: round 0, and the number of classes
     n_classes = int(p_test.shape[1])
     if callable(oracle):
@@ -219,7 +226,12 @@ def run_active_learning(
         idx = strategy.select(feats, probs, min(b, remaining), labeled=labeled, labels=labels, model=tuner)
         t1 = time.perf_counter()
         answer = ask(idx)
-        new = np.asarray(list(answer) if not hasattr(answer, "__len__") else answer)  # generators too
+        if answer is None:
+            raise VlalInputError(f"the oracle returned None for {idx.size} queries; it must return their labels")
+        try:
+            new = np.asarray(list(answer) if not hasattr(answer, "__len__") else answer)  # generators too
+        except TypeError as err:
+            raise VlalInputError(f"the oracle must return a sequence of labels; got {type(answer).__name__}") from err
         if new.shape != idx.shape:
             raise VlalInputError(f"oracle returned {new.shape} labels for {idx.shape} queries")
         new = _check_class_ids(new, "the oracle's labels", n_classes)

@@ -1,0 +1,144 @@
+"""How much a label's effect can be predicted before it is known (issue 12, lookahead study).
+
+For each development seed (5-9, one round of 1 %, default tuner ``anchored``) and dataset: draw
+``--candidates`` pool rows at random, add the rows ``lookahead`` picked (read from the run files
+of ``benchmarks/lookahead_dev.py --run-dir``, or recomputed), and for every candidate ``x`` fit the
+real tuner on the single label ``(x, y)``:
+
+- *true effect*: change of pool accuracy (%) with the oracle's label ``y(x)``;
+- *belief effect*: the expected change of pool accuracy under the calibrated zero-shot beliefs
+  (Eq. 5, ``top_n = 10``), averaged over the three most likely labels of ``x`` (weights = belief),
+  i.e. the real-tuner version of ``lookahead``'s expected gain.
+
+Then the tuner is fitted on ``b`` rows (the budget) chosen four ways and scored on the test split:
+lookahead's picks, the top ``b`` candidates by true effect (an oracle, not a strategy), the top
+``b`` by belief effect, and the first ``b`` random candidates. Writes
+``benchmarks/results/lookahead_headroom.{json,md}``.
+
+    OMP_NUM_THREADS=1 python benchmarks/lookahead_headroom.py [--datasets dtd,caltech101] [--candidates 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from vlal import make_strategy
+from vlal._io import write_text_atomic
+from vlal.bench import round_budget
+from vlal.data import load_features, zero_shot_proxy
+from vlal.scoring import _calibrate_block, _contextual_prior
+from vlal.tuners import AnchoredTuner
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("VLAL_DATA", ROOT.parent / "shared" / "data" / "clip-vitb32"))
+WAYS = ("lookahead", "top true effect (oracle)", "top belief effect", "random")
+
+
+def accuracy(tuner, x, y):
+    return 100.0 * float((tuner.predict_proba(x).argmax(1) == y).mean())
+
+
+def one_seed(ds, seed: int, n_cand: int) -> dict:
+    w0, keep = zero_shot_proxy(ds, random_state=seed)
+    x, y = ds.pool_features[keep].astype(np.float32), ds.pool_labels[keep]
+    xt, yt = ds.test_features.astype(np.float32), ds.test_labels
+    n = y.size
+    b = round_budget(n, 0.01)
+    p0 = AnchoredTuner(w0).predict_proba(x).astype(np.float64)
+    belief = _calibrate_block(p0, _contextual_prior(p0, 10))
+    pred0 = p0.argmax(1)
+    rows = np.arange(n)
+    # lookahead's picks, as the benchmark makes them (same seed, same Generator)
+    la = np.asarray(make_strategy("lookahead", random_state=np.random.default_rng(seed)).select(x, p0, b))
+    rng = np.random.default_rng([seed, 17])
+    rand = rng.choice(n, min(n_cand, n), replace=False)
+    cand = np.concatenate([rand, la[~np.isin(la, rand)]])
+    base_true = (pred0 == y).mean() * 100
+    base_bel = belief[rows, pred0].sum()
+    true_eff = np.empty(cand.size)
+    bel_eff = np.zeros(cand.size)
+    for i, c in enumerate(cand):
+        top = np.argsort(-belief[c])[:3]
+        wts = belief[c, top] / belief[c, top].sum()
+        for lab, wt in zip(top, wts):
+            pr = AnchoredTuner(w0).fit(x[[c]], [lab]).predict_proba(x).argmax(1)
+            gain = belief[rows, pr].sum() - base_bel
+            # the candidate itself is of class `lab` under this hypothesis
+            gain += float(pr[c] == lab) - belief[c, pr[c]] - float(pred0[c] == lab) + belief[c, pred0[c]]
+            bel_eff[i] += wt * 100.0 * gain / n
+        pr = AnchoredTuner(w0).fit(x[[c]], y[[c]]).predict_proba(x).argmax(1)
+        true_eff[i] = 100.0 * (pr == y).mean() - base_true
+    picks = {
+        "lookahead": la,
+        "top true effect (oracle)": cand[np.argsort(-true_eff, kind="stable")[:b]],
+        "top belief effect": cand[np.argsort(-bel_eff, kind="stable")[:b]],
+        "random": rand[:b],
+    }
+    test = {k: accuracy(AnchoredTuner(w0).fit(x[v], y[v]), xt, yt) for k, v in picks.items()}
+    return {"dataset": ds.name, "seed": seed, "budget": b, "n_candidates": int(cand.size),
+            "zero_shot": accuracy(AnchoredTuner(w0), xt, yt), "test_accuracy": test,
+            "spearman_belief_vs_true": float(stats.spearmanr(bel_eff, true_eff)[0]),
+            "spearman_uncertainty_vs_true": float(stats.spearmanr(1 - p0[cand].max(1), true_eff)[0]),
+            "mean_true_effect": float(true_eff.mean()), "share_true_effect_positive": float((true_eff > 0).mean()),
+            # per candidate (pool row after the proxy, effects in accuracy points) for later analysis
+            "candidates": cand.tolist(), "true_effect": np.round(true_eff, 4).tolist(), "belief_effect": np.round(bel_eff, 4).tolist()}
+
+
+def report(recs: list[dict], command: str) -> str:
+    names = list(dict.fromkeys(r["dataset"] for r in recs))
+    lines = ["# lookahead_headroom", "",
+             "Can a label's effect be predicted before the label is known? Development seeds 5-9, one round of 1 %, "
+             "tuner `anchored` (the default), zero-shot as in the benchmark (real CLIP text embeddings for "
+             "imagenet_real_even, the one-shot proxy for the others). See `benchmarks/lookahead_headroom.py` for the method.",
+             "", f"    {command}", "",
+             "Test accuracy (%) after fitting on `b` labels, mean over seeds:", "",
+             "| dataset | seeds | b | candidates | zero-shot | " + " | ".join(WAYS) + " | rho(belief effect, true effect) | rho(1 - max p, true effect) |",
+             "|---|---|---|---|---|" + "---|" * len(WAYS) + "---|---|"]
+    for d in names:
+        rs = [r for r in recs if r["dataset"] == d]
+        cells = [f"{np.mean([r['test_accuracy'][w] for r in rs]):.1f}" for w in WAYS]
+        lines.append(f"| {d} | {len(rs)} | {rs[0]['budget']} | {rs[0]['n_candidates']} | {np.mean([r['zero_shot'] for r in rs]):.1f} | "
+                     + " | ".join(cells) + f" | {np.mean([r['spearman_belief_vs_true'] for r in rs]):+.2f} | "
+                     f"{np.mean([r['spearman_uncertainty_vs_true'] for r in rs]):+.2f} |")
+    lines += ["", "Paired differences over all dataset x seed pairs (mean ± 95 % CI, paired t):", ""]
+    for a, b in (("top true effect (oracle)", "lookahead"), ("top belief effect", "lookahead"), ("top belief effect", "random")):
+        diff = np.array([r["test_accuracy"][a] - r["test_accuracy"][b] for r in recs])
+        h = stats.t.ppf(0.975, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
+        lines.append(f"- {a} minus {b}: {diff.mean():+.2f} ± {h:.2f} ({(diff > 0).sum()}/{diff.size} wins)")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", default="dtd,caltech101,flowers102,imagenet_real_even")
+    ap.add_argument("--seeds", default="5,6,7,8,9")
+    ap.add_argument("--candidates", type=int, default=300, help="random pool rows per run (plus lookahead's picks)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lookahead_headroom"))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    recs = json.loads(out.with_suffix(".json").read_text())["records"] if out.with_suffix(".json").exists() else []
+    done = {(r["dataset"], r["seed"]) for r in recs}
+    for name in args.datasets.split(","):
+        ds = load_features(DATA / f"{name}.npz")
+        for seed in (int(s) for s in args.seeds.split(",")):
+            if (name, seed) in done:
+                continue
+            t0 = time.time()
+            recs.append(one_seed(ds, seed, args.candidates))
+            print(name, seed, recs[-1]["test_accuracy"], f"{time.time() - t0:.0f} s", flush=True)
+            write_text_atomic(out.with_suffix(".json"), json.dumps({"records": recs}, indent=1))
+    command = "OMP_NUM_THREADS=1 python benchmarks/lookahead_headroom.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_text_atomic(out.with_suffix(".md"), report(recs, command.strip()))
+    print(report(recs, command.strip()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
