@@ -349,3 +349,39 @@ def test_nearest_to_centers_refuses_the_weighted_kmeans_tuple():
     with pytest.raises(VlalInputError, match=r"centers must be one 2-D array.*pass its first element"):
         vlal.nearest_to_centers(x, out)
     assert vlal.nearest_to_centers(x, out[0]).shape == (4,)
+
+
+def _feature_file(path, n=30, d=6, k=3, **over):
+    rng = np.random.default_rng(0)
+    arrays = dict(pool_features=rng.random((n, d), dtype=np.float32), pool_labels=np.arange(n) % k,
+                  test_features=rng.random((12, d), dtype=np.float32), test_labels=np.arange(12) % k)
+    arrays.update(over)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("args", [["--data", "{bad}"], ["--strategies", "random,random"], ["--strategies", "random,cec[k=]"]])
+def test_bench_bad_input_leaves_no_output_folder(tmp_path, args):
+    # new-user review, stop 21: each of these created --out (empty) before failing
+    bad = tmp_path / "notnpy.npy"
+    bad.write_text("hello\n")
+    out = tmp_path / "bq" / "new"
+    res = CliRunner().invoke(main, ["bench", *[a.format(bad=bad) for a in args], "--out", str(out),
+                                    "--rounds", "1", "--seeds", "1"])
+    assert res.exit_code != 0 and "Error" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "bq").exists()
+
+
+def test_feature_file_errors_name_the_file_and_shapes(tmp_path):
+    x = np.random.default_rng(0).random((30, 6), dtype=np.float32)
+    x[3, 0] = np.nan
+    with pytest.raises(VlalInputError, match=r"nan.npz: pool_features contains NaN or inf \(first bad row: 3\)"):
+        load_features(_feature_file(tmp_path / "nan.npz", pool_features=x))
+    with pytest.raises(VlalInputError, match=r"wide.npz: .*different feature dimensions \(d=6 and d=4\)"):
+        load_features(_feature_file(tmp_path / "wide.npz", test_features=np.ones((12, 4), dtype=np.float32)))
+    ds = load_features(_feature_file(tmp_path / "gap.npz", pool_labels=np.arange(30) % 2 * 2,
+                                          test_labels=np.arange(12) % 2 * 2))  # class 1 never occurs
+    from vlal.data import zero_shot_proxy
+
+    with pytest.raises(VlalInputError, match=r"gap: class 1 of 3 has no image in the pool"):
+        zero_shot_proxy(ds, 0)

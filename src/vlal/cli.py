@@ -139,7 +139,7 @@ def _input_files(given) -> list[Path]:
 @click.option("--labels", default=None, help="Classes of the labeled rows (label-aware strategies): .npy/.npz.")
 @click.option("--seed", default=None, type=click.IntRange(min=0),
               help="random_state of the strategy [default: 0, or the random_state in the --strategy name].")
-@click.option("--out", default="queried.npy", show_default=True, type=click.Path(dir_okay=False), help="Where to write the chosen indices (.npy; .txt/.csv for text).")
+@click.option("--out", default="queried.npy", show_default=True, type=click.Path(dir_okay=False), help="Where to write the chosen indices (.npy; .txt/.csv for text); missing parent folders are created.")
 def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     """Choose BUDGET pool rows to label and write their indices."""
     from ._io import check_writable_dir
@@ -194,8 +194,10 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
 @click.option("--rounds", default=6, type=click.IntRange(min=1), show_default=True)
 @click.option("--seeds", default=3, type=click.IntRange(min=1), show_default=True, help="Number of seeds (0..N-1).")
 @click.option("--budget-fraction", default=0.01, type=click.FloatRange(0, 1, min_open=True), show_default=True,
-              help="Queries per round as a fraction of the initial pool.")
-@click.option("--out", default="bench-out", show_default=True, type=click.Path(file_okay=False))
+              help="Queries per round as a fraction of the initial pool (at least 1 row; a round that finds "
+                   "fewer rows left labels the rest of the pool, and the tables show the true share).")
+@click.option("--out", default="bench-out", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of the tables, plots and run files (created, with its parents, if missing).")
 @click.option("--prefix", default="bench", show_default=True,
               help="File name stem of the outputs (a name, not a path: the files go to --out).")
 @click.option("--report-rounds", default=None,
@@ -236,6 +238,9 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
     if any(not n for n in names):
         raise click.BadParameter(f"{strategies!r} has an empty strategy name (two commas, or one at an end)",
                                  param_hint="--strategies")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:  # the tables and run files key each run by its strategy name
+        raise click.BadParameter(f"{', '.join(dup)}: given more than once", param_hint="--strategies")
     seeded = [n for n in names if "random_state" in n]
     if seeded:  # the bench seeds every run itself (--seeds)
         raise click.BadParameter(f"{', '.join(seeded)}: the benchmark sets each run's random_state from --seeds; "
@@ -267,6 +272,19 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
     run_dir = out_dir / f"{prefix}.runs"
     complete = run_dir / "COMPLETE"
     with _user_errors("bench"):
+        from .registry import make_strategy
+
+        for name in names:  # bad names, tuner or data: fail before any folder is made
+            make_strategy(name)
+        check_strategy_tuner(names, _bench_inputs(tuner))
+        if _TUNERS[_TUNER_ALIASES.get(tuner, tuner)].factory is None:  # a CLIP prompt tuner
+            import importlib.util
+
+            missing = [m for m in ("torch", "open_clip") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise VlalInputError(f"--tuner {tuner} runs CLIP and needs the [clip] extra ({', '.join(missing)} "
+                                     "not installed): pip install 'vlal[clip]'")
+        datasets = [load_features(p) for p in data] if data else [make_synthetic()]
         # before any work: an unusable output folder fails now, not after hours
         check_writable_dir(out_dir, "--out folder")
         for kind in ("csv", "json", "md", "png"):
@@ -281,12 +299,6 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
                 )
             for f in kept + [complete]:  # the previous run completed: its tables are written; start afresh
                 f.unlink()
-        from .registry import make_strategy
-
-        for name in names:  # bad names or data: fail before creating the run folder
-            make_strategy(name)
-        check_strategy_tuner(names, _bench_inputs(tuner))
-        datasets = [load_features(p) for p in data] if data else [make_synthetic()]
         check_writable_dir(run_dir, "run folder")
     note = None
     if not data:

@@ -65,7 +65,8 @@ class FeatureDataset:
             if y.shape != (f.shape[0],):
                 raise VlalInputError(f"{name}_labels has shape {y.shape}; expected ({f.shape[0]},)")
         if self.pool_features.shape[1] != self.test_features.shape[1]:
-            raise VlalInputError("pool_features and test_features have different feature dimensions")
+            raise VlalInputError(f"pool_features and test_features have different feature dimensions "
+                                 f"(d={self.pool_features.shape[1]} and d={self.test_features.shape[1]})")
 
 
 def load_features(path) -> FeatureDataset:
@@ -90,8 +91,10 @@ def load_features(path) -> FeatureDataset:
         raise VlalInputError(f"{path}: expected an .npz with pool_features, pool_labels, test_features, test_labels")
     try:
         return _read_feature_file(path)
-    except VlalInputError:
-        raise
+    except VlalInputError as err:
+        if str(path) in str(err):
+            raise
+        raise VlalInputError(f"{path}: {err}") from None  # e.g. NaN rows, shapes: say which file
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         from ._io import numpy_read_error
 
@@ -237,7 +240,10 @@ def zero_shot_proxy(dataset: FeatureDataset, random_state=None) -> tuple[np.ndar
     for c in range(n_classes):
         cand = np.flatnonzero(src_y == c)
         if cand.size == 0:
-            raise VlalInputError(f"class {c} has no image to build its zero-shot prototype from")
+            where = "shot_features" if not from_pool else "the pool"
+            raise VlalInputError(f"{dataset.name}: class {c} of {n_classes} has no image in {where} to build its "
+                                 "zero-shot prototype from (the one-shot proxy needs one image of every class; "
+                                 "or store text_features, the real zero-shot class embeddings, in the file)")
         rows.append(int(rng.choice(cand)))
     rows = np.asarray(rows)
     if from_pool:
