@@ -63,6 +63,15 @@ def make_strategy(name: str, random_state=None) -> Strategy:
     """
     if not isinstance(name, str):
         raise VlalInputError(f"strategy name must be a string; got {type(name).__name__}")
+    bare = re.sub(r"'[^']*'|\"[^\"]*\"", "", name)  # brackets inside quoted values do not count
+    depth = 0
+    for ch in bare:
+        depth += (ch in "[(") - (ch in "])")
+        if depth < 0:
+            break
+    if depth != 0:
+        raise VlalInputError(f"malformed strategy name {name!r}: unbalanced brackets (brackets must pair up); "
+                             "use name, name[key=value,...] or wrapper(base)")
     # a wrapper: "pcb[gamma=0.2](cec)", or its parameters after the base, "pcb(cec)[gamma=0.2]"
     # (the wrapper's listed name is "pcb(<base>)", and parameters follow a name)
     m = re.fullmatch(_NAME + r"(?:\[(.*?)\])?\s*\((.+)\)\s*(?:\[(.*)\])?\s*", name)
@@ -117,7 +126,10 @@ def _build(factory, name, *args, random_state, params: dict) -> Strategy:
                                  "(an ablation of CEC); use 'cec[...]' to set it") from err
         raise VlalInputError(f"bad parameters in {name!r}: {err}") from err
     if isinstance(strategy, Strategy):
-        strategy._validate_params()  # a bad name fails here, not at the first query
+        try:
+            strategy._validate_params()  # a bad name fails here, not at the first query
+        except VlalInputError as err:
+            raise VlalInputError(f"bad parameters in {name!r}: {err}") from None
     return strategy
 
 

@@ -210,7 +210,12 @@ class Strategy(abc.ABC):
             or (isinstance(rs, numbers.Integral) and not isinstance(rs, (bool, np.bool_)) and rs >= 0)
         ):
             rng_from(rs)  # raises with the message naming random_state
-        self._check_params()
+        try:
+            self._check_params()
+        except VlalInputError as err:
+            if type(self).__name__ in str(err):
+                raise
+            raise VlalInputError(f"{type(self).__name__}: {err}") from None
 
     # ------------------------------------------------------------------ the query
 
