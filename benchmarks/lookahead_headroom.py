@@ -34,7 +34,10 @@ from vlal import make_strategy
 from vlal._io import write_text_atomic
 from vlal.bench import round_budget
 from vlal.data import load_features, zero_shot_proxy
-from vlal.scoring import _calibrate_block, _contextual_prior
+from vlal.scoring import (_build_knn_index, _calibrate_block, _calibrated_entropy, _contextual_prior,
+                          _neighbor_uncertainty)
+from vlal.strategies.calibrated_mix import rank01, typicality
+from vlal.strategies.lookahead import class_share_curve, common_direction_similarity, lookahead_gain
 from vlal.tuners import AnchoredTuner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +95,39 @@ def one_seed(ds, seed: int, n_cand: int) -> dict:
             "candidates": cand.tolist(), "true_effect": np.round(true_eff, 4).tolist(), "belief_effect": np.round(bel_eff, 4).tolist()}
 
 
-def report(recs: list[dict], command: str) -> str:
+PROPS = ("CEC uncertainty U", "least confidence", "margin", "expected gain G", "lookahead score w", "typicality",
+         "zero-shot wrong at x (oracle)")
+
+
+def property_rhos(recs: list[dict], datasets: dict) -> dict:
+    """Spearman rho, per run, between each candidate property (known at query time, but the last)
+    and the candidate's true single-label effect; mean over the seeds of each data set."""
+    out: dict = {}
+    for r in recs:
+        ds = datasets[r["dataset"]]
+        w0, keep = zero_shot_proxy(ds, random_state=r["seed"])
+        x, y = ds.pool_features[keep].astype(np.float32), ds.pool_labels[keep]
+        p = AnchoredTuner(w0).predict_proba(x).astype(np.float64)
+        z = x / np.linalg.norm(x, axis=1, keepdims=True)
+        z64 = z.astype(np.float64)
+        belief = _calibrate_block(p, _contextual_prior(p, 10))
+        h = _calibrated_entropy(p, 10)
+        u_cec = h + _neighbor_uncertainty(z, h, 20, 0.1, _build_knn_index(z, "auto", None, "auto"), "auto")
+        mean = z64.mean(axis=0)
+        s_pts, pi_pts = class_share_curve(z64, belief)
+        c = np.asarray(r["candidates"])
+        g = lookahead_gain(np.log(np.maximum(p, 1e-300)), belief, common_direction_similarity(z64[c], z64, mean / np.linalg.norm(mean)),
+                           c, 4.0, 3, np.interp(z64[c] @ z64.T, s_pts, pi_pts))
+        srt = np.sort(p, axis=1)
+        props = dict(zip(PROPS, (u_cec[c], 1 - p.max(1)[c], (srt[:, -2] - srt[:, -1])[c], g,
+                                 0.5 * rank01(g) + 0.5 * rank01(u_cec[c]), typicality(z, 20)[c],
+                                 (p.argmax(1) != y)[c].astype(float))))
+        for k, v in props.items():
+            out.setdefault(r["dataset"], {}).setdefault(k, []).append(float(stats.spearmanr(v, r["true_effect"])[0]))
+    return {d: {k: float(np.mean(v)) for k, v in per.items()} for d, per in out.items()}
+
+
+def report(recs: list[dict], command: str, rhos: dict | None = None) -> str:
     names = list(dict.fromkeys(r["dataset"] for r in recs))
     lines = ["# lookahead_headroom", "",
              "Can a label's effect be predicted before the label is known? Development seeds 5-9, one round of 1 %, "
@@ -113,6 +148,12 @@ def report(recs: list[dict], command: str) -> str:
         diff = np.array([r["test_accuracy"][a] - r["test_accuracy"][b] for r in recs])
         h = stats.t.ppf(0.975, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
         lines.append(f"- {a} minus {b}: {diff.mean():+.2f} ± {h:.2f} ({(diff > 0).sum()}/{diff.size} wins)")
+    if rhos:
+        lines += ["", "What predicts a candidate's true single-label effect? Spearman rho between a property of the "
+                  "candidate and its true effect, per run, mean over the seeds (the last property needs the label):", "",
+                  "| dataset | " + " | ".join(PROPS) + " |", "|---|" + "---|" * len(PROPS)]
+        for d, per in rhos.items():
+            lines.append(f"| {d} | " + " | ".join(f"{per[k]:+.2f}" for k in PROPS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -122,11 +163,12 @@ def main(argv=None):
     ap.add_argument("--seeds", default="5,6,7,8,9")
     ap.add_argument("--candidates", type=int, default=300, help="random pool rows per run (plus lookahead's picks)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lookahead_headroom"))
+    ap.add_argument("--report-only", action="store_true", help="re-make the .md from the stored records")
     args = ap.parse_args(argv)
     out = Path(args.out)
     recs = json.loads(out.with_suffix(".json").read_text())["records"] if out.with_suffix(".json").exists() else []
     done = {(r["dataset"], r["seed"]) for r in recs}
-    for name in args.datasets.split(","):
+    for name in [] if args.report_only else args.datasets.split(","):
         ds = load_features(DATA / f"{name}.npz")
         for seed in (int(s) for s in args.seeds.split(",")):
             if (name, seed) in done:
@@ -134,10 +176,19 @@ def main(argv=None):
             t0 = time.time()
             recs.append(one_seed(ds, seed, args.candidates))
             print(name, seed, recs[-1]["test_accuracy"], f"{time.time() - t0:.0f} s", flush=True)
-            write_text_atomic(out.with_suffix(".json"), json.dumps({"records": recs}, indent=1))
+            prev = json.loads(out.with_suffix(".json").read_text()).get("commands", []) if out.with_suffix(".json").exists() else []
+            write_text_atomic(out.with_suffix(".json"), json.dumps({"records": recs, "commands": prev}, indent=1))
     command = "OMP_NUM_THREADS=1 python benchmarks/lookahead_headroom.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_text_atomic(out.with_suffix(".md"), report(recs, command.strip()))
-    print(report(recs, command.strip()))
+    stored = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    commands = stored.get("commands", [])
+    if not args.report_only:
+        commands = commands + [command.strip()]
+        write_text_atomic(out.with_suffix(".json"), json.dumps({"records": recs, "commands": commands}, indent=1))
+    command = "\n    ".join(commands + ([command.strip()] if args.report_only else []))
+    rhos = property_rhos(recs, {d: load_features(DATA / f"{d}.npz") for d in dict.fromkeys(r["dataset"] for r in recs)})
+    text = report(recs, command.strip(), rhos)
+    write_text_atomic(out.with_suffix(".md"), text)
+    print(text)
 
 
 if __name__ == "__main__":
