@@ -34,10 +34,10 @@ from scipy import stats
 import vlal.bench as vbench
 from vlal import LookAhead
 from vlal._io import write_text_atomic
-from vlal._validation import l2_normalize, seed_int
+from vlal._validation import seed_int
 from vlal.bench import run_benchmark
 from vlal.data import load_features
-from vlal.scoring import _build_knn_index, _calibrate_block, _calibrated_entropy, _contextual_prior, _neighbor_uncertainty
+from vlal.scoring import _build_knn_index, _calibrated_entropy, _neighbor_uncertainty
 from vlal.strategies._register import register
 from vlal.strategies.calibrated_mix import _cluster, rank01, typicality
 from vlal.strategies.lookahead import _best_per_group, class_share_curve, common_direction_similarity, lookahead_gain
@@ -72,13 +72,8 @@ class LookAheadVariant(LookAhead):
 
     def _query(self, pool, budget, rng):
         self._check_params()
-        cand = pool.candidates
+        cand, z, p, logits, belief = self._candidate_inputs(pool)
         m = cand.size
-        z = l2_normalize(pool.features, "features", rows=cand).astype(np.float64)
-        p = np.asarray(pool.probs[cand], dtype=np.float64)
-        p /= p.sum(axis=1, keepdims=True)
-        logits = np.log(np.maximum(p, 1e-300))
-        belief = _calibrate_block(p, _contextual_prior(p, int(self.top_n)))
         if self.bel.startswith("oracle"):
             lam = float(self.bel[len("oracle"):] or 1.0)
             truth = ORACLE[np.asarray(pool.features[:4]).tobytes()][cand]

@@ -286,15 +286,20 @@ class LookAhead(Strategy):
         if self.diversity not in _DIVERSITY:
             raise VlalInputError(f"diversity must be one of {_DIVERSITY}; got {self.diversity!r}")
 
-    def _query(self, pool: Pool, budget: int, rng: np.random.Generator):
-        self._check_params()
+    def _candidate_inputs(self, pool: Pool):
+        """``(cand, z, p, logits, belief)`` of the candidate rows: unit features (float64),
+        probabilities renormalised, their logs, and the calibrated beliefs (Eq. 5)."""
         cand = pool.candidates
-        m = cand.size
         z = l2_normalize(pool.features, "features", rows=cand).astype(np.float64)
         p = np.asarray(pool.probs[cand], dtype=np.float64)
         p /= p.sum(axis=1, keepdims=True)
         logits = np.log(np.maximum(p, 1e-300))
-        belief = _calibrate_block(p, _contextual_prior(p, int(self.top_n)))
+        return cand, z, p, logits, _calibrate_block(p, _contextual_prior(p, int(self.top_n)))
+
+    def _query(self, pool: Pool, budget: int, rng: np.random.Generator):
+        self._check_params()
+        cand, z, p, logits, belief = self._candidate_inputs(pool)
+        m = cand.size
         zf = z.astype(np.float32)  # for faiss: the kNN index (built once, if needed) and K-Means
         index = None
         if m >= 2 and (int(self.smooth) > 0 or float(self.mix) > 0):
