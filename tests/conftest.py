@@ -32,3 +32,21 @@ def make_pool(n=60, d=8, n_classes=4, seed=0, dtype=np.float32):
 @pytest.fixture
 def pool():
     return make_pool()
+
+
+@pytest.fixture
+def bench_script(monkeypatch):
+    """``bench_script("name")`` imports ``benchmarks/name.py`` as a module; it is unloaded after the test."""
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    loaded = []
+
+    def load(name: str):
+        loaded.append(name)
+        return importlib.import_module(name)
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)

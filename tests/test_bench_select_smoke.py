@@ -3,21 +3,13 @@ functions of cec.py / clustering.py, so a refactor there must fail here, not in 
 benchmark run weeks later)."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def bench_select(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    import bench_select
-
-    yield bench_select
-    sys.modules.pop("bench_select", None)
+def bench_select(bench_script):
+    return bench_script("bench_select")
 
 
 def test_cec_worker_times_every_stage_and_reuses_pools(bench_select, tmp_path):

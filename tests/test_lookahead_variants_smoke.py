@@ -1,9 +1,6 @@
 """benchmarks/lookahead_variants.py: its subclass must keep reproducing ``lookahead`` (it reuses
 private helpers of lookahead.py, so a refactor there must fail here), and every knob must run."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,16 +9,10 @@ from vlal.strategies import _register
 
 from conftest import make_pool
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def variants(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    import lookahead_variants
-
-    yield lookahead_variants
-    sys.modules.pop("lookahead_variants", None)
+def variants(bench_script):
+    yield bench_script("lookahead_variants")
     _register.FACTORIES.pop("la-variant", None)  # registered by the script only
 
 
