@@ -1,9 +1,9 @@
 """How much a label's effect can be predicted before it is known (issue 12, lookahead study).
 
 For each development seed (5-9, one round of 1 %, default tuner ``anchored``) and dataset: draw
-``--candidates`` pool rows at random, add the rows ``lookahead`` picked (read from the run files
-of ``benchmarks/lookahead_dev.py --run-dir``, or recomputed), and for every candidate ``x`` fit the
-real tuner on the single label ``(x, y)``:
+``--candidates`` pool rows at random, add the rows ``lookahead`` picks (recomputed with the
+benchmark's seed and Generator, so the same picks as ``benchmarks/lookahead_dev.py``), and for every
+candidate ``x`` fit the real tuner on the single label ``(x, y)``:
 
 - *true effect*: change of pool accuracy (%) with the oracle's label ``y(x)``;
 - *belief effect*: the expected change of pool accuracy under the calibrated zero-shot beliefs
@@ -63,6 +63,8 @@ def one_seed(ds, seed: int, n_cand: int) -> dict:
     la = np.asarray(make_strategy("lookahead", random_state=np.random.default_rng(seed)).select(x, p0, b))
     rng = np.random.default_rng([seed, 17])
     rand = rng.choice(n, min(n_cand, n), replace=False)
+    if rand.size < b:
+        raise ValueError(f"--candidates ({n_cand}) must be at least the budget ({b}): the random arm uses b of them")
     cand = np.concatenate([rand, la[~np.isin(la, rand)]])
     base_true = (pred0 == y).mean() * 100
     base_bel = belief[rows, pred0].sum()

@@ -15,6 +15,10 @@ are a subclass of :class:`vlal.LookAhead` registered here only (``la-variant``),
 - ``bel="oracle"``: the expected gain computed with the **true** pool labels as beliefs (an oracle,
   not a strategy; ``oracle0.5``: half true label, half calibrated belief).
 
+Always as lookahead's defaults (LookAhead's ``diversity``, ``share``, ``temper``, ``smooth`` and
+``max_effect_rows`` are accepted but not read here): one pick per weighted cluster, the class-share
+term on, beliefs untempered and unsmoothed, every row counted in ``G``.
+
     OMP_NUM_THREADS=1 python benchmarks/lookahead_variants.py
 
 Writes ``benchmarks/results/lookahead_variants.{json,md}``.

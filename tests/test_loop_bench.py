@@ -249,6 +249,8 @@ def test_loop_rejects_bad_oracle_labels(bad, msg):
     (lambda x: x[:0], None, r"test_inputs must be non-empty"),
     (lambda x: x, lambda idx: None, r"the oracle returned None for 5 queries"),  # was: a bare TypeError
     (lambda x: x, lambda idx: 3, r"the oracle must return a sequence of labels; got int"),
+    (lambda x: None, None, r"test_inputs must be the evaluation set .*got NoneType"),
+    (lambda x: 1.0, None, r"test_inputs must be the evaluation set .*got float"),
 ])
 def test_loop_names_test_inputs_and_the_oracle(test_x, oracle, msg):
     ds = make_synthetic(n_pool=60, n_test=20, n_classes=3, dim=4)
@@ -257,6 +259,20 @@ def test_loop_names_test_inputs_and_the_oracle(test_x, oracle, msg):
         run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features,
                             ds.pool_labels if oracle is None else oracle, test_x(ds.test_features), ds.test_labels,
                             n_rounds=1, budget=5)
+
+
+def test_loop_lets_the_oracles_own_errors_through():
+    # a generator oracle that fails inside: its own TypeError, not "must return a sequence"
+    ds = make_synthetic(n_pool=60, n_test=20, n_classes=3, dim=4)
+    w0, _ = zero_shot_proxy(ds, 0)
+
+    def oracle(idx):
+        for j in idx:
+            yield len(j)  # a bug in the user's oracle
+
+    with pytest.raises(TypeError, match="has no len"):
+        run_active_learning(vlal.Random(0), FeatureSpaceTuner(w0), ds.pool_features, oracle,
+                            ds.test_features, ds.test_labels, n_rounds=1, budget=5)
 
 
 def test_cli_select_refuses_to_overwrite_an_input(tmp_path):

@@ -159,8 +159,17 @@ def test_one_class_id_dtype_rule_for_every_caller():
         integer_class_ids(["a"], "y", " in [0, 3)")
     with pytest.raises(ValueError, match=r"got dtype object"):
         integer_class_ids(np.array([True, 1], dtype=object), "labels")  # a bool is not a class id
+    with pytest.raises(ValueError, match=r"labels holds the class id 1180591620717411303424"):
+        integer_class_ids(np.array([2**70, 1], dtype=object), "labels")  # was a raw OverflowError
     # the strategies' labels= takes ints in an object array (from pandas) like the loop does
     x, p, _ = make_pool()
     a = vlal.PCB(vlal.Entropy()).select(x, p, 3, labeled=[0, 1], labels=np.array([0, 1], dtype=object))
     b = vlal.PCB(vlal.Entropy()).select(x, p, 3, labeled=[0, 1], labels=np.array([0, 1]))
     np.testing.assert_array_equal(a, b)
+
+
+def test_make_strategy_random_state_error_does_not_blame_the_name():
+    with pytest.raises(ValueError, match=r"^random_state must be a non-negative int; got -1"):
+        vlal.make_strategy("cec", random_state=-1)
+    with pytest.raises(ValueError, match=r"^bad parameters in 'cec\[k=0\]': CEC: k == 0"):
+        vlal.make_strategy("cec[k=0]")

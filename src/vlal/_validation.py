@@ -200,6 +200,9 @@ def integer_class_ids(values, name: str, detail: str = "") -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype == object and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
                                    for v in arr.ravel()):
+        big = [v for v in arr.ravel() if not -(2**63) <= int(v) < 2**63]
+        if big:
+            raise VlalInputError(f"{name} holds the class id {int(big[0])}, far outside any number of classes")
         arr = arr.astype(np.int64)  # ints in an object array
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         hint = ("; cast whole-number floats with .astype(int)" if np.issubdtype(arr.dtype, np.floating)

@@ -184,6 +184,9 @@ def run_active_learning(
         from .bench import check_strategy_tuner  # ALFA-Mix probes the model with features: refuse now
 
         check_strategy_tuner([strategy], "paths")
+    if not hasattr(test_inputs, "__len__") or np.ndim(test_inputs) == 0:
+        raise VlalInputError(f"test_inputs must be the evaluation set (an (m, d) array, or m image paths); "
+                             f"got {type(test_inputs).__name__}")
     if len(test_inputs) == 0:
         raise VlalInputError("test_inputs must be non-empty (the evaluation set)")
     if pool_inputs is None:  # features on both sides: same width, named here rather than by the tuner
@@ -228,10 +231,9 @@ def run_active_learning(
         answer = ask(idx)
         if answer is None:
             raise VlalInputError(f"the oracle returned None for {idx.size} queries; it must return their labels")
-        try:
-            new = np.asarray(list(answer) if not hasattr(answer, "__len__") else answer)  # generators too
-        except TypeError as err:
-            raise VlalInputError(f"the oracle must return a sequence of labels; got {type(answer).__name__}") from err
+        if not hasattr(answer, "__len__") and not hasattr(answer, "__iter__"):
+            raise VlalInputError(f"the oracle must return a sequence of labels; got {type(answer).__name__}")
+        new = np.asarray(list(answer) if not hasattr(answer, "__len__") else answer)  # generators too
         if new.shape != idx.shape:
             raise VlalInputError(f"oracle returned {new.shape} labels for {idx.shape} queries")
         new = _check_class_ids(new, "the oracle's labels", n_classes)

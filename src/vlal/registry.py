@@ -129,6 +129,8 @@ def _build(factory, name, *args, random_state, params: dict) -> Strategy:
         try:
             strategy._validate_params()  # a bad name fails here, not at the first query
         except VlalInputError as err:
+            if str(err).startswith("random_state") and "random_state" not in params:
+                raise  # make_strategy's own random_state argument, not the name
             raise VlalInputError(f"bad parameters in {name!r}: {err}") from None
     return strategy
 
