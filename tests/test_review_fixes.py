@@ -364,7 +364,8 @@ def _feature_file(path, n=30, d=6, k=3, **over):
     return path
 
 
-@pytest.mark.parametrize("args", [["--data", "{bad}"], ["--strategies", "random,random"], ["--strategies", "random,cec[k=]"]])
+@pytest.mark.parametrize("args", [["--data", "{bad}"], ["--strategies", "random,random"], ["--strategies", "random,cec[k=]"],
+                                  ["--tuner", "coop"]])
 def test_bench_bad_input_leaves_no_output_folder(tmp_path, args):
     # new-user review, stop 21: each of these created --out (empty) before failing
     bad = tmp_path / "notnpy.npy"

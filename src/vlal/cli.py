@@ -285,6 +285,12 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
                 raise VlalInputError(f"--tuner {tuner} runs CLIP and needs the [clip] extra ({', '.join(missing)} "
                                      "not installed): pip install 'vlal[clip]'")
         datasets = [load_features(p) for p in data] if data else [make_synthetic()]
+        if _TUNERS[_TUNER_ALIASES.get(tuner, tuner)].factory is None:
+            nameless = [ds.name for ds in datasets if ds.class_names is None]
+            if nameless:  # the CLIP tuner's prompts need them (checked again, per data set, by _clip_tuner)
+                raise VlalInputError(f"--tuner {tuner} needs class names in {', '.join(map(repr, nameless))}: write "
+                                     "the file with `vlal embed` from a folder of class sub-folders (or `vlal embed "
+                                     "--class-names`)")
         # before any work: an unusable output folder fails now, not after hours
         check_writable_dir(out_dir, "--out folder")
         for kind in ("csv", "json", "md", "png"):
