@@ -6,16 +6,14 @@ seeds 0-4), the four sets, default tuner. Writes ``benchmarks/results/lookahead_
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
-from vlal._io import write_text_atomic
+from _study import paired_text, write_report
 from vlal.bench import run_benchmark
 from vlal.data import load_features
 
@@ -63,12 +61,9 @@ def main():
     for label, spec in SPECS.items():
         mu = [np.mean([acc[(spec, d, s)] for s in SEEDS]) for d in DATASETS]
         diff = np.array([acc[(spec, d, s)] - acc[("cec", d, s)] for d in DATASETS for s in SEEDS])
-        h = stats.t.ppf(0.975, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size)
-        vs = "" if spec == "cec" else f"{diff.mean():+.2f} ± {h:.2f} | {(diff > 0).sum()}/{diff.size}"
+        vs = "" if spec == "cec" else paired_text(diff, " | ")
         lines.append(f"| {label} | `{spec}` | " + " | ".join(f"{m:.1f}" for m in mu) + f" | {np.mean(mu):.2f} | {vs or ' | '} |")
-    write_text_atomic(out.with_suffix(".json"), json.dumps({"records": recs}, indent=1))
-    write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(out, recs, lines)
 
 
 if __name__ == "__main__":

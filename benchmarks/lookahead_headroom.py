@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from _study import paired_ci
 from vlal import make_strategy
 from vlal._io import write_text_atomic
 from vlal.bench import round_budget
@@ -147,9 +148,8 @@ def report(recs: list[dict], command: str, rhos: dict | None = None) -> str:
                      f"{np.mean([r['spearman_uncertainty_vs_true'] for r in rs]):+.2f} |")
     lines += ["", "Paired differences over all dataset x seed pairs (mean ± 95 % CI, paired t):", ""]
     for a, b in (("top true effect (oracle)", "lookahead"), ("top belief effect", "lookahead"), ("top belief effect", "random")):
-        diff = np.array([r["test_accuracy"][a] - r["test_accuracy"][b] for r in recs])
-        h = stats.t.ppf(0.975, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
-        lines.append(f"- {a} minus {b}: {diff.mean():+.2f} ± {h:.2f} ({(diff > 0).sum()}/{diff.size} wins)")
+        m, h, n, w = paired_ci([r["test_accuracy"][a] - r["test_accuracy"][b] for r in recs])
+        lines.append(f"- {a} minus {b}: {m:+.2f} ± {h:.2f} ({w}/{n} wins)")
     if rhos:
         lines += ["", "What predicts a candidate's true single-label effect? Spearman rho between a property of the "
                   "candidate and its true effect, per run, mean over the seeds (the last property needs the label):", "",

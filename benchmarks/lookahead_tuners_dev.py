@@ -11,15 +11,13 @@ Writes ``benchmarks/results/lookahead_tuners_dev.{json,md}``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
-from vlal._io import write_text_atomic
+from _study import paired_text, write_report
 from vlal.bench import run_benchmark
 from vlal.data import load_features
 from vlal.tuners import AnchoredTuner
@@ -60,13 +58,9 @@ def main():
             mu = [np.mean([acc[(tuner, spec, d, s)] for s in SEEDS]) for d in DATASETS]
             cell = ""
             if spec != "lookahead":
-                diff = np.array([acc[(tuner, "lookahead", d, s)] - acc[(tuner, spec, d, s)] for d in DATASETS for s in SEEDS])
-                h = stats.t.ppf(0.975, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size)
-                cell = f"{diff.mean():+.2f} ± {h:.2f} ({(diff > 0).sum()}/{diff.size})"
+                cell = paired_text([acc[(tuner, "lookahead", d, s)] - acc[(tuner, spec, d, s)] for d in DATASETS for s in SEEDS])
             lines.append(f"| {tuner} | {spec} | " + " | ".join(f"{m:.1f}" for m in mu) + f" | {np.mean(mu):.2f} | {cell} |")
-    write_text_atomic(out.with_suffix(".json"), json.dumps({"records": recs}, indent=1))
-    write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(out, recs, lines)
 
 
 if __name__ == "__main__":

@@ -26,18 +26,16 @@ Writes ``benchmarks/results/lookahead_variants.{json,md}``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 import vlal.bench as vbench
+from _study import paired_text, write_report
 from vlal import LookAhead
-from vlal._io import write_text_atomic
 from vlal._validation import seed_int
 from vlal.bench import run_benchmark
 from vlal.data import load_features
@@ -163,13 +161,9 @@ def main():
             if base == spec:
                 cells.append("")
                 continue
-            diff = np.array([acc[(spec, d, s)] - acc[(base, d, s)] for d in DATASETS for s in SEEDS])
-            h = stats.t.ppf(0.975, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size)
-            cells.append(f"{diff.mean():+.2f} ± {h:.2f} ({(diff > 0).sum()}/{diff.size})")
+            cells.append(paired_text([acc[(spec, d, s)] - acc[(base, d, s)] for d in DATASETS for s in SEEDS]))
         lines.append(f"| `{spec}` | " + " | ".join(f"{v:.1f}" for v in mu) + f" | {np.mean(mu):.2f} | " + " | ".join(cells) + " |")
-    write_text_atomic(out.with_suffix(".json"), json.dumps({"records": recs}, indent=1))
-    write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(out, recs, lines)
 
 
 if __name__ == "__main__":
