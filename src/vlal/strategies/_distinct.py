@@ -19,6 +19,13 @@ def _key(z: np.ndarray, j: int) -> bytes:
     return (np.asarray(z[j], dtype=np.float32) + np.float32(0.0)).tobytes()  # -0.0 -> 0.0
 
 
+def row_keys(z: np.ndarray) -> np.ndarray:
+    """One opaque key per row (a numpy void array), equal exactly when two rows are duplicates
+    under this module's rule (float32 bits, ``-0.0`` = ``0.0``). For ``np.unique`` / ``np.isin``."""
+    zc = np.ascontiguousarray(z, dtype=np.float32) + np.float32(0.0)  # -0.0 -> 0.0
+    return zc.view(np.dtype((np.void, zc.dtype.itemsize * zc.shape[1]))).ravel()
+
+
 def _row_hashes(z: np.ndarray) -> np.ndarray:
     """An exact, order-independent uint64 hash of each float32 row (equal rows, equal hashes).
 

@@ -19,6 +19,7 @@ from ..scoring import (
     _neighbor_uncertainty,
     _weighted_kmeans,
 )
+from ._distinct import row_keys
 from .base import Pool, Strategy
 from ._register import register
 
@@ -199,20 +200,15 @@ def budget_mix_weight(n_labeled_after: int, n_classes: int, half_shots: float) -
     return float(s / (s + half_shots)) if half_shots > 0 else 1.0
 
 
-def _row_keys(z: np.ndarray) -> np.ndarray:
-    """One opaque key per row, equal exactly when the float32 rows are bitwise equal."""
-    zc = np.ascontiguousarray(z, dtype=np.float32)
-    return zc.view(np.dtype((np.void, zc.dtype.itemsize * zc.shape[1]))).ravel()
-
-
 def unique_rows(z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """Positions of the first copy of each distinct row of ``z``, in row order, without
-    the rows equal to a row of ``exclude`` (exact bitwise equality of float32 rows)."""
-    keys = _row_keys(z)
+    the rows equal to a row of ``exclude`` (the duplicate rule of ``_distinct``: bitwise
+    equality of float32 rows, ``-0.0`` = ``0.0``)."""
+    keys = row_keys(z)
     _, first = np.unique(keys, return_index=True)
     first = np.sort(first)
     if exclude is not None and exclude.shape[0]:
-        first = first[~np.isin(keys[first], _row_keys(exclude))]
+        first = first[~np.isin(keys[first], row_keys(exclude))]
     return first.astype(np.int64)
 
 

@@ -19,7 +19,8 @@ from ..scoring import (
 )
 from .base import Pool, Strategy
 from ._register import register
-from .calibrated_mix import _cluster, _row_keys, rank01
+from ._distinct import row_keys
+from .calibrated_mix import _cluster, rank01
 
 __all__ = ["LookAhead", "lookahead_gain", "common_direction_similarity", "class_share_curve"]
 
@@ -347,12 +348,12 @@ class LookAhead(Strategy):
         if budget >= m:
             chosen = order0[:budget]
         elif self.diversity == "none":  # best rows, one per distinct image while enough remain
-            chosen = _best_per_group(order0, _row_keys(zf), budget)
+            chosen = _best_per_group(order0, row_keys(zf), budget)
         elif self.diversity == "cluster":  # the best row of each cluster; then the best rows left (empty clusters)
             _, assign = _cluster(zf, rank01(final) + 1e-3, budget, seed, int(self.n_iter), "k-means++", "auto")
             chosen = _best_per_group(order0, assign, budget)
         else:  # lazy greedy with simulated updates
-            _, copy_of = np.unique(_row_keys(zf), return_inverse=True)  # bitwise-equal rows share an id
+            _, copy_of = np.unique(row_keys(zf), return_inverse=True)  # bitwise-equal rows share an id
             copy_of = copy_of.ravel()
             lg = logits.copy()
             bel = belief.copy()
