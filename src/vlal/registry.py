@@ -63,13 +63,8 @@ def make_strategy(name: str, random_state=None) -> Strategy:
     """
     if not isinstance(name, str):
         raise VlalInputError(f"strategy name must be a string; got {type(name).__name__}")
-    bare = re.sub(r"'[^']*'|\"[^\"]*\"", "", name)  # brackets inside quoted values do not count
-    depth = 0
-    for ch in bare:
-        depth += (ch in "[(") - (ch in "])")
-        if depth < 0:
-            break
-    if depth != 0:
+    depths = [depth for _, depth, _ in _scan(name)]  # brackets inside quoted values do not count
+    if depths and (min(depths) < 0 or depths[-1] != 0):
         raise VlalInputError(f"malformed strategy name {name!r}: unbalanced brackets (brackets must pair up); "
                              "use name, name[key=value,...] or wrapper(base)")
     # a wrapper: "pcb[gamma=0.2](cec)", or its parameters after the base, "pcb(cec)[gamma=0.2]"
@@ -92,7 +87,7 @@ def make_strategy(name: str, random_state=None) -> Strategy:
             raise VlalInputError(f"{key!r} wraps a base strategy: name it as {key}(<base>), e.g. {key}(cec)")
         if m is None and any(c in name for c in "[]()"):
             raise VlalInputError(f"malformed strategy name {name!r}: use name, name[key=value,...] or "
-                                 f"wrapper(base) (brackets must pair up)")
+                                 f"wrapper(base)")
         raise VlalInputError(f"unknown strategy {name!r}; known: {available_strategies()}")
     return _build(_FACTORIES[key], name, random_state=random_state, params=_parse_params(m.group(2) or "", name))
 
@@ -135,10 +130,10 @@ def _build(factory, name, *args, random_state, params: dict) -> Strategy:
     return strategy
 
 
-def split_top_level(s: str) -> list[str]:
-    """Split on commas outside brackets and quotes: ``"pcb(cec),cec[k=10,alpha=1]"`` ->
-    ``["pcb(cec)", "cec[k=10,alpha=1]"]``; ``"a='x,y',b=1"`` -> ``["a='x,y'", "b=1"]``."""
-    parts, depth, quote, cur = [], 0, None, ""
+def _scan(s: str):
+    """Yield ``(char, bracket depth after it, inside quotes)`` for each character of a name:
+    the one reading of brackets and quotes shared by the bracket check and the splitter."""
+    depth, quote = 0, None
     for ch in s:
         if quote:
             quote = None if ch == quote else quote
@@ -148,7 +143,15 @@ def split_top_level(s: str) -> list[str]:
             depth += 1
         elif ch in ")]}":
             depth -= 1
-        if ch == "," and depth == 0 and quote is None:
+        yield ch, depth, quote is not None
+
+
+def split_top_level(s: str) -> list[str]:
+    """Split on commas outside brackets and quotes: ``"pcb(cec),cec[k=10,alpha=1]"`` ->
+    ``["pcb(cec)", "cec[k=10,alpha=1]"]``; ``"a='x,y',b=1"`` -> ``["a='x,y'", "b=1"]``."""
+    parts, cur = [], ""
+    for ch, depth, quoted in _scan(s):
+        if ch == "," and depth == 0 and not quoted:
             parts.append(cur)
             cur = ""
         else:
