@@ -277,7 +277,8 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
         for name in names:  # bad names, tuner or data: fail before any folder is made
             make_strategy(name)
         check_strategy_tuner(names, _bench_inputs(tuner))
-        if _TUNERS[_TUNER_ALIASES.get(tuner, tuner)].factory is None:  # a CLIP prompt tuner
+        clip_tuner = _TUNERS[_TUNER_ALIASES.get(tuner, tuner)].factory is None  # a CLIP prompt tuner
+        if clip_tuner:
             import importlib.util
 
             missing = [m for m in ("torch", "open_clip") if importlib.util.find_spec(m) is None]
@@ -285,7 +286,7 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
                 raise VlalInputError(f"--tuner {tuner} runs CLIP and needs the [clip] extra ({', '.join(missing)} "
                                      "not installed): pip install 'vlal[clip]'")
         datasets = [load_features(p) for p in data] if data else [make_synthetic()]
-        if _TUNERS[_TUNER_ALIASES.get(tuner, tuner)].factory is None:
+        if clip_tuner:
             nameless = [ds.name for ds in datasets if ds.class_names is None]
             if nameless:  # the CLIP tuner's prompts need them (checked again, per data set, by _clip_tuner)
                 raise VlalInputError(f"--tuner {tuner} needs class names in {', '.join(map(repr, nameless))}: write "

@@ -199,10 +199,7 @@ def run_active_learning(
     if callable(oracle):
         ask = oracle
     else:
-        oracle_arr = np.asarray(oracle)
-        if oracle_arr.shape != (n,):
-            raise VlalInputError(f"oracle labels must have shape ({n},); got {oracle_arr.shape}")
-        oracle_arr = _check_class_ids(oracle_arr, "oracle", n_classes, n)
+        oracle_arr = _check_class_ids(oracle, "oracle", n_classes, n)  # shape (n,), ids in [0, K)
         ask = lambda idx: oracle_arr[idx]  # noqa: E731
     y_test = _check_class_ids(test_labels, "test_labels", n_classes, len(test_inputs))
     if zero_shot_margin is not None and not (np.isfinite(zero_shot_margin) and 0 <= zero_shot_margin <= 100):
