@@ -50,6 +50,7 @@ import os
 import re
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Iterator, Sequence
 from xml.sax.saxutils import quoteattr
@@ -79,6 +80,10 @@ _TUNER_ALIASES = {"feature": "free", "zeroshot": "zero-shot"}
 #: Default tuner: the registry's default feature-space stand-in (``vlal.tuners.DEFAULT_TUNER``).
 DEFAULT_SESSION_TUNER = "anchored"
 _LS_FROM, _LS_TO = "label", "image"  # names of the Choices / Image tags in the labeling config
+
+
+# the only files a change may write (and so the only ones recovery or a commit may delete)
+_OWNED_FILE = re.compile(r"model-\d{3,}\.npz|batches/round-\d{3,}\.(?:csv|labelstudio\.json)")
 
 
 class SessionError(VlalInputError):
@@ -500,9 +505,16 @@ class Session:
         self._lock = _Lock(self.path, command)
         self._lock.acquire()
         try:
-            self.config = json.loads((self.path / "session.json").read_text())
-            if self.config.get("format") != FORMAT:
-                raise SessionError(f"{self.path}: unsupported session format {self.config.get('format')!r}")
+            try:
+                self.config = json.loads((self.path / "session.json").read_text())
+            except ValueError as err:
+                raise SessionError(f"{self.path / 'session.json'} is unreadable ({err})") from err
+            if not isinstance(self.config, dict) or self.config.get("format") != FORMAT:
+                fmt = self.config.get("format") if isinstance(self.config, dict) else None
+                raise SessionError(f"{self.path}: unsupported session format {fmt!r}")
+            names = self.config.get("class_names")
+            if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
+                raise SessionError(f"{self.path / 'session.json'}: class_names must be a non-empty list of strings")
             self.state = self._read_state()
             self.recovered = self._recover()
             self._pool = None
@@ -531,8 +543,24 @@ class Session:
     def pool(self) -> dict[str, np.ndarray]:
         """``pool.npz`` (loaded once): pool_features, pool_paths, text_features, heldout_*."""
         if self._pool is None:
-            with np.load(self.path / "pool.npz", allow_pickle=False) as z:
-                self._pool = {k: z[k] for k in z.files}
+            path = self.path / "pool.npz"
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    pool = {k: z[k] for k in z.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+                raise SessionError(f"{path} is unreadable ({err}); it never changes after `vlal session init`, "
+                                   "so restore it from a backup or init the session again") from err
+            missing = {"pool_features", "pool_paths", "text_features"} - set(pool)
+            if missing:
+                raise SessionError(f"{path} lacks {sorted(missing)}; it was not written by `vlal session init`")
+            n, k = pool["pool_features"].shape[0], len(self.config["class_names"])
+            if pool["pool_paths"].shape[0] != n or pool["text_features"].shape[0] != k:
+                raise SessionError(f"{path} does not match the session: {n} pool features, "
+                                   f"{pool['pool_paths'].shape[0]} paths, {pool['text_features'].shape[0]} class "
+                                   f"embeddings for {k} class_names in session.json")
+            if any(not 0 <= i < n for i in self.state["labeled"]):
+                raise SessionError(f"{self.path / 'state.json'}: labeled holds pool positions outside [0, {n})")
+            self._pool = pool
         return self._pool
 
     def _read_state(self) -> dict:
@@ -540,7 +568,40 @@ class Session:
             state = json.loads((self.path / "state.json").read_text())
         except ValueError as err:  # cannot happen with atomic replaces; say so clearly if it does
             raise SessionError(f"{self.path / 'state.json'} is unreadable ({err})") from err
+        self._check_state(state)
         return state
+
+    def _check_state(self, state) -> None:
+        """Refuse a ``state.json`` that vlal cannot have written (edited or corrupted by hand)."""
+        where = self.path / "state.json"
+        if not isinstance(state, dict) or not {"seq", "labeled", "labels", "rounds"} <= set(state):
+            raise SessionError(f"{where}: not a session state (needs seq, labeled, labels, rounds)")
+        labeled, labels, k = state["labeled"], state["labels"], len(self.config["class_names"])
+
+        def ints(v):
+            return isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+
+        if not ints(labeled) or not ints(labels) or len(labeled) != len(labels):
+            raise SessionError(f"{where}: labeled and labels must be lists of integers of one length")
+        if len(set(labeled)) != len(labeled) or any(i < 0 for i in labeled):
+            raise SessionError(f"{where}: labeled holds a repeated or negative pool position")
+        if any(not 0 <= c < k for c in labels):
+            raise SessionError(f"{where}: labels holds class ids outside [0, {k}) ({k} class_names)")
+        files = [state.get("model_file")] + [f for r in state["rounds"] for f in (r.get("files") or {}).values()]
+        if state.get("open_batch"):
+            files += list((state["open_batch"].get("files") or {}).values())
+        for rel in files:
+            if rel is not None:
+                self._owned(rel, where)
+
+    def _owned(self, rel, source) -> Path:
+        """``self.path / rel`` for a file a change of the session writes; anything else (an absolute
+        path, ``..``, another name) is refused: ``source`` was edited or corrupted."""
+        if not isinstance(rel, str) or not _OWNED_FILE.fullmatch(rel):
+            raise SessionError(f"{source} names {rel!r} as a file of the session, but a session only writes "
+                               "model-RRR.npz and batches/round-RRR.{csv,labelstudio.json}; the file was edited "
+                               "or corrupted (nothing was deleted)")
+        return self.path / rel
 
     # ------------------------------------------------------------------ journal
 
@@ -551,9 +612,11 @@ class Session:
         out = []
         for line in p.read_text().splitlines():
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:  # a line torn by a kill while it was appended
                 continue
+            if isinstance(entry, dict):
+                out.append(entry)
         return out
 
     def _journal(self, entry: dict) -> None:
@@ -582,6 +645,10 @@ class Session:
         entries = self._journal_entries()
         done = {e.get("txn") for e in entries if e.get("phase") in ("commit", "rollback")}
         pending = [e for e in entries if e.get("phase") == "begin" and e.get("txn") not in done]
+        for e in pending:
+            if not isinstance(e.get("seq"), int) or isinstance(e.get("seq"), bool) or not isinstance(e.get("op"), str):
+                raise SessionError(f"{self.path / 'journal.jsonl'}: an unfinished change without an integer seq and "
+                                   "an op; the journal was edited or corrupted (nothing was deleted)")
         msg = None
         seq = self.state["seq"]
         for e in pending:
@@ -590,9 +657,11 @@ class Session:
                 msg = f"completed the interrupted {e['op']} (state {e['seq']})"
             else:  # state.json still the old one: delete what the change wrote
                 keep = self._referenced_files()
-                for rel in e.get("writes", []):
+                writes = e.get("writes", [])
+                paths = [self._owned(rel, self.path / "journal.jsonl") for rel in (writes if isinstance(writes, list) else [writes])]
+                for rel, path in zip(writes, paths):
                     if rel not in keep:
-                        (self.path / rel).unlink(missing_ok=True)
+                        path.unlink(missing_ok=True)
                 self._journal({"txn": e.get("txn"), "seq": e["seq"], "op": e["op"], "phase": "rollback"})
                 msg = f"rolled back the interrupted {e['op']} (nothing of it was applied)"
         # model caches of other rounds are dead weight (e.g. a crash right after a commit)
@@ -635,7 +704,7 @@ class Session:
         self.state = new_state
         self._journal({"txn": txn, "seq": seq, "op": op, "phase": "commit"})
         if old.get("model_file") and old["model_file"] != new_state.get("model_file"):
-            (self.path / old["model_file"]).unlink(missing_ok=True)
+            self._owned(old["model_file"], self.path / "state.json").unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ model
 
@@ -647,7 +716,7 @@ class Session:
             loaded = False
             if mf and hasattr(tuner, "initial_embeddings"):
                 try:
-                    with np.load(self.path / mf, allow_pickle=False) as z:
+                    with np.load(self._owned(mf, self.path / "state.json"), allow_pickle=False) as z:
                         w = z["class_embeddings"]
                         ok = w.shape == tuner.class_embeddings.shape and int(z["n_labeled"]) == len(self.state["labeled"])
                     if ok:
