@@ -14,18 +14,24 @@ are a subclass of :class:`vlal.LookAhead` registered here only (``la-variant``),
   only, ``lc`` least confidence, ``margin``);
 - ``bel="oracle"``: the expected gain computed with the **true** pool labels as beliefs (an oracle,
   not a strategy; ``oracle0.5``: half true label, half calibrated belief).
+- ``errors="known"`` (stop 22, an oracle): the rows zero-shot gets wrong are known; inside each cluster a
+  wrong row is picked first (then by ``w``), and ``"known-weights"`` also multiplies the K-Means
+  weights by ``0.1 + wrong``. It asks how much of ``lookahead_batch_oracle.md``'s gain is knowing
+  where zero-shot errs.
 
 Always as lookahead's defaults (LookAhead's ``diversity``, ``share``, ``temper``, ``smooth`` and
 ``max_effect_rows`` are accepted but not read here): one pick per weighted cluster, the class-share
 term on, beliefs untempered and unsmoothed, every row counted in ``G``.
 
-    OMP_NUM_THREADS=1 python benchmarks/lookahead_variants.py
+    OMP_NUM_THREADS=1 python benchmarks/lookahead_variants.py [--only "la-variant[errors='known']"]
 
+``--only`` runs the named specs (``;``-separated) and keeps the stored records of all others.
 Writes ``benchmarks/results/lookahead_variants.{json,md}``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -59,16 +65,19 @@ VARIANTS = [
     "la-variant[unc='H']", "la-variant[unc='lc']", "la-variant[unc='margin']",
     "la-variant[bel='oracle']", "la-variant[bel='oracle',mix=0.0]",
     "la-variant[bel='oracle0.5']", "la-variant[bel='oracle0.5',mix=0.0]",
+    "la-variant[errors='known']", "la-variant[errors='known-weights']",
 ]
-ORACLE: dict[bytes, np.ndarray] = {}  # first pool rows -> the pool's true labels (for bel="oracle" only)
+ORACLE: dict[bytes, np.ndarray] = {}  # first pool rows -> the pool's true labels (bel="oracle", errors="known")
 
 
 @register("la-variant")
 class LookAheadVariant(LookAhead):
     """lookahead with the knobs listed in the module docstring (defaults = lookahead)."""
 
-    def __init__(self, bel="belief", pick="w", cw="w", gpow=1.0, n_init=1, over=1.0, comb="arith", typ=0.0, unc="cec", **kw):
+    def __init__(self, bel="belief", pick="w", cw="w", gpow=1.0, n_init=1, over=1.0, comb="arith", typ=0.0, unc="cec",
+                 errors="unknown", **kw):
         super().__init__(**kw)
+        self.errors = errors
         self.bel, self.pick, self.cw, self.gpow, self.n_init = bel, pick, cw, gpow, n_init
         self.over, self.comb, self.typ, self.unc = over, comb, typ, unc
 
@@ -76,9 +85,10 @@ class LookAheadVariant(LookAhead):
         self._check_params()
         cand, z, p, logits, belief = self._candidate_inputs(pool)
         m = cand.size
+        truth = ORACLE[np.asarray(pool.features[:4]).tobytes()][cand] if self.bel != "belief" or self.errors != "unknown" else None
+        wrong = np.zeros(m) if truth is None else (p.argmax(1) != truth).astype(np.float64)
         if self.bel.startswith("oracle"):
             lam = float(self.bel[len("oracle"):] or 1.0)
-            truth = ORACLE[np.asarray(pool.features[:4]).tobytes()][cand]
             belief = lam * np.eye(p.shape[1])[truth] + (1 - lam) * belief
         zf = z.astype(np.float32)
         index = _build_knn_index(zf, "auto", None, "auto")
@@ -109,6 +119,8 @@ class LookAheadVariant(LookAhead):
         tie = np.random.default_rng([seed, 1]).permutation(m)
         weights = np.ones(m) if self.cw == "uniform" else rank01({"w": w, "U": unc, "G": g}[self.cw]) + 1e-3
         weights = weights ** float(self.gpow)
+        if self.errors == "known-weights":
+            weights = weights * (0.1 + wrong)
         nc = min(m, int(round(float(self.over) * budget)))
         best = None
         for i in range(int(self.n_init)):
@@ -118,6 +130,8 @@ class LookAheadVariant(LookAhead):
                 best = (obj, centres, assign)
         _, centres, assign = best
         key = -((zf - centres[assign]) ** 2).sum(1) if self.pick == "center" else {"w": w, "G": g, "U": unc}[self.pick]
+        if self.errors != "unknown":  # a row zero-shot gets wrong first (key <= 1 for w, G and U ranks do not matter)
+            key = key + (np.ptp(key) + 1.0) * wrong
         order = np.lexsort((tie, -key))
         if nc > budget:  # keep the budget clusters of most weight
             kept = np.argsort(-np.bincount(assign, weights=weights, minlength=nc))[:budget]
@@ -126,7 +140,8 @@ class LookAheadVariant(LookAhead):
         return cand[_best_per_group(order, assign, budget)], w
 
 
-def main():
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     out = ROOT / "benchmarks" / "results" / "lookahead_variants"
     orig = vbench.zero_shot_proxy
 
@@ -137,11 +152,18 @@ def main():
 
     vbench.zero_shot_proxy = proxy_with_truth
     specs = list(BASES) + VARIANTS
+    only = [s.strip() for s in (argv or [])[1].split(";")] if argv and argv[0] == "--only" else None
     recs = []
+    if only is not None:  # keep the stored records of every other spec
+        unknown = sorted(set(only) - set(specs))
+        if unknown:
+            raise SystemExit(f"--only: not in VARIANTS/BASES: {unknown}")
+        recs = [r for r in json.loads(out.with_suffix(".json").read_text())["records"] if r["strategy"] not in only]
     for name in DATASETS:
         ds = load_features(DATA / f"{name}.npz")
         t0 = time.time()
-        recs += run_benchmark(ds, specs, n_rounds=1, seeds=SEEDS, progress=False)
+        new = run_benchmark(ds, only or specs, n_rounds=1, seeds=SEEDS, progress=False)
+        recs += new if only is None else [r for r in new if r["round"] == 1]
         print(f"{name}: {time.time() - t0:.0f} s", flush=True)
     acc = {(r["strategy"], r["dataset"], r["seed"]): r["accuracy"] for r in recs if r["round"] == 1}
     zs = {d: np.mean([r["accuracy"] for r in recs if r["round"] == 0 and r["dataset"] == d]) for d in DATASETS}
@@ -149,7 +171,8 @@ def main():
     lines = ["# lookahead_variants", "", "Stop 21 (issue 12): variants of `lookahead` on the development seeds 5-9, one round of 1 %, "
              "default tuner (`anchored`). Accuracy (%), mean over seeds; paired differences over the 20 dataset x seed "
              "pairs, mean ± 95 % CI (paired t), wins. The knobs are described in `benchmarks/lookahead_variants.py`.", "",
-             "    OMP_NUM_THREADS=1 python benchmarks/lookahead_variants.py", "",
+             "    OMP_NUM_THREADS=1 python benchmarks/lookahead_variants.py",
+             "    OMP_NUM_THREADS=1 python benchmarks/lookahead_variants.py --only \"la-variant[errors='known'];la-variant[errors='known-weights']\"  # stop 22", "",
              f"`la-variant` with its defaults reproduces `lookahead` on every run: {same}.", "",
              "| spec | " + " | ".join(DATASETS) + " | 4-set mean | vs cec | vs leastconf | vs lookahead |",
              "|---|" + "---|" * (len(DATASETS) + 4),

@@ -23,7 +23,7 @@ def test_defaults_reproduce_lookahead_and_every_knob_runs(variants):
     variants.ORACLE[np.asarray(x[:4], dtype=np.float32).tobytes()] = y
     for kw in ({"pick": "G"}, {"pick": "center"}, {"cw": "uniform"}, {"gpow": 2.0}, {"n_init": 2}, {"over": 2.0},
                {"comb": "geo"}, {"comb": "min"}, {"typ": 0.2}, {"unc": "lc"}, {"unc": "margin"}, {"unc": "H"},
-               {"bel": "oracle"}, {"bel": "oracle0.5"}):
+               {"bel": "oracle"}, {"bel": "oracle0.5"}, {"errors": "known"}, {"errors": "known-weights"}):
         idx = variants.LookAheadVariant(random_state=3, **kw).select(x, p, 8)
         assert idx.shape == (8,) and np.unique(idx).size == 8, kw
     assert "la-variant" in vlal.available_strategies()  # the script's name, removed after the test
