@@ -94,6 +94,38 @@ def test_torchscript_lookalike_goes_to_jit_loader_and_runs_nothing(tiny, tmp_pat
     assert not marker.exists()
 
 
+def test_torchscript_archive_with_setstate_is_refused_before_jit_load(tiny, tmp_path):
+    """torch.jit.load runs a scripted class's __setstate__ while loading: such archives are refused."""
+    from typing import Tuple
+
+    from vlal.clip import load_clip
+    from vlal.clip._loading import _is_torchscript
+
+    class Hook(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.ones(2)
+
+        def forward(self, x):
+            return x * self.w
+
+        @torch.jit.export
+        def __getstate__(self) -> Tuple[torch.Tensor, bool]:
+            return self.w, self.training
+
+        @torch.jit.export
+        def __setstate__(self, state: Tuple[torch.Tensor, bool]) -> None:
+            raise RuntimeError("CODE RAN")
+
+    path = tmp_path / "hook_ts.pt"
+    torch.jit.script(Hook()).save(str(path))
+    assert _is_torchscript(str(path))
+    with pytest.raises(Exception, match="CODE RAN"):  # what torch.jit.load itself does (torch.jit.Error)
+        torch.jit.load(str(path))
+    with pytest.raises(VlalInputError, match=r"defines __setstate__ .*torch\.jit\.load would run"):
+        load_clip(tiny, str(path))
+
+
 def test_crafted_checkpoint_never_runs_code_in_embed_cli(tiny, tmp_path):
     from PIL import Image
 

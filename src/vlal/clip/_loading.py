@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,8 +174,18 @@ def _torchscript_state_dict(path: str) -> dict:
     """The tensors of a TorchScript archive, read by ``torch.jit.load`` (never Python pickle).
 
     ``torch.jit.load`` rebuilds only TorchScript types from the archive, so a crafted file
-    cannot run Python code; anything it cannot read raises :class:`VlalInputError`.
+    cannot run Python code; anything it cannot read raises :class:`VlalInputError`. The one
+    place where loading *would* run the archive's own TorchScript code is a class's
+    ``__setstate__``: an archive whose code defines one is refused before ``torch.jit.load``
+    (CLIP's own archives, traced or scripted modules, define none).
     """
+    with zipfile.ZipFile(path) as z:
+        hooks = [n for n in z.namelist() if "/code/" in n and re.search(rb"\bdef\s+__setstate__\b", z.read(n))]
+    if hooks:
+        raise VlalInputError(
+            f"refused to load checkpoint {path}: its TorchScript code defines __setstate__ ({hooks[0]}), which "
+            "torch.jit.load would run while loading. Load it where you trust it and re-save the weights only, "
+            "e.g. torch.save(torch.jit.load(path).state_dict(), 'weights.pt')")
     try:
         archive = torch.jit.load(path, map_location="cpu")
     except Exception as err:  # C++ deserialiser errors come as RuntimeError and friends
