@@ -135,12 +135,12 @@ def test_utilities_are_the_step1_score_and_nan_off_candidates():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(80, 6)).astype(np.float32)
     p = rng.dirichlet(np.ones(4), size=80)
-    lab = np.arange(5)
+    lab, y = np.arange(5), np.array([0, 1, 2, 3, 0])
     s = CalibratedMix(k=5, random_state=0)
-    idx, util = s.select(x, p, 6, labeled=lab, return_utilities=True)
+    idx, util = s.select(x, p, 6, labeled=lab, labels=y, return_utilities=True)
     assert np.isnan(util[lab]).all() and np.isfinite(np.delete(util, lab)).all()
     assert ((0.0 <= np.delete(util, lab)) & (np.delete(util, lab) <= 1.0 + 1e-9)).all()
-    np.testing.assert_array_equal(idx, CalibratedMix(k=5, random_state=0).select(x, p, 6, labeled=lab))
+    np.testing.assert_array_equal(idx, CalibratedMix(k=5, random_state=0).select(x, p, 6, labeled=lab, labels=y))
     # with mix=1 the score is the rank of U = H^ + H_NN alone: one distinct value per row (no ties here)
     u = CalibratedMix(k=5, mix=1.0, random_state=0).select(x, p, 6, return_utilities=True)[1]
     assert np.unique(u).size > 40  # ranks, not a constant
@@ -186,3 +186,23 @@ def test_density_params_checked(kw, name):
     f, p, _ = make_pool(40, 8, 4, seed=0)
     with pytest.raises(VlalInputError, match=name):
         CalibratedMix(**kw).select(f, p, 3)
+
+
+def test_balance_reads_labels_so_they_are_required_and_checked():
+    """balance=True counts the labeled set's classes: missing or out-of-range labels are errors (they were
+    silently treated as 'no labels'); balance=False does not read them."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(80, 6)).astype(np.float32)
+    p = rng.dirichlet(np.ones(4), size=80)
+    lab = np.arange(5)
+    with pytest.raises(VlalInputError, match="labels was not given"):
+        CalibratedMix(k=5, random_state=0).select(x, p, 6, labeled=lab)
+    with pytest.raises(VlalInputError, match="labels"):
+        CalibratedMix(k=5, random_state=0).select(x, p, 6, labeled=lab, labels=np.array([0, 1, 2, 3, 104]))
+    a = CalibratedMix(k=5, random_state=0).select(x, p, 6, labeled=lab, labels=np.zeros(5, int))
+    b = CalibratedMix(k=5, random_state=0).select(x, p, 6, labeled=lab, labels=np.arange(5) % 4)
+    assert a.shape == b.shape == (6,)
+    free = CalibratedMix(k=5, balance=False, random_state=0)
+    assert not free.reads_labels
+    np.testing.assert_array_equal(free.select(x, p, 6, labeled=lab),
+                                  free.select(x, p, 6, labeled=lab, labels=np.array([0, 1, 2, 3, 104])))

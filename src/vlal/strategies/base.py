@@ -250,7 +250,8 @@ class Strategy(abc.ABC):
         labels : array-like of int, optional
             Classes of the labeled rows, one per labeled row in the order of ``labeled``
             (of ``np.flatnonzero(labeled)`` for a mask). Needed by strategies that read
-            them (``reads_labels``: PCB, ALFA-Mix), ignored by the others.
+            them (``reads_labels``: PCB, ALFA-Mix, ``CalibratedMix(balance=True)``), ignored by
+            the others.
         model : object with ``predict_proba``, optional
             The current classifier; used by strategies that probe it (ALFA-Mix).
         candidates : array-like of int or bool, optional

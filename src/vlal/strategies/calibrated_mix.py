@@ -301,6 +301,11 @@ class CalibratedMix(Strategy):
     Language Models", CVPR 2024 (PCB).
     """
 
+    @property
+    def reads_labels(self) -> bool:
+        """``balance=True`` counts the labeled set's classes, so ``select`` then needs (and checks) ``labels``."""
+        return bool(self.balance)
+
     def __init__(self, k: int = 20, alpha: float = 0.1, top_n: int = 10, *, half_shots=1.0, mix=0.8,
                  cover: bool = False, balance: bool = True, dedupe: bool = True, weighted: bool = True,
                  pick: str = "score", uncertainty: str = "entropy", init: str = "k-means++", n_iter: int = 20,
@@ -428,7 +433,7 @@ class CalibratedMix(Strategy):
             members[int(assign[r])].append(int(r))
 
         if self.balance:
-            counts = np.bincount(pool.labels, minlength=n_classes) if pool.labels is not None and lab.size else np.zeros(n_classes, np.int64)
+            counts = np.bincount(pool.labels, minlength=n_classes) if lab.size else np.zeros(n_classes, np.int64)
             counts = counts.astype(np.int64)
             cap = max(1, math.ceil((lab.size + budget) / n_classes))
         chosen: list[int] = []
