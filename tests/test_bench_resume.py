@@ -77,6 +77,31 @@ def test_resume_reads_finished_runs_back_and_redoes_none(tmp_path, monkeypatch):
         run_benchmark(other, ["random"], resume=True, **kw)
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda b: b["records"][1].update(accuracy=999.0), r"accuracy 999\.0 .* not a percentage"),
+    (lambda b: b["records"][1].update(accuracy=None), "not a percentage"),
+    (lambda b: b.update(records=b["records"][:1] + b["records"][2:]), "without gaps"),
+    (lambda b: b["records"][0].update(dataset="zzz"), "another"),
+    (lambda b: b.pop("records"), "non-empty list of records"),
+    (lambda b: b["records"][1].pop("tuner"), "fields"),
+    (lambda b: b["records"][2].update(n_labeled=1), "rising from 0"),
+    (lambda b: b.update(labeled_file_rows=[10 ** 6] + b["labeled_file_rows"][1:]), r"outside the data file's pool"),
+    (lambda b: b.update(labels=[(b["labels"][0] + 1) % 4] + b["labels"][1:]), "labels differ"),
+    (lambda b: b.update(labels=b["labels"][:-1]), "one per label"),
+])
+def test_resume_refuses_a_run_file_vlal_cannot_have_written(tmp_path, edit, match):
+    """An edited run file is refused (its numbers went into the tables unchecked), not silently reported."""
+    ds = make_synthetic(n_pool=150, n_test=60, n_classes=4, dim=8)
+    kw = dict(n_rounds=2, seeds=[0], budget_fraction=0.04, progress=False, run_dir=tmp_path / "runs")
+    run_benchmark(ds, ["random"], **kw)
+    path, = _run_files_in(tmp_path / "runs")
+    blob = json.loads(path.read_text())
+    edit(blob)
+    path.write_text(json.dumps(blob))
+    with pytest.raises(VlalInputError, match=f"cannot resume from .*{match}"):
+        run_benchmark(ds, ["random"], resume=True, **kw)
+
+
 def _run_files_in(folder):
     return sorted(Path(folder).glob("*.json"))
 

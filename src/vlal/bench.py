@@ -151,7 +151,8 @@ def run_benchmark(
                 for name in strategies:
                     path = run_dir / _run_file_name(dataset.name, name, seed)
                     if path.exists():
-                        done[(seed, name)] = _read_run_file(path, dataset.name, name, seed, run_settings)
+                        done[(seed, name)] = _read_run_file(path, dataset.name, name, seed, run_settings,
+                                                            pool_labels=dataset.pool_labels)
 
     records: list[dict] = []
     bar = tqdm(total=len(seeds) * len(strategies) * n_rounds, initial=len(done) * n_rounds,
@@ -299,7 +300,8 @@ def _write_run_file(path: Path, dataset: str, strategy: str, seed: int, settings
     }, indent=1)
 
 
-def _read_run_file(path: Path, dataset: str, strategy: str, seed: int, settings: dict) -> list[dict]:
+def _read_run_file(path: Path, dataset: str, strategy: str, seed: int, settings: dict, *,
+                   pool_labels: np.ndarray | None = None) -> list[dict]:
     try:
         blob = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -317,7 +319,44 @@ def _read_run_file(path: Path, dataset: str, strategy: str, seed: int, settings:
             + "; ".join(f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now" for k in diff[:3])
             + "); run without --resume (after deleting that folder) to start afresh"
         )
+    _check_run_records(path, blob, (dataset, strategy, int(seed)), int(settings.get("n_rounds", 0)), pool_labels)
     return list(blob["records"])
+
+
+def _check_run_records(path: Path, blob: dict, key: tuple, n_rounds: int, pool_labels: np.ndarray | None) -> None:
+    """Refuse a run file whose records or labeled rows vlal cannot have written (edited or damaged):
+    its numbers would go into the tables unchecked."""
+    def bad(what: str) -> VlalInputError:
+        return VlalInputError(f"cannot resume from {path}: {what}; the file was edited or damaged, delete it "
+                              "to redo that run")
+
+    recs = blob.get("records")
+    if not isinstance(recs, list) or not recs or not all(isinstance(r, dict) and set(FIELDS) <= set(r) for r in recs):
+        raise bad(f"records must be a non-empty list of records with the fields {FIELDS}")
+    if any((r["dataset"], r["strategy"], r["seed"]) != key for r in recs):
+        raise bad("a record names another (dataset, strategy, seed)")
+    rounds = [r["round"] for r in recs]
+    if rounds != list(range(len(recs))) or (n_rounds and len(recs) > n_rounds + 1):
+        raise bad(f"rounds must run 0, 1, ... without gaps (at most {n_rounds}); got {rounds[:8]}")
+    for r in recs:
+        acc = r["accuracy"]
+        if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0.0 <= acc <= 100.0:
+            raise bad(f"accuracy {acc!r} of round {r['round']} is not a percentage in [0, 100]")
+    n_lab = [r["n_labeled"] for r in recs]
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in n_lab) or n_lab[0] != 0 or n_lab != sorted(n_lab):
+        raise bad(f"n_labeled must be integers rising from 0; got {n_lab[:8]}")
+    rows, labels = blob.get("labeled_file_rows"), blob.get("labels")
+    ints = isinstance(rows, list) and isinstance(labels, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in rows + labels)
+    if not ints or len(rows) != len(labels) or len(rows) != n_lab[-1] or len(set(rows)) != len(rows):
+        raise bad("labeled_file_rows and labels must be distinct integer rows and their classes, one per label "
+                  f"of the last round ({n_lab[-1]})")
+    if pool_labels is not None:
+        n_rows = pool_labels.shape[0]
+        if any(not 0 <= v < n_rows for v in rows):
+            raise bad(f"labeled_file_rows holds rows outside the data file's pool [0, {n_rows})")
+        if not np.array_equal(pool_labels[np.asarray(rows, dtype=np.int64)], np.asarray(labels, dtype=np.int64)):
+            raise bad("labels differ from the data file's labels of labeled_file_rows")
 
 
 def summarize(records: list[dict]) -> dict:
