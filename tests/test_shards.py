@@ -84,6 +84,7 @@ def test_manifest_checks(tmp_path, shards):
     bad({"dtype": "int8"}, "dtype")
     bad({"shards": [{"file": "../escape.npy", "rows": 3000}]}, "plain file name")
     bad({"shards": [{"file": "features-00000.npy", "rows": 3000}], "n": 3000}, "manifest says")
+    bad({"shards": [m["shards"][0]] + m["shards"][:-1]}, r"features-00000\.npy'\] listed more than once")
     with pytest.raises(VlalInputError, match="does not exist"):
         load_manifest(tmp_path / "nothing")
 

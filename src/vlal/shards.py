@@ -110,6 +110,10 @@ def load_manifest(path) -> dict:
             raise VlalInputError(f"manifest {p}: shard file {f!r} must be a plain file name in the manifest's folder")
         if s["rows"] < 0:
             raise VlalInputError(f"manifest {p}: shard {f!r} has a negative row count")
+    files = [s["file"] for s in shards]
+    twice = sorted({f for f in files if files.count(f) > 1})
+    if twice:  # its rows would stand in for another shard's: a silent copy of the wrong images
+        raise VlalInputError(f"manifest {p}: shard file(s) {twice} listed more than once; each shard holds its own rows")
     n = sum(s["rows"] for s in shards)
     if m.get("n") != n:
         raise VlalInputError(f"manifest {p}: 'n' is {m.get('n')!r} but the shards hold {n} rows")
