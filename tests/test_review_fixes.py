@@ -390,3 +390,21 @@ def test_feature_file_errors_name_the_file_and_shapes(tmp_path):
 
     with pytest.raises(VlalInputError, match=r"gap: class 1 of 3 has no image in the pool"):
         zero_shot_proxy(ds, 0)
+
+
+def test_deeply_nested_or_huge_strategy_names_are_refused_without_recursion_errors():
+    """Stop 22 review: 'pcb(' * 1000 + 'cec' + ')' * 1000 ended in a RecursionError traceback, and
+    error messages echoed 100k-character names in full."""
+    import vlal
+
+    deep = "pcb(" * 9 + "cec" + ")" * 9
+    with pytest.raises(VlalInputError, match="nests brackets 9 deep; at most 8") as err:
+        vlal.make_strategy(deep)
+    assert len(str(err.value)) < 300
+    assert vlal.make_strategy("pcb(" * 7 + "cec" + ")" * 7) is not None  # 7 deep still builds
+    huge = "pcb(" * 1000 + "cec" + ")" * 1000
+    with pytest.raises(VlalInputError, match="strategy name of 5003 characters") as err:
+        vlal.make_strategy(huge)
+    assert len(str(err.value)) < 300
+    res = CliRunner().invoke(main, ["strategies"])  # the CLI is unaffected
+    assert res.exit_code == 0

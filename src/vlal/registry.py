@@ -47,6 +47,10 @@ def available_strategies() -> list[str]:
 _NAME = r"\s*([A-Za-z0-9_\-]+)\s*"
 
 
+_MAX_NAME_CHARS = 1000
+_MAX_DEPTH = 8  # "pcb(cec[k=10])" is 2 deep
+
+
 def make_strategy(name: str, random_state=None) -> Strategy:
     """Build a strategy from its name.
 
@@ -59,11 +63,18 @@ def make_strategy(name: str, random_state=None) -> Strategy:
     Raises
     ------
     ValueError
-        Unknown name (the message lists the known ones), malformed or unknown parameters.
+        Unknown name (the message lists the known ones), malformed or unknown parameters, a
+        name over 1,000 characters or nesting brackets more than 8 deep.
     """
     if not isinstance(name, str):
         raise VlalInputError(f"strategy name must be a string; got {type(name).__name__}")
+    if len(name) > _MAX_NAME_CHARS:  # also keeps every message below from echoing a huge name
+        raise VlalInputError(f"strategy name of {len(name)} characters (starting {name[:40]!r}); at most "
+                             f"{_MAX_NAME_CHARS}")
     depths = [depth for _, depth, _ in _scan(name)]  # brackets inside quoted values do not count
+    if depths and max(depths) > _MAX_DEPTH:
+        raise VlalInputError(f"strategy name {name[:40]!r}... nests brackets {max(depths)} deep; at most {_MAX_DEPTH} "
+                             "(a wrapper around a wrapper is rarely useful)")
     if depths and (min(depths) < 0 or depths[-1] != 0):
         raise VlalInputError(f"malformed strategy name {name!r}: unbalanced brackets (brackets must pair up); "
                              "use name, name[key=value,...] or wrapper(base)")
