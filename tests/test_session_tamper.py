@@ -99,3 +99,57 @@ def test_an_untouched_session_still_opens_and_runs(session):
     with open_session(session) as s:
         batch = s.next(3)
     assert batch["round"] == 1 and np.unique(batch["indices"]).size == 3
+
+
+def _fill_batch_csv(session, oracle, names, edit=None):
+    """The batch CSV that `next` wrote, its label column filled from ``oracle`` (as an annotator would)."""
+    import csv
+
+    state = json.loads((session / "state.json").read_text())
+    src = session / state["open_batch"]["files"]["csv"]
+    rows = list(csv.reader(src.open(newline="")))
+    for row in rows[1:]:
+        row[1] = names[oracle[int(row[2])]]
+    if edit:
+        edit(rows)
+    out = session.parent / "filled.csv"
+    with out.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return out, rows
+
+
+def test_csv_pool_index_that_contradicts_the_image_is_rejected(tmp_path):
+    from vlal.session import ImportRejectedError
+
+    pool, y = make_pool_file(tmp_path / "pool.npz")
+    s_dir = init_session(tmp_path / "s", pool, strategy="cec", seed=3)
+    names = [f"class {i}" for i in range(5)]
+    with open_session(s_dir) as s:
+        s.next(3)
+
+        def shift(rows):  # a pasted column one row off: pool_index no longer matches the image
+            rows[1][2], rows[2][2] = rows[2][2], rows[1][2]
+
+        bad, rows = _fill_batch_csv(s_dir, y, names, shift)
+        with pytest.raises(ImportRejectedError, match=r"line 2: pool_index .* contradicts image"):
+            s.import_labels(bad)
+        assert s.state["labeled"] == []  # nothing applied
+        good, _ = _fill_batch_csv(s_dir, y, names)
+        rec = s.import_labels(good)
+    assert sorted(rec["picks"]) == sorted(int(r[2]) for r in rows[1:])
+
+
+def test_batch_csv_cells_that_look_like_formulas_are_escaped_and_read_back(tmp_path):
+    """Class names such as '=1+1' were written raw into the CSV that annotators open in spreadsheets."""
+    pool, y = make_pool_file(tmp_path / "pool.npz")
+    names = ["=1+1", "+cmd", "-x", "@sum", "plain"]
+    s_dir = init_session(tmp_path / "s", pool, strategy="cec", seed=3, class_names=names)
+    with open_session(s_dir) as s:
+        s.next(4)
+        text = (s_dir / s.state["open_batch"]["files"]["csv"]).read_text()
+        cells = [c for line in text.splitlines()[1:] for c in line.split(",")]
+        assert not [c for c in cells if c and c[0] in "=+-@"]  # every formula-like cell starts with '
+        assert any(c.startswith("'=1+1") or c.startswith("'+cmd") for c in cells)
+        filled, _ = _fill_batch_csv(s_dir, y, ["'" + n if n[0] in "=+-@" else n for n in names])
+        rec = s.import_labels(filled)  # escaped labels, as a spreadsheet may keep them, map to the classes
+    assert sorted(rec["labels"]) == sorted(names[y[i]] for i in rec["picks"])

@@ -458,6 +458,20 @@ def init_session(
     return folder
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(text: str) -> str:
+    """A text cell of a CSV that people open in spreadsheets: a leading ``'`` keeps a value that starts
+    like a formula (``=``, ``+``, ``-``, ``@``, tab, CR) from being run as one (OWASP, "CSV injection")."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _csv_uncell(text: str) -> str:
+    """Inverse of :func:`_csv_cell` for cells read back from a CSV import."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_START) else text
+
+
 def _accuracy(model, features, labels) -> float:
     """Held-out accuracy in percent, the convention of the loop and the bench."""
     return 100.0 * float(np.mean(np.asarray(model.predict_proba(features)).argmax(axis=1) == labels))
@@ -836,7 +850,8 @@ class Session:
         for row, (i, url) in enumerate(zip(idx, urls)):
             path = str(self.pool["pool_paths"][i])
             guesses = [(names[c], float(probs[i, c])) for c in top[row]]
-            w.writerow([path, "", int(i), url] + [x for g, s in guesses for x in (g, f"{s:.4f}")])
+            w.writerow([_csv_cell(path), "", int(i), _csv_cell(url)]
+                       + [x for g, s in guesses for x in (_csv_cell(g), f"{s:.4f}")])
             tasks.append({
                 "data": {"image": url, "vlal_path": path, "vlal_index": int(i), "vlal_round": r,
                          "vlal_guess": ", ".join(f"{g} {s:.2f}" for g, s in guesses)},
@@ -852,8 +867,9 @@ class Session:
 
     # ------------------------------------------------------------------ import
 
-    def _read_labels(self, path: Path) -> list[tuple[str, str, str | None, str]]:
-        """``[(row description, image key, label or None (skipped), skip reason)]`` from a file."""
+    def _read_labels(self, path: Path) -> list[tuple]:
+        """``[(row description, image key, label or None (skipped), skip reason[, pool_index])]`` from a
+        file (``pool_index`` from a CSV only: its text, or None when the column is absent or empty)."""
         try:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as err:
@@ -866,9 +882,10 @@ class Session:
             if "image" not in fields or "label" not in fields:
                 raise SessionError(f"{path}: a CSV import needs the columns image,label; it has {reader.fieldnames}")
             for n, rec in enumerate(reader, start=2):
-                rec = {(k or "").strip().lower(): (v or "").strip() for k, v in rec.items()}
+                rec = {(k or "").strip().lower(): _csv_uncell((v or "").strip()) for k, v in rec.items()}
                 lab = rec["label"] or None
-                rows.append((f"line {n}", rec["image"], lab, "" if lab else "empty label"))
+                # the batch CSV's pool_index, when kept, must agree with the image (an edited or shifted row)
+                rows.append((f"line {n}", rec["image"], lab, "" if lab else "empty label", rec.get("pool_index") or None))
             return rows
         try:
             data = json.loads(text)
@@ -976,13 +993,17 @@ class Session:
         seen: set[int] = set()
         old_labels = dict(zip(self.state["labeled"], self.state["labels"]))
         already = 0
-        for where, key, lab, why in rows:
+        for where, key, lab, why, *given in rows:
             if why == "bad-task":
                 problems.append(f"{where}: not a Label Studio task (needs a 'data' object)")
                 continue
             i = resolve(key)
             if i is None:
                 problems.append(f"{where}: unknown image {key!r} (not in the session's pool)")
+                continue
+            if given and given[0] is not None and given[0] != str(i):
+                problems.append(f"{where}: pool_index {given[0]!r} contradicts image {key!r} (pool index {i}); "
+                                "fix the row or leave pool_index empty")
                 continue
             if i not in in_batch:
                 # A whole-project export also holds the tasks of earlier rounds: the same label again, or
