@@ -126,6 +126,18 @@ def test_torchscript_archive_with_setstate_is_refused_before_jit_load(tiny, tmp_
         load_clip(tiny, str(path))
 
 
+def test_numpy_files_as_checkpoints_give_one_line_errors(tiny, tmp_path):
+    """Stop 22 review: open_clip reads .npy/.npz as big_vision weights; errors were raw tracebacks."""
+    from vlal.clip import load_clip
+
+    np.save(tmp_path / "evil.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "plain.npy", np.ones(3))
+    with pytest.raises(VlalInputError, match="refused to load checkpoint .*evil.npy"):
+        load_clip(tiny, str(tmp_path / "evil.npy"))
+    with pytest.raises(VlalInputError, match=r"cannot load checkpoint .*plain\.npy into"):
+        load_clip(tiny, str(tmp_path / "plain.npy"))
+
+
 def test_crafted_checkpoint_never_runs_code_in_embed_cli(tiny, tmp_path):
     from PIL import Image
 

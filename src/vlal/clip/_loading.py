@@ -446,6 +446,15 @@ def load_clip(
                 raise _refused(where, err) from err
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise VlalInputError(f"cannot load checkpoint {where}: {first}") from err
+        except (ValueError, AttributeError, KeyError, TypeError) as err:
+            # e.g. a .npy/.npz, which open_clip reads as big_vision weights of a timm model
+            where = str(pretrained_arg or build_name)
+            if "allow_pickle" in str(err):
+                raise _refused(where, err) from err
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise VlalInputError(f"cannot load checkpoint {where} into {build_name}: {type(err).__name__}: {first} "
+                                 "(vlal reads .pt / .bin / .safetensors state dicts and OpenAI TorchScript "
+                                 "archives; .npy / .npz are big_vision weights of timm-based models only)") from err
     model.eval()
     model.requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(build_name)
