@@ -262,10 +262,11 @@ def test_write_results_never_leaves_a_mixed_set(tmp_path, monkeypatch):
 
 
 def test_prefix_is_a_file_name_stem(tmp_path):
-    for bad in ("../../x", "a/b", "..", ".hidden", "", "-rf", "x\\y"):
+    for bad in ("../../x", "a/b", "..", ".hidden", "", "-rf", "x\\y", "a b", "x;rm", "t\n", "a*"):
         with pytest.raises(VlalInputError, match="prefix"):
             check_prefix(bad)
     assert check_prefix("table1") == "table1" and check_prefix("hparam_k.dtd") == "hparam_k.dtd"
+    assert check_prefix("résultats-1") == "résultats-1"  # letters of any script, as the message says
     out = tmp_path / "a" / "b"
     res = CliRunner().invoke(main, ["bench", "--rounds", "1", "--seeds", "1", "--quiet", "--out", str(out),
                                     "--prefix", "../../x"])

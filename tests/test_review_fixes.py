@@ -408,3 +408,13 @@ def test_deeply_nested_or_huge_strategy_names_are_refused_without_recursion_erro
     assert len(str(err.value)) < 300
     res = CliRunner().invoke(main, ["strategies"])  # the CLI is unaffected
     assert res.exit_code == 0
+
+
+def test_uint64_indices_beyond_int64_are_named_as_given():
+    """Stop 22 review: labeled=np.array([2**63], np.uint64) was reported as index -9223372036854775808."""
+    x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    p = np.full((50, 3), 1 / 3)
+    for arg in ("labeled", "candidates"):
+        with pytest.raises(VlalInputError, match=f"{arg} index 9223372036854775808 is out of range"):
+            vlal.CEC(random_state=0).select(x, p, 3, **{arg: np.array([2, 2 ** 63], np.uint64)})
+    assert vlal.CEC(random_state=0).select(x, p, 3, labeled=np.array([1, 2], np.uint64)).shape == (3,)

@@ -153,3 +153,23 @@ def test_batch_csv_cells_that_look_like_formulas_are_escaped_and_read_back(tmp_p
         filled, _ = _fill_batch_csv(s_dir, y, ["'" + n if n[0] in "=+-@" else n for n in names])
         rec = s.import_labels(filled)  # escaped labels, as a spreadsheet may keep them, map to the classes
     assert sorted(rec["labels"]) == sorted(names[y[i]] for i in rec["picks"])
+
+
+def test_labelstudio_choices_given_as_a_string_is_one_label(tmp_path):
+    """Stop 22 review: {"choices": "class 1"} (a string, not a list) was read as the labels of its characters."""
+    from session_helpers import ls_export
+
+    pool, y = make_pool_file(tmp_path / "pool.npz")
+    s_dir = init_session(tmp_path / "s", pool, strategy="cec", seed=3)
+    with open_session(s_dir) as s:
+        s.next(3)
+        names = s.class_names
+
+        def label(task):
+            return [{"id": 1, "result": [{"from_name": "label", "to_name": "image", "type": "choices",
+                                          "value": {"choices": names[y[task["data"]["vlal_index"]]]}}]}]
+
+        export = tmp_path / "export.json"
+        export.write_text(json.dumps(ls_export(s_dir / s.state["open_batch"]["files"]["labelstudio"], label)))
+        rec = s.import_labels(export)
+    assert rec["labels"] == [names[y[i]] for i in rec["picks"]]

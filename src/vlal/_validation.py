@@ -165,11 +165,13 @@ def check_labeled(labeled, n: int) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     if not np.issubdtype(arr.dtype, np.integer):
         raise VlalInputError(f"labeled must hold integer indices or be a boolean mask; got dtype {arr.dtype}")
+    big = arr.dtype.kind == "u" and bool((arr > np.iinfo(np.int64).max).any())  # would wrap to negatives
     idx = arr.astype(np.int64)
     bad = (idx < 0) | (idx >= n)
-    if bad.any():
+    if big or bad.any():
+        first = int(arr.ravel()[np.flatnonzero(arr.ravel() >= n)[0]]) if big else int(idx[bad][0])
         raise VlalInputError(
-            f"labeled index {int(idx[bad][0])} is out of range for a pool of {n} rows "
+            f"labeled index {first} is out of range for a pool of {n} rows "
             "(negative indices are not accepted)"
         )
     uniq = np.unique(idx)

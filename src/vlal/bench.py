@@ -11,7 +11,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 import warnings
 from pathlib import Path
@@ -489,12 +488,11 @@ def check_prefix(prefix: str) -> str:
     Raises
     ------
     vlal.VlalInputError
-        ``prefix`` contains a path separator, is ``.``/``..``, starts with ``.`` or ``-``, or
-        is empty (outputs must land inside the output folder).
+        ``prefix`` holds anything but letters, digits, ``_``, ``-`` and ``.``, starts with ``.``
+        or ``-``, or is empty (outputs must land inside the output folder).
     """
     p = str(prefix)
-    seps = [os.sep] + ([os.altsep] if os.altsep else []) + ["/", "\\"]
-    if not p or any(c in p for c in seps) or p.startswith((".", "-")) or "\0" in p or p != p.strip():
+    if not re.fullmatch(r"\w[\w.-]*", p):  # letters (any script), digits, '_', then also '.' and '-'
         raise VlalInputError(
             f"prefix must be a plain file-name stem (letters, digits, '_', '-', '.'; no folders, not starting "
             f"with '.' or '-'); got {prefix!r}. Choose the folder with --out / out_dir"

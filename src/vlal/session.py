@@ -914,7 +914,8 @@ class Session:
             for a in live:
                 for res in a.get("result") or []:
                     if res.get("type") == "choices" or "choices" in (res.get("value") or {}):
-                        labels.update(str(c) for c in (res.get("value") or {}).get("choices") or [])
+                        chosen = (res.get("value") or {}).get("choices") or []
+                        labels.update([chosen] if isinstance(chosen, str) else (str(c) for c in chosen))
             if not labels:
                 rows.append((where, key, None, "annotation without a chosen class"))
             elif len(labels) > 1:
