@@ -206,3 +206,13 @@ def test_balance_reads_labels_so_they_are_required_and_checked():
     assert not free.reads_labels
     np.testing.assert_array_equal(free.select(x, p, 6, labeled=lab),
                                   free.select(x, p, 6, labeled=lab, labels=np.array([0, 1, 2, 3, 104])))
+
+
+def test_k_warning_counts_distinct_candidates_when_copies_are_dropped():
+    """Stop 22 review: 29 candidates, 3 distinct images: the warning said 'number of candidates (3)'."""
+    rng = np.random.default_rng(0)
+    x = np.repeat(rng.normal(size=(3, 5)).astype(np.float32), 10, axis=0)[:29]
+    p = rng.dirichlet(np.ones(3), 29)
+    with pytest.warns(UserWarning, match=r"k=20 >= number of distinct candidates \(3 of 29: copies"):
+        idx = make_strategy("calibrated-mix", random_state=0).select(x, p, 2)
+    assert np.unique(x[idx], axis=0).shape[0] == 2  # two different images

@@ -9,6 +9,7 @@ import numbers
 import numpy as np
 
 from .._validation import check_features, check_param, check_positive_int, l2_normalize, rows_per_chunk, seed_int
+from .._warnings import warn_caller
 from ..exceptions import VlalInputError
 from ..scoring import (
     _build_knn_index,
@@ -406,7 +407,12 @@ class CalibratedMix(Strategy):
                 h = _calibrated_entropy(probs, int(self.top_n))
             if index is not None:
                 # k above the rows is reduced (to rows - 1) with a UserWarning there, as in CEC
-                h = h + _neighbor_uncertainty(z, h, int(self.k), float(self.alpha), index, self.use_gpu)
+                k = int(self.k)
+                if k >= z.shape[0] and keep.size < cand.size:  # duplicates were dropped: say so, not "candidates"
+                    warn_caller(f"k={k} >= number of distinct candidates ({keep.size} of {cand.size}: copies of an "
+                                f"image are scored once); using k={z.shape[0] - 1}", UserWarning)
+                    k = z.shape[0] - 1
+                h = h + _neighbor_uncertainty(z, h, k, float(self.alpha), index, self.use_gpu)
             score += lam * rank01(h)
 
         n_clusters = min(rows.size, (lab.size + budget) if self.cover else budget)
