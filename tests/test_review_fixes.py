@@ -418,3 +418,28 @@ def test_uint64_indices_beyond_int64_are_named_as_given():
         with pytest.raises(VlalInputError, match=f"{arg} index 9223372036854775808 is out of range"):
             vlal.CEC(random_state=0).select(x, p, 3, **{arg: np.array([2, 2 ** 63], np.uint64)})
     assert vlal.CEC(random_state=0).select(x, p, 3, labeled=np.array([1, 2], np.uint64)).shape == (3,)
+
+
+def test_sparse_inputs_odd_seeds_and_unknown_tuner_parameters_are_named():
+    """Stop 22 review: a scipy sparse matrix was reported as 'features shape ()', zero_shot_proxy(-1) raised
+    numpy's bare ValueError, make_tuner(..., foo=1) a TypeError."""
+    import scipy.sparse as sp
+
+    from vlal.data import zero_shot_proxy
+    from vlal.tuners import make_tuner
+
+    x, p = np.ones((10, 3)), np.full((10, 2), 0.5)
+    with pytest.raises(VlalInputError, match=r"features is a scipy sparse matrix; pass a dense array"):
+        vlal.CEC().select(sp.csr_matrix(x), p, 2)
+    with pytest.raises(VlalInputError, match=r"probs is a scipy sparse matrix"):
+        vlal.Entropy().select(x, sp.csr_matrix(p), 2)
+    with pytest.raises(VlalInputError, match=r"features is a scipy sparse matrix"):
+        vlal.scoring.weighted_kmeans(sp.csr_matrix(x), np.ones(10), 2)
+    ds = make_synthetic(n_pool=60, n_test=20, n_classes=3, dim=4)
+    with pytest.raises(VlalInputError, match="random_state must be a non-negative int; got -1"):
+        zero_shot_proxy(ds, random_state=-1)
+    a, b = zero_shot_proxy(ds, random_state=3), zero_shot_proxy(ds, random_state=np.random.default_rng(3))
+    np.testing.assert_array_equal(a[0], b[0])  # an int seed draws as default_rng(seed), as before
+    with pytest.raises(VlalInputError, match=r"tuner 'anchored': .*'foo'; its parameters: \['temperature'"):
+        make_tuner("anchored", np.eye(3, 4), foo=1)
+    assert make_tuner("anchored", np.eye(3, 4), power=1.0).power == 1.0

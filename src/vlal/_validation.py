@@ -24,9 +24,16 @@ def _first_bad_row(mask_rows: np.ndarray) -> int:
     return int(np.flatnonzero(mask_rows)[0])
 
 
+def _refuse_sparse(x, name: str) -> None:
+    """A scipy sparse matrix would become a 0-d object array under ``np.asarray``: say what it is."""
+    if hasattr(x, "tocsr") and hasattr(x, "nnz"):
+        raise VlalInputError(f"{name} is a scipy sparse matrix; pass a dense array ({name}.toarray())")
+
+
 def check_2d(x, name: str) -> np.ndarray:
     """Return ``x`` as a 2-D floating array (no copy when already one; integer and bool arrays
     become float32)."""
+    _refuse_sparse(x, name)
     try:
         arr = np.asarray(x)
     except ValueError as err:  # ragged nested sequences, e.g. a (centres, assignments) tuple
@@ -107,6 +114,8 @@ def check_pool(features, probs) -> tuple[np.ndarray, np.ndarray]:
     :class:`vlal.shards.ShardedFeatures` are checked for shape only and returned as
     they are (their values are checked block by block when read).
     """
+    _refuse_sparse(features, "features")
+    _refuse_sparse(probs, "probs")
     f = features if _is_lazy(features) else np.asarray(features)
     p = probs if _is_lazy(probs) else np.asarray(probs)
     if f.ndim != 2 or p.ndim != 2:

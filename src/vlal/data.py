@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_features, check_positive_int, integer_class_ids, l2_normalize
+from ._validation import check_features, check_positive_int, integer_class_ids, l2_normalize, rng_from
 from .exceptions import VlalInputError
 
 __all__ = ["FeatureDataset", "load_features", "make_synthetic", "zero_shot_proxy"]
@@ -187,7 +187,7 @@ def make_synthetic(
         check_positive_int(v, nm)
     if imbalance < 1:
         raise VlalInputError(f"imbalance must be >= 1; got {imbalance}")
-    rng = np.random.default_rng(random_state)
+    rng = rng_from(random_state)  # a negative or odd seed: an error naming random_state
     centers = rng.normal(size=(n_classes, dim))
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
     n_sub = 3
@@ -230,7 +230,7 @@ def zero_shot_proxy(dataset: FeatureDataset, random_state=None) -> tuple[np.ndar
     keep = np.ones(dataset.pool_features.shape[0], dtype=bool)
     if dataset.class_embeddings is not None:
         return l2_normalize(np.asarray(dataset.class_embeddings), "class_embeddings"), keep
-    rng = np.random.default_rng(random_state)
+    rng = rng_from(random_state)  # a negative or odd seed: an error naming random_state
     n_classes = dataset.n_classes
     if dataset.shot_features is not None:
         src_x, src_y, from_pool = dataset.shot_features, dataset.shot_labels, False

@@ -752,8 +752,8 @@ def make_tuner(name: str, class_embeddings, **kwargs):
     Raises
     ------
     ValueError
-        Unknown name, or a CLIP prompt tuner (``coop``, ``vpt``, ``maple``: build those with
-        :mod:`vlal.clip`).
+        Unknown name, a CLIP prompt tuner (``coop``, ``vpt``, ``maple``: build those with
+        :mod:`vlal.clip`), or a parameter the tuner does not take.
     """
     spec = TUNERS.get(name)
     if spec is None:
@@ -761,4 +761,11 @@ def make_tuner(name: str, class_embeddings, **kwargs):
     if spec.factory is None:
         raise VlalInputError(f"tuner {name!r} is a CLIP prompt tuner: build it with vlal.clip "
                              f"(or `vlal bench --tuner {name}`), not from W0 alone")
+    import inspect
+
+    try:
+        inspect.signature(spec.factory).bind(class_embeddings, **kwargs)
+    except TypeError as err:  # an unknown or repeated parameter: name the tuner and what it takes
+        params = [p for p in inspect.signature(spec.factory).parameters if p not in ("self", "class_embeddings")]
+        raise VlalInputError(f"tuner {name!r}: {err}; its parameters: {params}") from None
     return spec.factory(class_embeddings, **kwargs)
