@@ -309,6 +309,12 @@ def test_bench_table_shows_last_round_and_one_seed_without_spread(tmp_path):
                                     "--report-rounds", "1,5", "--out", str(tmp_path / "o3")])
     assert res.exit_code != 0 and "--report-rounds" in _error_line(res.output)
     assert not (tmp_path / "o3" / "bench.md").exists()
+    res = CliRunner().invoke(main, ["bench", "--data", str(data), "--rounds", "3", "--seeds", "1", "--quiet",
+                                    "--strategies", "random", "--budget-fraction", "0.02",
+                                    "--report-rounds", "3,1,3", "--out", str(tmp_path / "o4")])
+    assert res.exit_code == 0, res.output
+    rows = [ln for ln in (tmp_path / "o4" / "bench.md").read_text().splitlines() if ln.startswith(("| d |", "|  |"))]
+    assert [r.split("|")[2].strip() for r in rows] == ["2", "6"]  # round order, each once
 
 
 def test_two_seeds_show_spread():

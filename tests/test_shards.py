@@ -182,3 +182,8 @@ def test_cli_select_reads_manifests(shards, tmp_path):
     assert r.exit_code == 0, r.output
     q = np.load(out)
     assert q.shape == (12,) and np.unique(q).size == 12
+    # the features' own manifest as --probs (a Ray embed writes no probabilities): named, not "negative values"
+    r = CliRunner().invoke(main, ["select", "--features", str(f.root), "--probs", str(f.root / "manifest.json"),
+                                  "--budget", "12", "--out", str(tmp_path / "q2.npy")])
+    assert r.exit_code == 2 and "is the shard manifest of the features" in r.output
+    assert not (tmp_path / "q2.npy").exists()

@@ -263,7 +263,7 @@ def check_strategy_tuner(strategies: Sequence, tuner_inputs: str) -> None:
     if bad:
         raise VlalInputError(
             f"strategy {', '.join(bad)} probes the model with feature vectors, but image-level tuners "
-            "(VPT, MaPLe) take images: use --tuner feature or --tuner coop with it, or drop it from --strategies"
+            "(VPT, MaPLe) take images: use a feature-space tuner (--tuner anchored, the default) or --tuner coop with it, or drop it from --strategies"
         )
 
 

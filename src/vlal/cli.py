@@ -153,6 +153,10 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
         if given is not None and outp.resolve() in _input_files(given):
             raise click.BadParameter(f"{out} is an input file ({opt}): writing the picks there would destroy "
                                      "that input; choose another file name", param_hint="--out")
+    if _is_manifest(Path(str(probs))) and set(_input_files(probs)) & set(_input_files(features)):
+        raise click.BadParameter(f"{probs} is the shard manifest of the features (--features): probabilities are "
+                                 "their own (n, K) shards; write them with vlal.shards.ShardWriter "
+                                 "(docs/scale.md, 'What a user runs', step 2)", param_hint="--probs")
     with _user_errors():
         check_writable_dir(outp.parent if str(outp.parent) else ".", "folder of --out")
         if seed is None and "random_state" not in strategy:
@@ -262,6 +266,7 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
         if bad or not rr:
             raise click.BadParameter(f"{bad or report_rounds!r}: rounds must lie in 1..--rounds ({rounds})",
                                      param_hint="--report-rounds")
+        rr = sorted(set(rr))  # table rows in round order, each once
     try:
         prefix = check_prefix(prefix)
     except VlalInputError as err:
