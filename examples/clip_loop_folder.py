@@ -136,7 +136,8 @@ def main(argv=None) -> int:
     counts = np.bincount(result.labels, minlength=len(names))
     print("labels per class:", ", ".join(f"{n.replace('_', ' ')} {c}" for n, c in zip(names, counts)))
     tuner.save_prompts(work / "coop_prompts.pt")
-    print(f"CoOp prompts saved to {work / 'coop_prompts.pt'}")
+    print(f"CoOp prompts saved to {work / 'coop_prompts.pt'}"
+          + ("" if args.workdir else f" (the folder {work} is kept: delete it when done, or pass --workdir)"))
     if banner:
         print(banner)
     return 0
