@@ -443,3 +443,17 @@ def test_sparse_inputs_odd_seeds_and_unknown_tuner_parameters_are_named():
     with pytest.raises(VlalInputError, match=r"tuner 'anchored': .*'foo'; its parameters: \['temperature'"):
         make_tuner("anchored", np.eye(3, 4), foo=1)
     assert make_tuner("anchored", np.eye(3, 4), power=1.0).power == 1.0
+
+
+def test_bench_and_select_give_the_same_exit_status_for_a_bad_strategy_name(tmp_path):
+    """Stop 22 review: a bad strategy name exited 2 in `vlal select` but 1 in `vlal bench`."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "f.npy", rng.normal(size=(30, 4)).astype(np.float32))
+    np.save(tmp_path / "p.npy", rng.dirichlet(np.ones(3), 30))
+    sel = CliRunner().invoke(main, ["select", "--features", str(tmp_path / "f.npy"), "--probs", str(tmp_path / "p.npy"),
+                                    "--budget", "3", "--strategy", "cec[k=0]", "--out", str(tmp_path / "q.npy")])
+    ben = CliRunner().invoke(main, ["bench", "--strategies", "cec[k=0]", "--rounds", "1", "--seeds", "1",
+                                    "--out", str(tmp_path / "o"), "--quiet"])
+    assert sel.exit_code == ben.exit_code == 2
+    assert "Invalid value for --strategies" in ben.output and "k == 0" in ben.output
+    assert not (tmp_path / "o").exists()

@@ -280,7 +280,10 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
         from .registry import make_strategy
 
         for name in names:  # bad names, tuner or data: fail before any folder is made
-            make_strategy(name)
+            try:
+                make_strategy(name)
+            except VlalInputError as err:  # a usage error of --strategies, as in `vlal select --strategy`
+                raise click.BadParameter(str(err), param_hint="--strategies") from err
         check_strategy_tuner(names, _bench_inputs(tuner))
         clip_tuner = _TUNERS[_TUNER_ALIASES.get(tuner, tuner)].factory is None  # a CLIP prompt tuner
         if clip_tuner:
