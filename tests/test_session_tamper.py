@@ -173,3 +173,17 @@ def test_labelstudio_choices_given_as_a_string_is_one_label(tmp_path):
         export.write_text(json.dumps(ls_export(s_dir / s.state["open_batch"]["files"]["labelstudio"], label)))
         rec = s.import_labels(export)
     assert rec["labels"] == [names[y[i]] for i in rec["picks"]]
+
+
+def test_a_journal_writes_string_is_one_file_and_a_referenced_file_is_kept(session):
+    """A 'writes' given as one string (not a list) is read as one name; the rollback never deletes a file
+    the state still references (the open batch's CSV here)."""
+    with open_session(session) as s:
+        s.next(3)
+        csv_file = session / s.state["open_batch"]["files"]["csv"]
+    with open(session / "journal.jsonl", "a") as fh:
+        fh.write(json.dumps({"txn": "y", "seq": 99, "op": "next", "phase": "begin",
+                             "writes": "batches/round-001.csv"}) + "\n")
+    with open_session(session) as s:
+        assert s.recovered.startswith("rolled back")
+    assert csv_file.exists()

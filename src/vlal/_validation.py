@@ -193,6 +193,12 @@ def check_labeled(labeled, n: int) -> np.ndarray:
     return idx
 
 
+def is_json_ints(values) -> bool:
+    """True for a list of Python ints (bools excluded), as ``json.loads`` gives them: the check of
+    the integer lists vlal reads back from its own JSON files (session state, journal, bench runs)."""
+    return isinstance(values, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
 def integer_class_ids(values, name: str, detail: str = "") -> np.ndarray:
     """``values`` as an int64 array of class ids, or an error naming ``name`` and the dtype.
 

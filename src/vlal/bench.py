@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ._io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from ._validation import is_json_ints
 from .data import FeatureDataset, zero_shot_proxy
 from .exceptions import VlalInputError
 from ._warnings import warn_caller
@@ -342,12 +343,10 @@ def _check_run_records(path: Path, blob: dict, key: tuple, n_rounds: int, pool_l
         if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0.0 <= acc <= 100.0:
             raise bad(f"accuracy {acc!r} of round {r['round']} is not a percentage in [0, 100]")
     n_lab = [r["n_labeled"] for r in recs]
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in n_lab) or n_lab[0] != 0 or n_lab != sorted(n_lab):
+    if not is_json_ints(n_lab) or n_lab[0] != 0 or n_lab != sorted(n_lab):
         raise bad(f"n_labeled must be integers rising from 0; got {n_lab[:8]}")
     rows, labels = blob.get("labeled_file_rows"), blob.get("labels")
-    ints = isinstance(rows, list) and isinstance(labels, list) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in rows + labels)
-    if not ints or len(rows) != len(labels) or len(rows) != n_lab[-1] or len(set(rows)) != len(rows):
+    if not is_json_ints(rows) or not is_json_ints(labels) or len(rows) != len(labels) or len(rows) != n_lab[-1] or len(set(rows)) != len(rows):
         raise bad("labeled_file_rows and labels must be distinct integer rows and their classes, one per label "
                   f"of the last round ({n_lab[-1]})")
     if pool_labels is not None:

@@ -58,6 +58,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from ._io import _fsync_dir, write_bytes_atomic
+from ._validation import check_features, integer_class_ids, is_json_ints, l2_normalize
 
 from .exceptions import VlalInputError
 
@@ -340,7 +341,6 @@ def init_session(
         The folder exists and is not empty, missing keys, shapes or class names that
         disagree, an unknown strategy or tuner.
     """
-    from ._validation import check_features, integer_class_ids, l2_normalize
     from .registry import make_strategy
 
     folder = Path(path)
@@ -592,10 +592,7 @@ class Session:
             raise SessionError(f"{where}: not a session state (needs seq, labeled, labels, rounds)")
         labeled, labels, k = state["labeled"], state["labels"], len(self.config["class_names"])
 
-        def ints(v):
-            return isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
-
-        if not ints(labeled) or not ints(labels) or len(labeled) != len(labels):
+        if not is_json_ints(labeled) or not is_json_ints(labels) or len(labeled) != len(labels):
             raise SessionError(f"{where}: labeled and labels must be lists of integers of one length")
         if len(set(labeled)) != len(labeled) or any(i < 0 for i in labeled):
             raise SessionError(f"{where}: labeled holds a repeated or negative pool position")
@@ -660,7 +657,7 @@ class Session:
         done = {e.get("txn") for e in entries if e.get("phase") in ("commit", "rollback")}
         pending = [e for e in entries if e.get("phase") == "begin" and e.get("txn") not in done]
         for e in pending:
-            if not isinstance(e.get("seq"), int) or isinstance(e.get("seq"), bool) or not isinstance(e.get("op"), str):
+            if not is_json_ints([e.get("seq")]) or not isinstance(e.get("op"), str):
                 raise SessionError(f"{self.path / 'journal.jsonl'}: an unfinished change without an integer seq and "
                                    "an op; the journal was edited or corrupted (nothing was deleted)")
         msg = None
@@ -672,7 +669,8 @@ class Session:
             else:  # state.json still the old one: delete what the change wrote
                 keep = self._referenced_files()
                 writes = e.get("writes", [])
-                paths = [self._owned(rel, self.path / "journal.jsonl") for rel in (writes if isinstance(writes, list) else [writes])]
+                writes = writes if isinstance(writes, list) else [writes]
+                paths = [self._owned(rel, self.path / "journal.jsonl") for rel in writes]  # all checked before any delete
                 for rel, path in zip(writes, paths):
                     if rel not in keep:
                         path.unlink(missing_ok=True)
@@ -868,8 +866,8 @@ class Session:
     # ------------------------------------------------------------------ import
 
     def _read_labels(self, path: Path) -> list[tuple]:
-        """``[(row description, image key, label or None (skipped), skip reason[, pool_index])]`` from a
-        file (``pool_index`` from a CSV only: its text, or None when the column is absent or empty)."""
+        """``[(row description, image key, label or None (skipped), skip reason, pool_index)]`` from a
+        file (``pool_index``: the text of a CSV's column; None when absent or empty, and for JSON)."""
         try:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as err:
@@ -922,7 +920,7 @@ class Session:
                 rows.append((where, key, "\x00".join(sorted(labels)), "conflict"))
             else:
                 rows.append((where, key, labels.pop(), ""))
-        return rows
+        return [(*row, None) for row in rows]  # a Label Studio task carries no pool_index to cross-check
 
     def import_labels(self, file, *, allow_skipped: bool = False) -> dict:
         """Apply the labels of the open batch from ``file``, re-fit the tuner, record the round.
@@ -994,7 +992,7 @@ class Session:
         seen: set[int] = set()
         old_labels = dict(zip(self.state["labeled"], self.state["labels"]))
         already = 0
-        for where, key, lab, why, *given in rows:
+        for where, key, lab, why, given in rows:
             if why == "bad-task":
                 problems.append(f"{where}: not a Label Studio task (needs a 'data' object)")
                 continue
@@ -1002,8 +1000,8 @@ class Session:
             if i is None:
                 problems.append(f"{where}: unknown image {key!r} (not in the session's pool)")
                 continue
-            if given and given[0] is not None and given[0] != str(i):
-                problems.append(f"{where}: pool_index {given[0]!r} contradicts image {key!r} (pool index {i}); "
+            if given is not None and given != str(i):
+                problems.append(f"{where}: pool_index {given!r} contradicts image {key!r} (pool index {i}); "
                                 "fix the row or leave pool_index empty")
                 continue
             if i not in in_batch:

@@ -31,6 +31,7 @@ See :func:`make_tuner` / :func:`available_tuners`.
 from __future__ import annotations
 
 import abc
+import inspect
 
 import numpy as np
 from scipy.optimize import minimize
@@ -761,8 +762,6 @@ def make_tuner(name: str, class_embeddings, **kwargs):
     if spec.factory is None:
         raise VlalInputError(f"tuner {name!r} is a CLIP prompt tuner: build it with vlal.clip "
                              f"(or `vlal bench --tuner {name}`), not from W0 alone")
-    import inspect
-
     try:
         inspect.signature(spec.factory).bind(class_embeddings, **kwargs)
     except TypeError as err:  # an unknown or repeated parameter: name the tuner and what it takes
