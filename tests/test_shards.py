@@ -145,6 +145,25 @@ def test_streamed_cec(shards, monkeypatch):
         vlal.CEC(clustering="greedy").select(f, pf, 5)
 
 
+def test_streamed_cec_never_picks_copies(tmp_path, monkeypatch):
+    # 300 images, each 20 times: the streamed path keeps the duplicate rule of the in-memory one
+    rng = np.random.default_rng(1)
+    b = rng.normal(size=(300, 32)).astype(np.float32)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    x = np.repeat(b, 20, axis=0)
+    logits = 2.0 * rng.normal(size=(300, 10))
+    p = np.repeat(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), 20, axis=0).astype(np.float32)
+    f = ShardedFeatures(write_shards(tmp_path / "f", x, shard_rows=1000))
+    pf = ShardedFeatures(write_shards(tmp_path / "p", p, shard_rows=1000))
+    monkeypatch.setattr(_scale, "STREAM_MIN_BYTES", 0)
+    for budget in (300, 350):
+        picks = vlal.CEC(random_state=0).select(f, pf, budget)
+        assert np.unique(picks).size == budget
+        assert np.unique(picks // 20).size == 300  # every image once, copies only past the 300th pick
+    picks = vlal.CEC(random_state=0).select(f, pf, 40, labeled=np.arange(0, 6000, 40))  # 150 images labeled
+    assert np.unique(picks // 20).size == 40 and not np.isin(picks // 20, np.arange(0, 300, 2)).any()
+
+
 def test_streamed_query_step_is_exact_nearest(shards, monkeypatch):
     x, *_ , f, _ = shards
     rng = np.random.default_rng(0)

@@ -243,6 +243,21 @@ def test_replace_duplicates_by_hand():
     # without centres the replacement is drawn from the free rows
     got = replace_duplicates(z, np.array([0, 1]), None, np.random.default_rng(0))
     assert got[0] == 0 and got[1] in (2, 3)
+    # the group's first pick keeps the group's lowest position, whichever centre got it first
+    np.testing.assert_array_equal(replace_duplicates(z, np.array([4, 0, 3]), centers), [0, 2, 3])
+    # ... and when no distinct row is left, the duplicates swap positions, still distinct
+    np.testing.assert_array_equal(replace_duplicates(z[[0, 1, 4]], np.array([2, 0, 1]), centers), [0, 2, 1])
+
+
+@pytest.mark.parametrize("name", CLUSTERING[:4])
+def test_copies_at_the_same_distance_give_the_lowest_position_whatever_the_seed(name):
+    # 10 images, each 6 times in a row (rows 6i .. 6i + 5): every pick is the first copy (README rule)
+    rng = np.random.default_rng(1)
+    x = np.repeat(rng.normal(size=(10, 16)).astype(np.float32), 6, axis=0)
+    p = np.repeat(vlal.zero_shot_probs(x[::6], rng.normal(size=(5, 16)).astype(np.float32), temperature=0.3), 6, axis=0)
+    for seed in range(4):
+        idx = vlal.make_strategy(name, random_state=seed).select(x, p, 10)
+        np.testing.assert_array_equal(np.sort(idx), np.arange(0, 60, 6), err_msg=f"seed {seed}")
 
 
 

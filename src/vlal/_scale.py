@@ -48,6 +48,7 @@ from ._faiss.ivf import parallel_map
 from ._validation import PROB_ATOL, rng_from, rows_per_chunk
 from ._warnings import warn_caller
 from .scoring import _neighbor_term
+from .strategies._distinct import row_keys
 from .exceptions import VlalInputError
 
 __all__ = ["CompressedIVF", "SQ8", "cec_stream", "STREAM_MIN_BYTES"]
@@ -596,39 +597,53 @@ def _merge(d0, i0, d1, i1, k):
 
 
 def _nearest_exact(index: CompressedIVF, centers, fread, candidates, m, features) -> np.ndarray:
-    """Distinct nearest candidate position per centre; SQ8 candidates re-ranked on exact rows."""
+    """Nearest candidate position per centre, SQ8 candidates re-ranked on exact rows, with the
+    duplicate rule of :mod:`vlal.strategies._distinct`: no two picks with identical normalised
+    features while a candidate that duplicates no pick remains."""
     b = centers.shape[0]
     taken = np.zeros(m, dtype=bool)
+    keys: set = set()  # normalised float32 bits of the picks so far
     out = np.full(b, -1, dtype=np.int64)
     pending = np.arange(b)
     width = min(m, 32)
     while pending.size and width <= 512:
         _, cand = index.search(centers[pending], min(width, m))
-        _serve(cand, centers[pending], pending, taken, out, fread, candidates, m, features)
+        _serve(cand, centers[pending], pending, taken, keys, out, fread, candidates, m, features)
         pending = pending[out[pending] < 0]
         width *= 4
-    if pending.size:
-        # Rare: the compressed candidates of these centres are all taken. Exact stream over
-        # all rows; the b + 1 nearest rows of a centre always hold a free one.
-        kk = min(m, b + 1)
-        c32 = np.ascontiguousarray(centers[pending], dtype=np.float32)
+    # Rare: every compressed candidate of these centres is taken or duplicates a pick. Exact
+    # streams over all rows, each keeping the kk nearest rows of every pending centre (kk
+    # grows until it covers the pool). Centres still without a row then take duplicates (every
+    # free row duplicates a pick): the b + 1 nearest rows of a centre always hold a free one.
+    c32 = np.ascontiguousarray(centers, dtype=np.float32)
+    kk = min(m, b + 1)
+    while pending.size:
         best_d = np.full((pending.size, kk), np.inf, dtype=np.float32)
         best_i = np.full((pending.size, kk), -1, dtype=np.int64)
         for s in range(0, m, BLOCK_ROWS):
             e = min(m, s + BLOCK_ROWS)
-            dd, ii = _faiss.knn_search(_normalised(fread(s, e), "features", s), c32, min(kk, e - s))
+            dd, ii = _faiss.knn_search(_normalised(fread(s, e), "features", s), c32[pending], min(kk, e - s))
             best_d, best_i = _merge(best_d, best_i, dd, ii + s, kk)
-        _serve(best_i, centers[pending], pending, taken, out, fread, candidates, m, features)
-        if (out < 0).any():
-            raise RuntimeError("could not place every centre")  # cannot happen: see above
+        _serve(best_i, centers[pending], pending, taken, keys, out, fread, candidates, m, features)
+        left = out[pending] < 0
+        if kk >= m and left.any():  # every free row duplicates a pick: the duplicates are allowed
+            rest = pending[left]
+            _serve(best_i[left, : min(m, b + 1)], centers[rest], rest, taken, None, out, fread, candidates, m, features)
+            if (out[rest] < 0).any():
+                raise RuntimeError("could not place every centre")  # cannot happen: see above
+        pending = pending[out[pending] < 0]
+        kk = min(m, 4 * kk)
     return out
 
 
-def _serve(cand, c, pending, taken, out, fread, candidates, m, features) -> None:
-    """Re-rank ``cand`` (positions, -1 = none) exactly and give each centre its nearest free row,
-    centres with the closest nearest row first (as :func:`vlal.nearest_to_centers`)."""
+def _serve(cand, c, pending, taken, keys, out, fread, candidates, m, features) -> None:
+    """Re-rank ``cand`` (positions, -1 = none) exactly and give each centre its nearest free row
+    that duplicates no pick (``keys``: the picks' normalised float32 bits, updated; ``None`` =
+    duplicates allowed), centres with the closest nearest row first (as
+    :func:`vlal.nearest_to_centers`); rows at the same distance go by lowest position."""
     flat = np.unique(cand[cand >= 0])
     exact = _normalised(fread(0, 0, rows=_pos_to_rows(flat, candidates, m, features)), "features", 0)
+    flat_keys = row_keys(exact)
     pos = np.searchsorted(flat, np.maximum(cand, 0))
     c = np.asarray(c, dtype=np.float64)
     dist = np.full(cand.shape, np.inf)
@@ -636,12 +651,19 @@ def _serve(cand, c, pending, taken, out, fread, candidates, m, features) -> None
         ok = cand[:, j] >= 0
         diff = exact[pos[ok, j]].astype(np.float64) - c[ok]
         dist[ok, j] = np.einsum("ij,ij->i", diff, diff)
-    order = np.argsort(dist, axis=1, kind="stable")
+    order = np.lexsort((np.where(cand >= 0, cand, np.iinfo(np.int64).max), dist), axis=1)
     cand = np.take_along_axis(cand, order, 1)
+    pos = np.take_along_axis(pos, order, 1)
     dist = np.take_along_axis(dist, order, 1)
     for row in np.argsort(dist[:, 0], kind="stable"):
-        for j in cand[row]:
-            if j >= 0 and not taken[j]:
-                taken[j] = True
-                out[pending[row]] = j
-                break
+        for j, p in zip(cand[row], pos[row]):
+            if j < 0 or taken[j]:
+                continue
+            key = flat_keys[p].tobytes()
+            if keys is not None and key in keys:
+                continue
+            taken[j] = True
+            out[pending[row]] = j
+            if keys is not None:
+                keys.add(key)
+            break

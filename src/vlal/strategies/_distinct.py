@@ -5,7 +5,8 @@ Two rows are *duplicates* when their L2-normalised float32 features are bitwise 
 that differ in any bit, e.g. re-encoded images) are distinct rows for this rule.
 A clustering strategy never returns two duplicates while a candidate that duplicates
 no pick remains: a pick that duplicates an earlier one is replaced by the candidate
-nearest to its cluster centre that duplicates no pick so far.
+nearest to its cluster centre that duplicates no pick (neither an earlier nor a later one, so
+one replacement never displaces another pick).
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ def replace_duplicates(z: np.ndarray, picks: np.ndarray, centers: np.ndarray | N
     -------
     ndarray (b,), int64
         ``picks`` itself when no two picks are duplicates (checked on the ``b`` picks
-        only), else a corrected copy: the first pick of each duplicate group is kept, a
-        later one is replaced by the row nearest to its centre (lowest position among
-        equally near rows) that duplicates no kept pick. When every candidate
+        only), else a corrected copy: the first pick of each duplicate group is kept (and
+        given the lowest row position among that group's picks, so which copy is returned
+        does not depend on the order the centres were served in), a later one is replaced,
+        in order, by the row nearest to its centre (lowest position among equally near
+        rows) that duplicates no pick and no replacement so far. When every candidate
         duplicates a pick, the remaining duplicates are kept (the indices stay distinct).
         Cost when duplicates are found: one hash pass over ``z`` plus ``O(m d)`` per
         replaced pick.
@@ -82,8 +85,14 @@ def replace_duplicates(z: np.ndarray, picks: np.ndarray, centers: np.ndarray | N
     keys = [_key(z, int(j)) for j in picks]
     if len(set(keys)) == len(keys):
         return picks
+    picks = picks.copy()
+    first: dict[bytes, int] = {}
+    for t, key in enumerate(keys):  # the group's first pick takes the group's lowest position
+        f = first.setdefault(key, t)
+        if picks[t] < picks[f]:
+            picks[t], picks[f] = picks[f], picks[t]
     h = _row_hashes(z)
-    blocked = np.zeros(z.shape[0], dtype=bool)  # rows equal to a kept pick
+    blocked = np.zeros(z.shape[0], dtype=bool)  # rows equal to a pick or a replacement
     used = np.zeros(z.shape[0], dtype=bool)
     used[picks] = True
 
@@ -92,12 +101,12 @@ def replace_duplicates(z: np.ndarray, picks: np.ndarray, centers: np.ndarray | N
         ref = np.asarray(z[j], dtype=np.float32) + np.float32(0.0)
         blocked[same[(np.asarray(z[same], dtype=np.float32) == ref).all(axis=1)]] = True
 
+    for f in first.values():
+        block_like(int(picks[f]))  # every pick's group: a replacement never copies a later pick
     sq = None
     out = picks.copy()
     for t, j in enumerate(picks):
-        j = int(j)
-        if not blocked[j]:
-            block_like(j)
+        if first[keys[t]] == t:
             continue
         free = ~blocked & ~used
         if not free.any():

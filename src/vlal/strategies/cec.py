@@ -92,7 +92,10 @@ class CEC(ClusteringStrategy):
     index whose probe count is tuned to a measured recall@k >= 0.9, the fast weighted
     K-Means, and an exact re-rank of the query step); ``knn_index``, ``kmeans_mode`` and
     ``use_gpu`` do not apply there, ``clustering="greedy"`` is refused, and the stage
-    times and measured recall are left in ``stream_stats_``. See ``docs/scale.md``.
+    times and measured recall are left in ``stream_stats_``. The duplicate rule holds there
+    too (applied while the centres are served, closest first); among exact copies a centre
+    gets the lowest position among those the compressed index returns, which need not be
+    the lowest in the pool. See ``docs/scale.md``.
 
     References
     ----------
