@@ -101,6 +101,43 @@ def test_writer_rejects_bad_blocks(tmp_path):
         w.close()
 
 
+def test_interrupted_rewrite_leaves_no_manifest_never_mixed_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 8)).astype(np.float32), rng.normal(size=(300, 8)).astype(np.float32)
+    write_shards(tmp_path / "A", a, shard_rows=100)
+    with pytest.raises(KeyboardInterrupt):
+        with ShardWriter(tmp_path / "A", 8, shard_rows=100) as w:
+            w.write(b[:150])  # one new shard replaced, then the run stops
+            raise KeyboardInterrupt
+    assert not (tmp_path / "A" / "manifest.json").exists()
+    with pytest.raises(VlalInputError, match="does not exist"):
+        vlal.shards.open_features(tmp_path / "A")
+    write_shards(tmp_path / "A", b, shard_rows=100)  # a finished rewrite reads back whole
+    np.testing.assert_array_equal(np.asarray(vlal.shards.open_features(tmp_path / "A")[:]), b.astype(np.float16))
+
+
+def test_one_manifest_per_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    write_shards(tmp_path / "F", x, paths=[f"{i}.png" for i in range(50)])
+    for kw in ({"prefix": "probs"},):
+        with pytest.raises(VlalInputError, match="already holds the manifest of shards 'features'"):
+            ShardWriter(tmp_path / "F", 5, **kw)
+    with pytest.raises(VlalInputError, match="already holds"):
+        write_shards(tmp_path / "F", x[:, :5], prefix="probs", paths=[str(i) for i in range(50)])
+    f = vlal.shards.open_features(tmp_path / "F")  # untouched: shape, rows and paths
+    assert f.shape == (50, 8) and (tmp_path / "F" / "paths.txt").read_text().startswith("0.png\n")
+    (tmp_path / "G").mkdir()
+    (tmp_path / "G" / "manifest.json").write_text("not json")
+    with pytest.raises(VlalInputError, match="not a vlal shard manifest"):
+        ShardWriter(tmp_path / "G", 4)
+    assert (tmp_path / "G" / "manifest.json").read_text() == "not json"
+    for bad in ("../x", "a/b", ".hidden", "", "-x", 3):
+        with pytest.raises(VlalInputError, match="prefix"):
+            ShardWriter(tmp_path / "H", 4, prefix=bad)
+    assert not list(tmp_path.glob("x-*")) and not (tmp_path / "H").exists()
+
+
 def test_small_sharded_pool_gives_the_in_memory_selection(shards):
     x, p, _, f, pf = shards
     labeled = np.arange(0, 3000, 50)

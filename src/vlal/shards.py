@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -316,13 +317,35 @@ class ShardedFeatures:
                 f"shards={len(self._files)}, root={str(self.root)!r})")
 
 
+def _release_manifest(folder: Path, prefix: str) -> None:
+    """Before ``folder`` is (re)written with shards ``prefix-*``: remove its manifest when it
+    describes shards of that prefix; refuse one of another prefix or one that is not a manifest."""
+    path = folder / "manifest.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        files = [str(s["file"]) for s in old["shards"]] if old.get("format") == MANIFEST_FORMAT else None
+    except (ValueError, UnicodeDecodeError, TypeError, KeyError, AttributeError, OSError):
+        files = None
+    if files is None:
+        raise VlalInputError(f"{path} exists and is not a vlal shard manifest; remove it or write into another folder")
+    other = sorted({f.rsplit("-", 1)[0] for f in files} - {prefix})
+    if other:
+        raise VlalInputError(f"{folder} already holds the manifest of shards {other[0]!r}-*; write shards with "
+                             f"prefix={prefix!r} into another folder (one manifest per folder)")
+    path.unlink()
+
+
 class ShardWriter:
     """Write rows to float16 shards and a manifest, block by block (atomic files).
 
     Parameters
     ----------
     folder : str or Path
-        Created if missing. Existing shards of the same names are replaced.
+        Created if missing. Rewriting a folder replaces its shards of the same names and
+        removes its ``manifest.json`` first, so an interrupted rewrite leaves a folder without
+        a manifest (incomplete), never one that mixes old and new rows.
     d : int
         Feature dimension.
     shard_rows : int, default 2**20
@@ -334,14 +357,27 @@ class ShardWriter:
         ``normalized`` and any other JSON-serialisable keys.
 
     Use as a context manager, or call :meth:`close` to write the last shard and the
-    manifest; the manifest is written last, so a folder without one is incomplete.
+    manifest; the manifest is written last, so a folder without one is incomplete. An
+    exception inside the ``with`` block writes no manifest.
+
+    Raises
+    ------
+    VlalInputError
+        ``folder`` already holds the manifest of shards of another ``prefix`` (one folder
+        holds one manifest: write probabilities next to features into their own folder), or
+        a ``manifest.json`` that is not a shard manifest; a bad ``dtype`` or ``prefix`` (a
+        file-name stem: letters, digits, ``_``, ``-``, ``.``).
     """
 
     def __init__(self, folder, d: int, *, shard_rows: int = DEFAULT_SHARD_ROWS, dtype: str = "float16",
                  prefix: str = "features", **meta):
         if dtype not in _DTYPES:
             raise VlalInputError(f"dtype must be one of {_DTYPES}; got {dtype!r}")
+        if not isinstance(prefix, str) or not re.fullmatch(r"\w[\w.-]*", prefix):
+            raise VlalInputError(f"prefix must be a plain file-name stem (letters, digits, '_', '-', '.'; not starting "
+                                 f"with '.' or '-'; shards are named prefix-00000.npy inside folder); got {prefix!r}")
         self.folder = Path(folder)
+        _release_manifest(self.folder, prefix)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.d = int(d)
         self.shard_rows = int(shard_rows)
@@ -410,14 +446,14 @@ def write_shards(folder, features, *, shard_rows: int = DEFAULT_SHARD_ROWS, dtyp
     if x.ndim != 2:
         raise VlalInputError(f"features must be 2-D; got shape {x.shape}")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     if paths is not None:
         paths = [str(p) for p in paths]
         if len(paths) != x.shape[0]:
             raise VlalInputError(f"paths has {len(paths)} entries for {x.shape[0]} rows")
-        write_bytes_atomic(folder / "paths.txt", ("\n".join(paths) + "\n").encode("utf-8"))
-        meta["paths"] = "paths.txt"
     with ShardWriter(folder, x.shape[1], shard_rows=shard_rows, dtype=dtype, **meta) as w:
+        if paths is not None:  # after the writer checked the folder, before the manifest
+            write_bytes_atomic(folder / "paths.txt", ("\n".join(paths) + "\n").encode("utf-8"))
+            w.meta["paths"] = "paths.txt"
         for s in range(0, x.shape[0], 65536):
             w.write(x[s : s + 65536])
     return folder / "manifest.json"

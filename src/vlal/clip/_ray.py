@@ -98,16 +98,16 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
     Raises
     ------
     ImportError
-        Ray is missing (``pip install 'vlal[ray]'``).
+        Ray is missing (``pip install -e '.[ray]'`` in the vlal checkout).
     vlal.VlalInputError, FileNotFoundError
         No images.
     """
     try:
         import ray
     except ImportError as err:
-        raise ImportError("embed_ray needs the [ray] extra: pip install 'vlal[ray]'") from err
+        raise ImportError("embed_ray needs the [ray] extra: pip install -e '.[ray]' in the vlal checkout") from err
     from .._io import save_npy_atomic, write_bytes_atomic
-    from ..shards import ShardWriter
+    from ..shards import ShardWriter, _release_manifest
     from ._images import scan_image_folder
 
     labels = names = None
@@ -142,6 +142,7 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
         max_task_retries=-1,
     )
     out = Path(out)
+    _release_manifest(out, "features")  # before paths.txt changes: a stopped rewrite leaves no stale manifest
     out.mkdir(parents=True, exist_ok=True)
     meta = _meta(model_name, pretrained, model_config, allow_download)
     write_bytes_atomic(out / "paths.txt", ("\n".join(paths) + "\n").encode("utf-8"))
