@@ -332,7 +332,7 @@ def test_gcnal_missing_torch_message(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
     x, p, y = make_pool(n=30)
-    with pytest.raises(ImportError, match=r"pip install 'vlal\[clip\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[clip\]'`? in the vlal checkout"):
         GCNAL(n_steps=2).select(x, p, 2, labeled=np.arange(3), labels=y[:3])
     with pytest.raises(ImportError, match="GCNAL needs PyTorch"):
         vlal.make_strategy("pcb(gcnal)").check_dependencies()

@@ -1,6 +1,6 @@
 """The faiss GPU path (``use_gpu=True``), checked against the CPU path on the same inputs.
 
-These tests need a faiss build that can run on the machine's GPU (``pip install vlal[gpu]``
+These tests need a faiss build that can run on the machine's GPU (``pip install -e ".[gpu]"``
 on a Volta-to-Ada card; see docs/scale.md, "GPU", for Hopper); elsewhere, CI included, they
 are skipped with that reason. ``benchmarks/gpu/run_gpu_check.sh`` runs them on a GPU machine.
 Not yet run on a GPU that faiss could use (see docs/scale.md).

@@ -33,7 +33,7 @@ def _need(module: str):
     try:
         return __import__(module)
     except Exception as err:  # noqa: BLE001 - report whatever breaks the import
-        pytest.skip(f"{module} cannot be imported ({type(err).__name__}: {err}); install vlal[integrations]")
+        pytest.skip(f"{module} cannot be imported ({type(err).__name__}: {err}); pip install -e '.[integrations]'")
 
 
 class Dummy:

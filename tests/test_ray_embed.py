@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'vlal[ray]'): the Ray embedding is not tested")
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]'): the Ray embedding is not tested")
 pytest.importorskip("ray.data", reason="ray[data] is not installed")
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")

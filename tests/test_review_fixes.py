@@ -206,7 +206,7 @@ def test_embed_without_the_clip_extra_is_a_one_line_error(tmp_path, monkeypatch)
     from vlal.cli import main
 
     def missing(name):
-        raise ImportError(f"vlal.clip.{name} needs the [clip] extra (torch is missing): pip install 'vlal[clip]'")
+        raise ImportError(f"vlal.clip.{name} needs the [clip] extra (torch is missing): pip install -e '.[clip]' in the vlal checkout")
 
     for name in ("RandomWeightsWarning", "embed", "load_clip"):  # loaded ones: gone, as without torch
         if name in vars(vlal.clip):

@@ -45,7 +45,7 @@ import numpy as np
 
 from . import _faiss
 from ._faiss.ivf import parallel_map
-from ._validation import PROB_ATOL, rng_from, rows_per_chunk
+from ._validation import PROB_ATOL, rng_from
 from ._warnings import warn_caller
 from .scoring import _neighbor_term
 from .strategies._distinct import row_keys
@@ -446,7 +446,6 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
     log = log or LOG or (lambda *_, **__: None)
     rng = rng_from(seed)
     m = int(candidates.size)
-    d = features.shape[1]
     n_classes = probs.shape[1]
     tol = 1e-2 if np.dtype(probs.dtype) == np.float16 else PROB_ATOL
     fread = _reader(features, candidates if m < features.shape[0] else None, "features")

@@ -292,7 +292,7 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
             missing = [m for m in ("torch", "open_clip") if importlib.util.find_spec(m) is None]
             if missing:
                 raise VlalInputError(f"--tuner {tuner} runs CLIP and needs the [clip] extra ({', '.join(missing)} "
-                                     "not installed): pip install 'vlal[clip]'")
+                                     "not installed): pip install -e '.[clip]' in the vlal checkout")
         datasets = [load_features(p) for p in data] if data else [make_synthetic()]
         if clip_tuner:
             nameless = [ds.name for ds in datasets if ds.class_names is None]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Callable
 
 from .exceptions import VlalInputError
 from .strategies import _register

@@ -80,7 +80,7 @@ def __getattr__(name: str):
     except ImportError as err:
         if err.name in ("torch", "open_clip", "PIL", "torchvision"):
             raise ImportError(
-                f"vlal.clip.{name} needs the [clip] extra ({err.name} is missing): pip install 'vlal[clip]'"
+                f"vlal.clip.{name} needs the [clip] extra ({err.name} is missing): pip install -e '.[clip]' in the vlal checkout"
             ) from err
         raise
     value = getattr(mod, name)

@@ -56,14 +56,13 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
     except ImportError as err:  # no [clip] extra: one line, as the other commands say it
         missing = getattr(err.__cause__, "name", None) or "torch"
         raise click.ClickException(f"vlal embed needs the [clip] extra ({missing} is missing): "
-                                   "pip install 'vlal[clip]'") from err
+                                   "pip install -e '.[clip]' in the vlal checkout") from err
 
     if engine == "local" and Path(out).suffix != ".npz":
         raise click.BadParameter(f"{out}: the local engine writes one .npz file; name it OUT.npz", param_hint="OUT")
     if engine == "ray":
         if test_images is not None or class_names_file is not None:
             raise click.UsageError("--engine ray embeds the pool images only (no --test-images / --class-names)")
-        from ..exceptions import VlalInputError
         from ._ray import embed_ray
 
         spec = None if pretrained.strip().lower() in ("none", "random") else pretrained

@@ -5,7 +5,7 @@
 - :class:`vlal.integrations.modal.ModalStrategy`: a modAL query-strategy callable
   (``learner = ActiveLearner(..., query_strategy=ModalStrategy("cec"))``).
 
-Both libraries are optional (``pip install "vlal[integrations]"``) and are imported
+Both libraries are optional (``pip install -e ".[integrations]"`` in the vlal checkout) and are imported
 only when the adapter is first used: ``import vlal`` and ``import vlal.integrations``
 import neither. See ``docs/integrations.md``.
 """

@@ -7,7 +7,7 @@
 ...                         X_training=X0, y_training=y0)  # doctest: +SKIP
 >>> idx, rows = learner.query(X_pool, n_instances=20)  # doctest: +SKIP
 
-The adapter itself needs only vlal; modAL (``pip install "vlal[integrations]"``) is what
+The adapter itself needs only vlal; modAL (``pip install -e ".[integrations]"`` in the vlal checkout) is what
 calls it.
 """
 

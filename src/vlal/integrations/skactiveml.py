@@ -7,7 +7,7 @@
 >>> clf = SklearnClassifier(LogisticRegression(), classes=range(10))
 >>> idx = qs.query(X, y, clf, batch_size=20)  # doctest: +SKIP
 
-Needs ``pip install "vlal[integrations]"`` (scikit-activeml); importing this module
+Needs ``pip install -e ".[integrations]"`` in the vlal checkout (scikit-activeml); importing this module
 imports scikit-activeml, ``import vlal`` does not.
 """
 
@@ -20,7 +20,7 @@ try:
     from skactiveml.utils import MISSING_LABEL, check_equal_missing_label, check_type, is_labeled
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "vlal.integrations.skactiveml needs scikit-activeml: pip install \"vlal[integrations]\" "
+        "vlal.integrations.skactiveml needs scikit-activeml: pip install -e \".[integrations]\" in the vlal checkout "
         f"(or pip install scikit-activeml); import failed with: {err}"
     ) from err
 

@@ -21,8 +21,8 @@ def _import_torch():
         import torch
     except ImportError as err:  # pragma: no cover - torch is installed in the dev environment
         raise ImportError(
-            "GCNAL needs PyTorch, which is not installed; install it with `pip install 'vlal[clip]'` "
-            "(in a source checkout: `pip install -e '.[clip]'`)"
+            "GCNAL needs PyTorch, which is not installed; install the [clip] extra: `pip install -e '.[clip]'` "
+            "in the vlal checkout"
         ) from err
     return torch
 
@@ -171,7 +171,7 @@ class GCNAL(KCenterStrategy):
     Raises
     ------
     ImportError
-        PyTorch is missing (``pip install vlal[clip]``); raised by :meth:`select`, not at import.
+        PyTorch is missing (``pip install -e '.[clip]'`` in the vlal checkout); raised by :meth:`select`, not at import.
     ValueError
         Invalid parameters (from :meth:`select`).
 
