@@ -396,6 +396,19 @@ def test_embed_writes_benchmark_keys_and_reuses_cache(clip, folder, tmp_path, mo
     np.testing.assert_array_equal(res2["pool_features"][2:], res["pool_features"][2:])
 
 
+def test_embed_class_names_must_match_the_sub_folders(clip, folder, tmp_path):
+    # labels are the sorted sub-folders: names in another order, or another count, would mislabel silently
+    from vlal.clip import embed
+
+    for names, msg in ((["dog", "cat", "sea_lion"], "in another order"), (["cat", "dog"], "2 names but the pool has 3"),
+                       (["a", "b", "c", "d"], "4 names but the pool has 3")):
+        with pytest.raises(VlalInputError, match=msg):
+            embed(clip, folder, tmp_path / "e.npz", class_names=names, progress=False)
+        assert not (tmp_path / "e.npz").exists()
+    res = embed(clip, folder, None, class_names=["Cat", "Dog", "Sea lion"], progress=False)  # readable names: fine
+    assert res["class_names"].tolist() == ["Cat", "Dog", "Sea lion"]
+
+
 def test_cli_embed(clip, folder, tmp_path):
     from click.testing import CliRunner
 

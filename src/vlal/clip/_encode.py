@@ -216,7 +216,8 @@ def embed(
     out : path, optional
         Where to write the ``.npz`` (nothing is written when None).
     class_names : sequence of str, optional
-        Overrides the folder names (e.g. readable names for WordNet ids), in label order.
+        Overrides the folder names (e.g. readable names for WordNet ids), in label order:
+        one per class sub-folder, in the sub-folders' sorted order.
     test_images : optional
         A test split in the same forms; its class folders must match the pool's.
     template : str, default "a photo of a {}."
@@ -232,13 +233,25 @@ def embed(
     Raises
     ------
     vlal.VlalInputError
-        Unusable images, class names that do not match the labels.
+        Unusable images, class names that do not match the labels (fewer names than labels;
+        for a folder of class sub-folders, another number of names than sub-folders, or the
+        sub-folder names in another order).
     """
     clip = _check_clip(clip)
     splits = {"pool": as_image_source(images)}
     if test_images is not None:
         splits["test"] = as_image_source(test_images)
     names = list(class_names) if class_names is not None else splits["pool"].class_names
+    folders = splits["pool"].class_names
+    if class_names is not None and folders is not None:  # labels are the positions of the sorted sub-folders
+        if len(names) != len(folders):
+            raise VlalInputError(f"class_names has {len(names)} names but the pool has {len(folders)} class "
+                                 f"sub-folders ({', '.join(folders[:5])}{', ...' if len(folders) > 5 else ''}); "
+                                 "give one name per sub-folder, in the sub-folders' sorted order")
+        if names != folders and sorted(map(str, names)) == sorted(folders):
+            raise VlalInputError("class_names are the sub-folder names in another order; labels follow the sorted "
+                                 f"sub-folders ({', '.join(folders[:5])}{', ...' if len(folders) > 5 else ''}), so "
+                                 "give the names in that order (or omit class_names to use the folder names)")
     if names is not None:
         prompt_texts(names, template)  # validates
         for split, src in splits.items():

@@ -26,7 +26,7 @@ __all__ = ["embed"]
               help="Folder of the test split (same class sub-folders): adds test_features / test_labels "
                    "(which `vlal bench` needs).")
 @click.option("--class-names", "class_names_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Text file, one class name per line in label order (default: sub-folder names).")
+              default=None, help="Text file, one class name per line in label order, i.e. one per class sub-folder in their sorted order (default: the sub-folder names).")
 @click.option("--template", default="a photo of a {}.", show_default=True, help="Prompt of the text features.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
