@@ -449,7 +449,7 @@ def test_cli_embed_then_select(clip, folder, tmp_path):
     assert len(set(picks.read_text().split())) == 2
 
 
-def test_cli_embed_names_an_unreadable_image(folder, tmp_path):
+def test_cli_embed_names_an_unreadable_image(folder, tmp_path, tiny_name):  # tiny_name registers TINY
     import shutil
 
     from click.testing import CliRunner
@@ -462,11 +462,17 @@ def test_cli_embed_names_an_unreadable_image(folder, tmp_path):
     bad.write_text("not an image")
     out = tmp_path / "e.npz"
     res = CliRunner().invoke(main, ["embed", str(imgs), str(out), "--model", TINY, "--pretrained", "none"])
-    assert res.exit_code == 2 and "cannot read image" in res.output and "bad.jpg" in res.output
+    assert res.exit_code == 1 and "cannot read image" in res.output and "bad.jpg" in res.output  # what it read
     assert res.exception is None or isinstance(res.exception, SystemExit)  # a clean error, no traceback
     assert not out.exists()
     res = CliRunner().invoke(main, ["embed", str(folder), str(tmp_path / "e.txt"), "--model", TINY, "--pretrained", "none"])
     assert res.exit_code == 2 and "OUT.npz" in res.output and not (tmp_path / "e.txt").exists()
+    # a model name that names nothing is wrong on its face (2); a checkpoint it cannot use is what it read (1)
+    res = CliRunner().invoke(main, ["embed", str(folder), str(out), "--model", "no-such-model", "--pretrained", "none"])
+    assert res.exit_code == 2 and "unknown open_clip model" in res.output
+    (tmp_path / "w.pt").write_text("not a checkpoint")
+    res = CliRunner().invoke(main, ["embed", str(folder), str(out), "--model", TINY, "--pretrained", str(tmp_path / "w.pt")])
+    assert res.exit_code == 1 and "w.pt" in res.output and "Usage:" not in res.output and not out.exists()
 
 
 @pytest.mark.filterwarnings("ignore:k=20 >= number of candidates")

@@ -115,7 +115,8 @@ def test_select_cli_hints_at_probs_of_an_embed_file(tmp_path):
     np.savez(tmp_path / "e.npz", pool_features=np.eye(3, dtype=np.float32), text_features=np.eye(3, dtype=np.float32))
     res = CliRunner().invoke(main, ["select", "--features", str(tmp_path / "e.npz"), "--probs",
                                     str(tmp_path / "e.npz"), "--budget", "1", "--out", str(tmp_path / "q.npy")])
-    assert res.exit_code == 2 and "no key 'probs'" in res.output and "vlal.zero_shot_probs" in res.output
+    assert res.exit_code == 1 and "--probs: " in res.output and "no key 'probs'" in res.output
+    assert "vlal.zero_shot_probs" in res.output
 
 
 def test_tiny_negative_probabilities_are_called_round_off():
@@ -185,9 +186,10 @@ def test_cli_names_what_is_wrong_with_an_unreadable_input(tmp_path):
     np.save(probs, np.full((4, 2), 0.5))
     runner = CliRunner()
     res = runner.invoke(main, ["select", "--features", str(text), "--probs", str(probs), "--budget", "1"])
-    assert res.exit_code == 2 and "not a .npy/.npz file" in res.output  # was: "it holds an object array"
+    # what a file holds is a data error (exit 1, README rule), led by the option
+    assert res.exit_code == 1 and "--features: " in res.output and "not a .npy/.npz file" in res.output
     res = runner.invoke(main, ["select", "--features", str(obj), "--probs", str(probs), "--budget", "1"])
-    assert res.exit_code == 2 and "object array" in res.output
+    assert res.exit_code == 1 and "object array" in res.output
 
 
 def test_session_init_with_a_single_array_file_is_a_one_line_error(tmp_path):
@@ -288,13 +290,26 @@ def test_cli_read_errors_name_the_problem(tmp_path):
     (tmp_path / "trunc.npy").write_bytes(f.read_bytes()[:500])
     (tmp_path / "empty.npy").write_bytes(b"")
     np.save(tmp_path / "p1d.npy", np.ones(50))
-    cases = [(["--features", str(tmp_path / "trunc.npy"), "--probs", str(p)], "--features", "truncated"),
-             (["--features", str(tmp_path / "empty.npy"), "--probs", str(p)], "--features", "the file is empty"),
-             (["--features", f"{f}:abc", "--probs", str(p)], "--features", "names an array inside an .npz"),
-             (["--features", str(f), "--probs", str(tmp_path / "p1d.npy")], "--probs", "probs must be 2-D")]
-    for args, flag, msg in cases:
+    # exit 1 for what a file holds (led by the option), 2 for a value wrong on its face (README rule)
+    cases = [(["--features", str(tmp_path / "trunc.npy"), "--probs", str(p)], "--features", "truncated", 1),
+             (["--features", str(tmp_path / "empty.npy"), "--probs", str(p)], "--features", "the file is empty", 1),
+             (["--features", f"{f}:abc", "--probs", str(p)], "--features", "names an array inside an .npz", 2),
+             (["--features", str(tmp_path / "nothing.npy"), "--probs", str(p)], "--features", "no such file", 2),
+             (["--features", str(f), "--probs", str(tmp_path / "p1d.npy")], "--probs", "probs must be 2-D", 1)]
+    for args, flag, msg, status in cases:
         res = CliRunner().invoke(main, ["select", *args, "--budget", "2", "--out", str(tmp_path / "q.npy")])
-        assert res.exit_code == 2 and f"Invalid value for {flag}" in res.output and msg in res.output, res.output
+        lead = f"Invalid value for {flag}" if status == 2 else f"Error: {flag}: "
+        assert res.exit_code == status and lead in res.output and msg in res.output, res.output
+        assert "Usage:" in res.output if status == 2 else "Usage:" not in res.output
+    bad = np.load(p)
+    bad[3] = np.nan
+    np.save(tmp_path / "pnan.npy", bad)
+    for args, flag, msg, status in [(["--probs", str(tmp_path / "pnan.npy"), "--budget", "2"], "--probs", "nan", 1),
+                                    (["--probs", str(p), "--budget", "51"], "--budget", "51", 1),  # above the pool
+                                    (["--probs", str(p), "--budget", "0"], "--budget", "budget", 2)]:
+        res = CliRunner().invoke(main, ["select", "--features", str(f), *args, "--out", str(tmp_path / "q.npy")])
+        assert res.exit_code == status and flag in res.output and msg in res.output.lower(), res.output
+    assert not (tmp_path / "q.npy").exists()
 
 
 def test_spec_string_quoting_wrappers_and_seed_none():

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .exceptions import VlalInputError
+from .exceptions import BudgetExceededError, VlalInputError
 from .tuners import DEFAULT_TUNER as _DEFAULT_TUNER
 from .tuners import TUNER_ALIASES as _TUNER_ALIASES
 from .tuners import TUNERS as _TUNERS
@@ -27,11 +27,20 @@ def _is_manifest(p: Path) -> bool:
     return p.suffix.lower() == ".json" or (p.is_dir() and (p / "manifest.json").is_file())
 
 
+class DataError(click.ClickException):
+    """What a command read is unusable (exit status 1, README rule), the message led by the option."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(f"{flag}: {message}")
+
+
 def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
     """``file.npy`` or ``file.npz`` (key ``default_key``) or ``file.npz:key``; memory-mapped for .npy.
 
     Never unpickles (``allow_pickle=False``): object arrays, truncated or non-numpy files
-    and broken zips are refused with a one-line error naming ``flag``.
+    and broken zips are refused with a one-line error naming ``flag``. A path that is wrong on
+    its face (missing, not .npy/.npz/manifest, ``:KEY`` on another file) is a usage error (exit
+    2); a file that cannot be read or lacks the key is a :class:`DataError` (exit 1).
     """
     path, _, key = spec.partition(":") if spec.count(":") == 1 and not Path(spec).exists() else (spec, "", "")
     p = Path(path)
@@ -55,16 +64,15 @@ def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
                 if k == "probs" and "pool_features" in z.files:
                     hint = ("; a `vlal embed` file holds probs only when the classes are known (class sub-folders "
                             "or --class-names), else compute them: vlal.zero_shot_probs")
-                raise click.BadParameter(f"{p} has no key {k!r}; keys: {z.files} (use FILE.npz:KEY){hint}",
-                                         param_hint=flag)
+                raise DataError(flag, f"{p} has no key {k!r}; keys: {z.files} (use FILE.npz:KEY){hint}")
             return z[k]
-    except click.BadParameter:
+    except click.ClickException:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
         from ._io import numpy_read_error
 
         why = numpy_read_error(err)
-        raise click.BadParameter(f"cannot read {p} as a numpy file: {why}", param_hint=flag) from err
+        raise DataError(flag, f"cannot read {p} as a numpy file: {why}") from err
 
 
 def _write_indices(path: Path, idx: np.ndarray) -> None:
@@ -174,7 +182,7 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
             try:
                 integer_class_ids(lbl, "--labels")
             except VlalInputError as err:
-                raise click.BadParameter(str(err).replace("--labels ", "", 1), param_hint="--labels") from None
+                raise DataError("--labels", str(err).replace("--labels ", "", 1)) from None
         try:
             idx = strat.select(f, p, budget, labeled=lab, labels=lbl)
         except VlalInputError as err:  # name the CLI flag, not the Python argument
@@ -186,7 +194,9 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
                 flag = "--labels"
             if flag is None:
                 raise click.ClickException(msg) from err
-            raise click.BadParameter(msg, param_hint=flag) from err
+            if flag == "--seed" or (flag == "--budget" and not isinstance(err, BudgetExceededError)):
+                raise click.BadParameter(msg, param_hint=flag) from err  # wrong on its face
+            raise DataError(flag, msg) from err  # what the files hold (a budget above the pool included)
         _write_indices(outp, idx)
     click.echo(f"{strat!r}: queried {idx.size} of {f.shape[0]} rows -> {outp}")
 

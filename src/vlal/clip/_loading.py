@@ -26,6 +26,10 @@ __all__ = ["ClipModel", "RandomWeightsWarning", "load_clip"]
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz", ".tar")
 
 
+class ModelSpecError(VlalInputError):
+    """The model name or ``pretrained`` value names no open_clip model / tag / file (nothing was read)."""
+
+
 class RandomWeightsWarning(UserWarning):
     """A CLIP model was built with random weights: its features and predictions mean nothing."""
 
@@ -348,7 +352,7 @@ def load_clip(
         name = name.replace("/", "-")
         if open_clip.get_model_config(name) is None:
             known = ", ".join(open_clip.list_models()[:12])
-            raise VlalInputError(
+            raise ModelSpecError(
                 f"unknown open_clip model {model_name!r}; see open_clip.list_models() (e.g. {known}, ...)"
             )
     kwargs: dict[str, Any] = {"device": device}
@@ -403,7 +407,7 @@ def load_clip(
             raise _missing(name, spec, [os.path.abspath(spec) + " (no such file)"])
         else:
             tags = open_clip.list_pretrained_tags_by_model(name)
-            raise VlalInputError(
+            raise ModelSpecError(
                 f"pretrained={spec!r} is neither a file nor an open_clip tag of {name!r} "
                 f"(tags: {', '.join(tags) or 'none'}); pass a checkpoint path or None for random weights"
             )

@@ -53,6 +53,7 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
 
     try:
         from . import RandomWeightsWarning, embed as embed_fn, load_clip
+        from ._loading import ModelSpecError
     except ImportError as err:  # no [clip] extra: one line, as the other commands say it
         missing = getattr(err.__cause__, "name", None) or "torch"
         raise click.ClickException(f"vlal embed needs the [clip] extra ({missing} is missing): "
@@ -71,7 +72,7 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
                                  num_actors=actors, use_gpu="auto" if device == "cpu" else True,
                                  allow_download=allow_download, address=ray_address)
         except (VlalInputError, FileNotFoundError, ImportError) as err:
-            raise click.UsageError(str(err)) from err
+            raise click.ClickException(str(err)) from err  # what it read or needed: exit 1
         click.echo(f"features -> {manifest}")
         return
     names = None
@@ -82,6 +83,15 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)  # reported below, once
             clip = load_clip(model_name, spec, device=device, allow_download=allow_download)
+    except WeightsNotFoundError as err:
+        from ._loading import weights_message_for
+
+        raise click.ClickException(weights_message_for(err, "embed")) from err
+    except ModelSpecError as err:  # --model / --pretrained name nothing: wrong on its face, exit 2
+        raise click.UsageError(str(err)) from err
+    except (VlalInputError, FileNotFoundError) as err:  # a checkpoint it could not use: exit 1
+        raise click.ClickException(str(err)) from err
+    try:
         if clip.is_random:
             click.secho(
                 f"WARNING: {model_name} has RANDOM weights (--pretrained none): the features are meaningless.",
@@ -89,12 +99,8 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
             )
         res = embed_fn(clip, images, out, class_names=names, test_images=test_images, template=template,
                        batch_size=batch_size, progress=True, reuse_cache=not no_cache)
-    except WeightsNotFoundError as err:
-        from ._loading import weights_message_for
-
-        raise click.ClickException(weights_message_for(err, "embed")) from err
-    except (VlalInputError, FileNotFoundError) as err:
-        raise click.UsageError(str(err)) from err
+    except (VlalInputError, FileNotFoundError) as err:  # the images or class names it read: exit 1
+        raise click.ClickException(str(err)) from err
     n, d = res["pool_features"].shape
     msg = f"pool: {n} images, d={d}"
     if "class_names" in res:
