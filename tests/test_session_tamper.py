@@ -175,6 +175,36 @@ def test_labelstudio_choices_given_as_a_string_is_one_label(tmp_path):
     assert rec["labels"] == [names[y[i]] for i in rec["picks"]]
 
 
+def test_labelstudio_choices_of_another_control_are_not_the_label(tmp_path):
+    """Stop 23 review: a second Choices control whose value happened to be a class name was applied as the label."""
+    from session_helpers import ls_export
+
+    pool, y = make_pool_file(tmp_path / "pool.npz")
+    s_dir = init_session(tmp_path / "s", pool, strategy="cec", seed=3)
+    with open_session(s_dir) as s:
+        s.next(3)
+        names = s.class_names
+        wrong = {i: names[(y[i] + 1) % len(names)] for i in range(len(y))}
+
+        def label(task, with_label=True):
+            i = task["data"]["vlal_index"]
+            res = [{"from_name": "quality", "to_name": "image", "type": "choices", "value": {"choices": [wrong[i]]}}]
+            if with_label:
+                res.append({"from_name": "label", "to_name": "image", "type": "choices",
+                            "value": {"choices": [names[y[i]]]}})
+            return [{"id": 1, "result": res}]
+
+        tasks = s_dir / s.state["open_batch"]["files"]["labelstudio"]
+        export = tmp_path / "other-only.json"
+        export.write_text(json.dumps(ls_export(tasks, lambda t: label(t, with_label=False))))
+        with pytest.raises(SessionError, match="choices only from quality"):
+            s.import_labels(export)
+        export = tmp_path / "both.json"
+        export.write_text(json.dumps(ls_export(tasks, label)))
+        rec = s.import_labels(export)  # no "conflict": the other control is not a label
+    assert rec["labels"] == [names[y[i]] for i in rec["picks"]]
+
+
 def test_a_journal_writes_string_is_one_file_and_a_referenced_file_is_kept(session):
     """A 'writes' given as one string (not a list) is read as one name; the rollback never deletes a file
     the state still references (the open batch's CSV here)."""

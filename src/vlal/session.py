@@ -908,14 +908,21 @@ class Session:
             if not live:
                 rows.append((where, key, None, "skipped in Label Studio"))
                 continue
-            labels = set()
+            labels, others = set(), set()
             for a in live:
                 for res in a.get("result") or []:
+                    if not isinstance(res, dict):
+                        continue
                     if res.get("type") == "choices" or "choices" in (res.get("value") or {}):
+                        if res.get("from_name", _LS_FROM) != _LS_FROM:  # another control of the config
+                            others.add(str(res.get("from_name")))
+                            continue
                         chosen = (res.get("value") or {}).get("choices") or []
                         labels.update([chosen] if isinstance(chosen, str) else (str(c) for c in chosen))
             if not labels:
-                rows.append((where, key, None, "annotation without a chosen class"))
+                extra = f" (choices only from {', '.join(sorted(others))}; the class is read from the " \
+                        f"'{_LS_FROM}' control)" if others else ""
+                rows.append((where, key, None, "annotation without a chosen class" + extra))
             elif len(labels) > 1:
                 rows.append((where, key, "\x00".join(sorted(labels)), "conflict"))
             else:
