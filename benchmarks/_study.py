@@ -24,6 +24,31 @@ def paired_text(diff, sep: str = " ") -> str:
     return f"{m:+.2f} ± {h:.2f} | {w}/{n}" if sep.strip() == "|" else f"{m:+.2f} ± {h:.2f} ({w}/{n})"
 
 
+def run_resumable(run, argv, args, out: Path, script: str, order: tuple, report, show) -> None:
+    """Run ``run(dataset, seed)`` for every pair of ``args.datasets`` x ``args.seeds`` not yet in
+    ``out`` (JSON ``{"records", "commands"}``, rewritten atomically after each run, so a stopped
+    study resumes), ``args.jobs`` processes at a time; then sort the records by ``order`` and
+    seed and write ``report(records, commands) -> str`` to ``out.md``. ``show(rec)`` prints a run."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    stored = json.loads(out.read_text()) if out.exists() else {"records": [], "commands": []}
+    recs = stored["records"]
+    done = {(r["dataset"], r["seed"]) for r in recs}
+    todo = [(d, int(s)) for d in args.datasets.split(",") for s in args.seeds.split(",") if (d, int(s)) not in done]
+    command = (f"OMP_NUM_THREADS=1 python benchmarks/{script} " + " ".join(argv)).strip()
+    commands = stored["commands"] + [command]
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for rec in (job.result() for job in [pool.submit(run, d, s) for d, s in todo]):
+            recs.append(rec)
+            print(show(rec), flush=True)
+            write_text_atomic(out, json.dumps({"records": recs, "commands": commands}, indent=1))
+    recs.sort(key=lambda r: (order.index(r["dataset"]) if r["dataset"] in order else 99, r["seed"]))
+    write_text_atomic(out, json.dumps({"records": recs, "commands": commands}, indent=1))
+    text = report(recs, "\n    ".join(commands))
+    write_text_atomic(out.with_suffix(".md"), text)
+    print(text)
+
+
 def write_report(out: Path, records: list, lines: list[str]) -> None:
     """``out.json`` (the records) and ``out.md`` (the lines), each written atomically; the table is printed."""
     write_text_atomic(out.with_suffix(".json"), json.dumps({"records": records}, indent=1))

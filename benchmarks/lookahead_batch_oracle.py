@@ -21,19 +21,17 @@ so an interrupted study resumes where it stopped).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from _study import paired_ci
+from _study import paired_ci, run_resumable
 from vlal import make_strategy
-from vlal._io import write_text_atomic
 from vlal.bench import round_budget
 from vlal.data import load_features, zero_shot_proxy
 from vlal.scoring import (_build_knn_index, _calibrate_block, _calibrated_entropy, _contextual_prior, _drop_self,
@@ -168,25 +166,10 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lookahead_batch_oracle"))
     args = ap.parse_args(argv)
-    out = Path(args.out).with_suffix(".json")
-    stored = json.loads(out.read_text()) if out.exists() else {"records": [], "commands": []}
-    recs = stored["records"]
-    done = {(r["dataset"], r["seed"]) for r in recs}
-    todo = [(d, int(s)) for d in args.datasets.split(",") for s in args.seeds.split(",") if (d, int(s)) not in done]
-    command = ("OMP_NUM_THREADS=1 python benchmarks/lookahead_batch_oracle.py "
-               + " ".join(argv if argv is not None else sys.argv[1:])).strip()
-    commands = stored["commands"] + [command]
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for rec in pool.map(one_run, *zip(*todo), [args.swaps] * len(todo)) if todo else ():
-            recs.append(rec)
-            print(rec["dataset"], rec["seed"], {a: round(rec[a]["test"], 2) for a in ("lookahead", "oracle batch")},
-                  f"{rec['seconds']:.0f} s", flush=True)
-            write_text_atomic(out, json.dumps({"records": recs, "commands": commands}, indent=1))
-    recs.sort(key=lambda r: (DATASETS.index(r["dataset"]) if r["dataset"] in DATASETS else 99, r["seed"]))
-    write_text_atomic(out, json.dumps({"records": recs, "commands": commands}, indent=1))
-    text = report(recs, "\n    ".join(commands))
-    write_text_atomic(out.with_suffix(".md"), text)
-    print(text)
+    run_resumable(partial(one_run, swaps=args.swaps), sys.argv[1:] if argv is None else argv, args,
+                  Path(args.out).with_suffix(".json"), "lookahead_batch_oracle.py", DATASETS, report,
+                  lambda r: f"{r['dataset']} {r['seed']} "
+                            f"{({a: round(r[a]['test'], 2) for a in ('lookahead', 'oracle batch')})} {r['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
