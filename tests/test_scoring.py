@@ -55,6 +55,22 @@ def test_calibrate_zero_prior_fallback():
     np.testing.assert_allclose(out.sum(1), 1.0)
 
 
+def test_calibrate_subnormal_prior_stays_a_distribution():
+    # Q = (1e-320, 1): ratios (0.3e320, 0.7) overflow 1/Q in float64; Eq. 5 gives (1, 0.7 / 0.3e320)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning either
+        out = vlal.calibrate([[0.3, 0.7], [0.0, 1.0]], [1e-320, 1.0])
+    np.testing.assert_allclose(out, [[1.0, 0.7 / 0.3 * 1e-320], [0.0, 1.0]], rtol=1e-3, atol=0)
+    np.testing.assert_allclose(out.sum(1), 1.0)
+
+
+def test_entropy_is_at_most_log_k_for_rows_summing_within_tolerance():
+    h = vlal.entropy([[0.25, 0.25, 0.25, 0.2509]])  # sums to 1.0009: accepted, its -sum p log p is 1.38657
+    assert h[0] == pytest.approx(math.log(4), abs=0)
+
+
 def test_calibrated_entropy_hand_value():
     # Q = (0.65, 0.85) (top-2 means, see test_contextual_prior_hand_values). Eq. 5 row by row:
     #   row 0: (0.7/0.65, 0.3/0.85) = (14/13, 6/17) = (238, 78)/221  -> (119/158, 39/158)

@@ -55,6 +55,32 @@ def test_feature_tuners_follow_the_interface():
         np.testing.assert_allclose(tuner.predict_proba(x).sum(axis=1), 1.0, rtol=1e-5)
 
 
+FEATURE_TUNERS = [n for n, s in TUNERS.items() if s.factory is not None]
+
+
+@pytest.mark.parametrize("name", FEATURE_TUNERS)
+def test_a_fit_that_raises_changes_nothing_and_no_labels_is_zero_shot(name):
+    """Stop 23 review: a failing fit reverted anchored / clap / free to zero-shot but kept tip-adapter's fit."""
+    w0, x, y = fixed_task()
+    tuner = make_tuner(name, w0, temperature=FIXTURE_T).fit(x[:25], y[:25])
+    fitted = tuner.predict_proba(x[25:])
+    for bad in (np.full(25, 7), y[:24], np.array(["a"] * 25), y[:25].astype(float) + 0.5):
+        with pytest.raises(ValueError, match="labels must"):
+            tuner.fit(x[:25], bad)
+        np.testing.assert_array_equal(tuner.predict_proba(x[25:]), fitted, err_msg=name)
+    zero = make_tuner(name, w0, temperature=FIXTURE_T).predict_proba(x[25:])
+    np.testing.assert_allclose(tuner.fit(x[:0], y[:0]).predict_proba(x[25:]), zero, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("name", FEATURE_TUNERS)
+@pytest.mark.parametrize("temperature", [0.0, -0.01, float("nan"), float("inf"), True, "0.01"])
+def test_temperature_is_checked_at_construction(name, temperature):
+    """Stop 23 review: tip-adapter fitted with temperature <= 0 inverted its classifier or gave NaN rows."""
+    w0, _, _ = fixed_task()
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        make_tuner(name, w0, temperature=temperature)
+
+
 def test_feature_tuner_outputs_unchanged_by_the_refactor():
     """Fixed-seed outputs of every feature-space tuner equal those recorded before the refactor."""
     stored = json.loads(FIXTURE.read_text())

@@ -256,10 +256,14 @@ def test_cli_tuner_choices_come_from_the_registry():
 # --------------------------------------------------------------------------- the loop's guard
 
 class _Wrecker(ZeroShotClassifier):
-    """A tuner that damages the model on fit (class embeddings rolled by one)."""
+    """A tuner that damages the model on fit (class embeddings rolled by one); no labels: zero-shot."""
+
+    def __init__(self, class_embeddings):
+        super().__init__(class_embeddings)
+        self.initial = self.class_embeddings.copy()
 
     def fit(self, features, labels):
-        self.class_embeddings = np.roll(self.class_embeddings, 1, axis=0)
+        self.class_embeddings = np.roll(self.initial, 1 if len(labels) else 0, axis=0)
         return self
 
 
@@ -277,6 +281,22 @@ def test_loop_warns_and_flags_rounds_below_zero_shot():
         assert not res.rounds[1].below_zero_shot
     with pytest.raises(VlalInputError, match="zero_shot_margin"):
         run_active_learning(vlal.Random(0), ZeroShotClassifier(w0), x, y, x, y, zero_shot_margin=300)
+
+
+def test_a_reused_tuner_starts_the_loop_from_zero_shot():
+    """Stop 23 review: a tuner object fitted by an earlier run gave that fit as 'zero-shot' round 0, other
+    picks, and a false below-zero-shot warning."""
+    ds = make_synthetic(n_pool=300, n_test=200, n_classes=5, dim=16)
+    w0, keep = zero_shot_proxy(ds, random_state=0)
+    x, y = ds.pool_features[keep], ds.pool_labels[keep]
+    tuner = AnchoredTuner(w0)
+    runs = [run_active_learning(vlal.CEC(random_state=0), tuner, x, y, ds.test_features, ds.test_labels,
+                                n_rounds=2, budget=5) for _ in range(2)]
+    assert runs[0].rounds[1].accuracy != runs[0].rounds[0].accuracy  # the first run did change the tuner
+    np.testing.assert_array_equal(runs[0].accuracies, runs[1].accuracies)
+    np.testing.assert_array_equal(runs[0].labeled, runs[1].labeled)
+    fresh = AnchoredTuner(w0).predict_proba(ds.test_features)
+    assert runs[1].rounds[0].accuracy == 100.0 * np.mean(fresh.argmax(1) == ds.test_labels)
 
 
 def test_bench_records_flag_and_warns_once():

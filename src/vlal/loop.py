@@ -17,6 +17,7 @@ from ._validation import check_features, check_positive_int, integer_class_ids
 from .exceptions import VlalInputError
 from ._warnings import warn_caller
 from .strategies.base import Strategy
+from .tuners import Tuner as _VlalTuner
 
 __all__ = ["Tuner", "RoundResult", "LoopResult", "run_active_learning", "round_budget", "BelowZeroShotWarning",
            "ZERO_SHOT_MARGIN"]
@@ -137,7 +138,10 @@ def run_active_learning(
     strategy : Strategy
         The query strategy.
     tuner : Tuner
-        The classifier (zero-shot before any fit; re-tuned from zero-shot each round).
+        The classifier (zero-shot before any fit; re-tuned from zero-shot each round). A
+        vlal tuner (:class:`vlal.tuners.Tuner`, the CLIP prompt tuners included) is first
+        fitted on no labels, so round 0 is zero-shot even when the object was fitted before;
+        any other tuner must be passed in its zero-shot state (round 0 is read from it).
     pool_features : array-like (n, d)
         Image features of the unlabeled pool, given to the strategy.
     oracle : array-like (n,) of int, or callable ``indices -> labels``
@@ -194,6 +198,8 @@ def run_active_learning(
         if t_arr.shape[1] != feats.shape[1]:
             raise VlalInputError(f"test_inputs has d={t_arr.shape[1]} but pool_features has d={feats.shape[1]}; "
                                  "embed both with the same model")
+    if isinstance(tuner, _VlalTuner):  # a tuner fitted before (a reused object) starts from zero-shot again
+        tuner.fit(_take(inputs, np.empty(0, dtype=np.int64)), np.empty(0, dtype=np.int64))
     p_test = np.asarray(tuner.predict_proba(test_inputs))  # zero-shot: round 0, and the number of classes
     n_classes = int(p_test.shape[1])
     if callable(oracle):

@@ -62,8 +62,8 @@ def _entropy_block(p: np.ndarray) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(p > 0, p * np.log(p), 0.0)
-    # -0.0 for one-hot rows is returned as +0.0
-    return np.maximum(-plogp.sum(axis=1), 0.0)
+    # -0.0 for one-hot rows is returned as +0.0; a row summing to 1 + 1e-3 (accepted) can exceed log K: capped
+    return np.clip(-plogp.sum(axis=1), 0.0, np.log(p.shape[1]))
 
 
 def entropy(probs) -> np.ndarray:
@@ -175,12 +175,19 @@ def calibrate(probs, prior) -> np.ndarray:
 
 
 def _calibrate_block(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    inv_q = np.divide(1.0, q, out=np.zeros_like(q), where=q > 0)
-    ratio = p * inv_q
-    total = ratio.sum(axis=1, keepdims=True)
-    good = total[:, 0] > 0
+    with np.errstate(over="ignore", invalid="ignore"):  # a tiny (subnormal) prior overflows 1 / q: rows redone below
+        inv_q = np.divide(1.0, q, out=np.zeros_like(q), where=q > 0)
+        ratio = p * inv_q
+        total = ratio.sum(axis=1, keepdims=True)
+    huge = ~np.isfinite(total[:, 0])
+    good = (total[:, 0] > 0) & ~huge
     out = p.copy()
     out[good] = ratio[good] / total[good]
+    if huge.any():  # the same ratios in log space, scaled by the row's largest
+        with np.errstate(divide="ignore"):
+            lr = np.where((p[huge] > 0) & (q > 0), np.log(p[huge]) - np.log(np.where(q > 0, q, 1.0)), -np.inf)
+        r = np.exp(lr - lr.max(axis=1, keepdims=True))
+        out[huge] = r / r.sum(axis=1, keepdims=True)
     return out
 
 

@@ -98,7 +98,10 @@ class Tuner(abc.ABC):
 
     @abc.abstractmethod
     def fit(self, inputs, labels) -> "Tuner":
-        """Adapt to the labeled ``(inputs, labels)`` (all of them, from the start); returns ``self``."""
+        """Adapt to the labeled ``(inputs, labels)`` (all of them, from the start); returns ``self``.
+
+        No labels: back to zero-shot. A fit that raises (bad labels or inputs) leaves the
+        tuner as it was."""
 
     @abc.abstractmethod
     def predict_proba(self, inputs) -> np.ndarray:
@@ -117,6 +120,9 @@ class ZeroShotClassifier(Tuner):
 
     def __init__(self, class_embeddings, temperature: float = 0.01):
         self.class_embeddings = l2_normalize(check_features(class_embeddings, "class_embeddings"), "class_embeddings")
+        if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
+                or not (np.isfinite(temperature) and temperature > 0):
+            raise VlalInputError(f"temperature must be a finite number > 0; got {temperature!r}")
         self.temperature = float(temperature)
 
     @property
@@ -124,6 +130,7 @@ class ZeroShotClassifier(Tuner):
         return int(self.class_embeddings.shape[0])
 
     def fit(self, features, labels):
+        _check_fit(features, labels, self.n_classes)  # checked as every tuner's, then ignored
         return self
 
     def predict_proba(self, features) -> np.ndarray:
@@ -168,8 +175,8 @@ class FeatureSpaceTuner(ZeroShotClassifier):
         self.l2 = float(l2)
 
     def fit(self, features, labels):
+        x, y = _check_fit(features, labels, self.n_classes)  # before any change: a fit that raises changes nothing
         self.class_embeddings = self.initial_embeddings.copy()
-        x, y = _check_fit(features, labels, self.n_classes)
         if y.size == 0:
             return self
         w0 = self.initial_embeddings.astype(np.float64)
@@ -217,7 +224,9 @@ def _check_fit(features, labels, n_classes: int):
     x = l2_normalize(check_features(features, "features"), "features").astype(np.float64)
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise VlalInputError(f"labels must have shape ({x.shape[0]},) to match features; got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
+    if not np.issubdtype(y.dtype, np.integer):
+        raise VlalInputError(f"labels must be integer class ids in [0, {n_classes}); got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= n_classes:
         raise VlalInputError(f"labels must be integer class ids in [0, {n_classes}); got {y.min()}..{y.max()}")
     return x, y.astype(np.int64)
 
@@ -360,8 +369,8 @@ class AnchoredTuner(ZeroShotClassifier):
         return self.strength / (1.0 + counts) ** self.power
 
     def fit(self, features, labels):
+        x, y = _check_fit(features, labels, self.n_classes)  # before any change: a fit that raises changes nothing
         self.class_embeddings = self.initial_embeddings.copy()
-        x, y = _check_fit(features, labels, self.n_classes)
         if y.size == 0:
             return self
         w0 = self.initial_embeddings.astype(np.float64)
@@ -447,9 +456,9 @@ class SharedTransformTuner(ZeroShotClassifier):
         return w0 + w0 @ a
 
     def fit(self, features, labels):
+        x, y = _check_fit(features, labels, self.n_classes)  # before any change: a fit that raises changes nothing
         self.class_embeddings = self.initial_embeddings.copy()
         self.transform = None
-        x, y = _check_fit(features, labels, self.n_classes)
         if y.size == 0:
             return self
         x = x.astype(np.float32)
@@ -665,8 +674,8 @@ class CLAPTuner(ZeroShotClassifier):
         self.constraint_weights = None
 
     def fit(self, features, labels):
+        x, y = _check_fit(features, labels, self.n_classes)  # before any change: a fit that raises changes nothing
         self.class_embeddings = self.initial_embeddings.copy()
-        x, y = _check_fit(features, labels, self.n_classes)
         if y.size == 0:
             self.constraint_weights = None
             return self

@@ -430,17 +430,18 @@ class PromptTuner(Tuner):
             Bad labels, inputs of the wrong kind or length.
         """
         cfg = self.config
+        y_np = self._check_labels(labels)  # inputs and labels first: a fit that raises changes nothing
+        if y_np.size:
+            x = self._prepare(inputs)
+            self._check_labels(y_np, x.shape[0])
         gen = torch.Generator().manual_seed(cfg.seed)
         with torch.no_grad():
             self._reset(gen)
         self.tuned = False
         self._text_cache = None
         self.loss_history_ = []
-        y_np = self._check_labels(labels)
         if y_np.size == 0:
             return self
-        x = self._prepare(inputs)
-        self._check_labels(y_np, x.shape[0])
         y = torch.from_numpy(y_np).to(self.device)
         params = self.prompt_parameters()
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
