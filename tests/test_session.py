@@ -130,6 +130,27 @@ def test_import_csv_refits_and_records_round(session, pool_file, tmp_path):
         s.import_labels(f)
 
 
+def test_import_warns_when_held_out_accuracy_falls_below_zero_shot(session, pool_file, tmp_path):
+    """Stop 23 review: the loop and the benchmark flag rounds below zero-shot; a session did not."""
+    from vlal.loop import BelowZeroShotWarning
+    from vlal.session import format_status
+
+    _, y = pool_file
+    with open_session(session) as s:
+        s.next(40)
+    wrong = (y + 1) % 5  # every label wrong: the re-fitted model must get worse
+    f = write_csv_labels(session, tmp_path / "l.csv", wrong, NAMES)
+    with open_session(session) as s:
+        with pytest.warns(BelowZeroShotWarning, match="below zero-shot"):
+            rec = s.import_labels(f)
+        st = s.status()
+    assert rec["below_zero_shot"] and rec["heldout_accuracy"] < st["rounds"][0]["heldout_accuracy"] - 3
+    assert [r["below_zero_shot"] for r in st["rounds"]] == [False, True]
+    assert "points below zero-shot" in format_status(st)
+    res = CliRunner().invoke(main, ["session", "status", str(session)])
+    assert res.exit_code == 0 and " % !" in res.output
+
+
 def test_import_rejects_each_bad_row_and_applies_nothing(session, pool_file, tmp_path):
     _, y = pool_file
     with open_session(session) as s:

@@ -61,6 +61,8 @@ from ._io import _fsync_dir, write_bytes_atomic
 from ._validation import check_features, integer_class_ids, is_json_ints, l2_normalize
 
 from .exceptions import VlalInputError
+from .loop import ZERO_SHOT_MARGIN, BelowZeroShotWarning
+from ._warnings import warn_caller
 
 __all__ = [
     "Session",
@@ -1060,6 +1062,8 @@ class Session:
         acc = None
         if "heldout_features" in self.pool:
             acc = _accuracy(tuner, self.pool["heldout_features"], self.pool["heldout_labels"])
+        acc0 = self.state["rounds"][0].get("heldout_accuracy") if self.state["rounds"] else None
+        below = acc is not None and acc0 is not None and acc < acc0 - ZERO_SHOT_MARGIN
         model_file = f"model-{r:03d}.npz" if hasattr(tuner, "initial_embeddings") else None
         record = {
             "round": r, "opened": batch["opened"], "closed": _now(), "strategy": batch["strategy"],
@@ -1068,7 +1072,7 @@ class Session:
             "skipped": [int(i) for i in batch["indices"] if i not in got],
             "n_labeled": len(labeled), "select_seconds": batch["select_seconds"], "fit_seconds": round(fit_s, 6),
             "heldout_accuracy": acc, "source": str(path.resolve()), "source_sha256": _sha256(path),
-            "n_already_labeled_rows": already,
+            "n_already_labeled_rows": already, "below_zero_shot": bool(below),
             "files": batch["files"],
         }
         writes = [model_file] if model_file else []
@@ -1081,6 +1085,10 @@ class Session:
             new["open_batch"] = None
             new["model_file"] = model_file
         self._model = tuner
+        if below:  # the loop's and the benchmark's guard, here too
+            warn_caller(f"round {r} ({len(labeled)} labels): held-out accuracy {acc:.1f} % is {acc0 - acc:.1f} points "
+                        f"below zero-shot ({acc0:.1f} %), more than {ZERO_SHOT_MARGIN:g}: the tuner "
+                        f"({self.config['tuner']}) is damaging the model (docs/labeling.md)", BelowZeroShotWarning)
         return record
 
     def discard_batch(self) -> dict:
@@ -1103,7 +1111,8 @@ class Session:
             "session": str(self.path), "strategy": self.config["strategy"], "tuner": self.config["tuner"],
             "seed": self.config["seed"], "n_pool": self.config["n_pool"], "n_labeled": len(self.state["labeled"]),
             "rounds": [{k: r.get(k) for k in ("round", "n_labeled", "heldout_accuracy", "select_seconds",
-                                              "fit_seconds", "closed")} | {"n_picks": len(r.get("picks", []))}
+                                              "fit_seconds", "closed")}
+                       | {"n_picks": len(r.get("picks", [])), "below_zero_shot": bool(r.get("below_zero_shot"))}
                        for r in self.state["rounds"]],
             "labels_per_class": {c: int(n) for c, n in zip(names, counts)},
             "never_labeled": [c for c, n in zip(names, counts) if n == 0],
@@ -1119,9 +1128,13 @@ def format_status(st: dict) -> str:
              "round  picks  labeled  held-out acc  select s  fit s  closed"]
     for r in st["rounds"]:
         acc = "-" if r["heldout_accuracy"] is None else f"{r['heldout_accuracy']:.1f} %"
+        acc += " !" if r.get("below_zero_shot") else ""
         sel = "-" if r["select_seconds"] is None else f"{r['select_seconds']:.2f}"
         fit = "-" if r["fit_seconds"] is None else f"{r['fit_seconds']:.2f}"
         lines.append(f"{r['round']:>5}  {r['n_picks']:>5}  {r['n_labeled']:>7}  {acc:>12}  {sel:>8}  {fit:>5}  {r['closed']}")
+    if any(r.get("below_zero_shot") for r in st["rounds"]):
+        lines += ["", f"! held-out accuracy more than {ZERO_SHOT_MARGIN:g} points below zero-shot (round 0): the tuner "
+                  "is damaging the model"]
     lines += ["", "labels per class: " + ", ".join(f"{c} {n}" for c, n in st["labels_per_class"].items())]
     nl = st["never_labeled"]
     lines.append(f"never labeled ({len(nl)}): " + (", ".join(nl) if nl else "none"))
