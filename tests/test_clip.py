@@ -149,6 +149,30 @@ def test_load_local_checkpoint_file(clip, tmp_path):
     assert _is_torchscript(str(scripted))
 
 
+def test_local_dir_weights_id_names_the_file_open_clip_loads(clip, tmp_path, task):
+    """Stop 23 review: with a .bin and a .safetensors in a local-dir: folder, vlal identified the weights
+    by the .bin while open_clip loaded the .safetensors, so the embed cache could return stale features."""
+    from safetensors.torch import save_file
+
+    from vlal.clip import RandomWeightsWarning, encode_images, load_clip
+    from vlal.clip._loading import ModelSpecError
+
+    folder = tmp_path / "tinydir"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG, "preprocess_cfg": {}}))
+    torch.save(clip.model.state_dict(), folder / "open_clip_pytorch_model.bin")  # seed-0 weights
+    with pytest.warns(RandomWeightsWarning):
+        other = load_clip(clip.model_name, None, seed=1)
+    save_file({k: v.contiguous() for k, v in other.model.state_dict().items()},
+              str(folder / "open_clip_pytorch_model.safetensors"))  # seed-1 weights: open_clip prefers these
+    loaded = load_clip(f"local-dir:{folder}")  # pretrained may be left out here
+    assert "open_clip_pytorch_model.safetensors" in loaded.weights_id
+    x = task[0][:3]
+    np.testing.assert_allclose(encode_images(loaded, x, progress=False), encode_images(other, x, progress=False), atol=1e-5)
+    with pytest.raises(ModelSpecError, match="pretrained is required"):
+        load_clip(clip.model_name)
+
+
 def test_random_weights_are_seeded(clip):
     from vlal.clip import RandomWeightsWarning, load_clip
 
@@ -556,3 +580,23 @@ def test_bench_cli_with_clip_tuner(kind, clip, folder, tmp_path):
     assert res.exit_code == 0, res.output
     recs = json.loads((out / "bench.json").read_text())["records"]
     assert sorted({r["n_labeled"] for r in recs}) == [0, 3]
+
+
+@pytest.mark.filterwarnings("ignore::vlal.clip.RandomWeightsWarning")
+def test_bench_clip_tuner_refuses_other_weights_than_the_embedding(clip, folder, tmp_path):
+    """Stop 23 review: `vlal bench --tuner coop` compared model names only, so the text tower of other weights
+    met the image features silently."""
+    from click.testing import CliRunner
+
+    from vlal.cli import main
+    from vlal.clip import embed
+
+    embed(clip, folder, tmp_path / "e.npz", test_images=folder, progress=False)  # random weights, seed 0
+    ckpt = tmp_path / "other.pt"
+    torch.save({k: v + 0.01 for k, v in clip.model.state_dict().items()}, ckpt)
+    common = ["bench", "--data", str(tmp_path / "e.npz"), "--strategies", "random", "--rounds", "1", "--seeds", "1",
+              "--budget-fraction", "0.5", "--tuner", "coop", "--clip-model", TINY, "--epochs", "1", "--quiet"]
+    res = CliRunner().invoke(main, common + ["--pretrained", str(ckpt), "--out", str(tmp_path / "o1")])
+    assert res.exit_code == 1 and "loads other weights" in res.output and not (tmp_path / "o1").exists()
+    res = CliRunner().invoke(main, common + ["--pretrained", "none", "--out", str(tmp_path / "o2")])  # the same ones
+    assert res.exit_code == 0, res.output

@@ -406,4 +406,4 @@ def test_bench_refuses_a_clip_model_other_than_the_files(tmp_path):
 
     ds_e = load_features(tmp_path / "e.npz")
     with pytest.raises(VlalInputError, match="differs"):
-        _clip_tuner("coop", ds_e, "ViT-B/16", None, None, "ViT-B-32")
+        _clip_tuner("coop", ds_e, "ViT-B/16", None, None, {"model_name": "ViT-B-32", "pretrained": None, "weights_id": None})

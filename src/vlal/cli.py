@@ -310,6 +310,9 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
                 raise VlalInputError(f"--tuner {tuner} needs class names in {', '.join(map(repr, nameless))}: write "
                                      "the file with `vlal embed` from a folder of class sub-folders (or `vlal embed "
                                      "--class-names`)")
+        # the tuners (and CLIP weights, checked against each file's) before any folder is made
+        tuners = [_clip_tuner(tuner, ds, clip_model, pretrained, epochs, _recorded_model(data[i]) if data else None)
+                  for i, ds in enumerate(datasets)]
         # before any work: an unusable output folder fails now, not after hours
         check_writable_dir(out_dir, "--out folder")
         for kind in ("csv", "json", "md", "png"):
@@ -334,9 +337,7 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
     n_total = len(datasets) * len(names) * seeds
     try:
         with _user_errors("bench"):
-            for i, ds in enumerate(datasets):
-                recorded = _recorded_model(data[i]) if data else None
-                factory, inputs, model_used = _clip_tuner(tuner, ds, clip_model, pretrained, epochs, recorded)
+            for ds, (factory, inputs, model_used) in zip(datasets, tuners):
                 tuner_name = _TUNER_ALIASES.get(tuner, tuner)
                 settings = {"tuner": tuner_name, "clip_model": model_used, "pretrained": pretrained, "epochs": epochs}
                 records += run_benchmark(ds, names, n_rounds=rounds, seeds=range(seeds),
@@ -375,10 +376,32 @@ def _user_errors(interface: str = "python"):
         raise click.ClickException(describe_os_error(err)) from err
 
 
-def _recorded_model(path) -> str | None:
-    """The open_clip model that embedded a ``vlal embed`` file (its ``model_name`` key), if any."""
+def _recorded_model(path) -> dict | None:
+    """What embedded a ``vlal embed`` file: ``{"model_name", "pretrained", "weights_id"}`` (the last two
+    None when the file does not say), or None for a file without a ``model_name`` key."""
+    import json
+
     with np.load(path, allow_pickle=False) as z:
-        return str(z["model_name"]) if "model_name" in z.files else None
+        if "model_name" not in z.files:
+            return None
+        rec = {"model_name": str(z["model_name"]), "pretrained": None, "weights_id": None}
+        if "embed_meta" in z.files:
+            try:
+                meta = json.loads(str(z["embed_meta"]))
+            except ValueError:
+                meta = {}
+            if isinstance(meta, dict):
+                rec.update({k: meta.get(k) for k in ("pretrained", "weights_id") if isinstance(meta.get(k), str)})
+        return rec
+
+
+def _same_weights(recorded: str, loaded: str) -> bool:
+    """Weights ids (``ClipModel.weights_id``) that name the same weights. A file's id is
+    ``path|size|mtime[|quick_gelu]``: a copy elsewhere (same size and activation) counts as the same."""
+    if recorded == loaded:
+        return True
+    a, b = recorded.split("|"), loaded.split("|")
+    return len(a) == len(b) >= 3 and a[1] == b[1] and a[3:] == b[3:] and Path(a[0]).name == Path(b[0]).name
 
 
 def _clip_tuner(kind, ds, model_name, pretrained, epochs, recorded=None):
@@ -395,16 +418,25 @@ def _clip_tuner(kind, ds, model_name, pretrained, epochs, recorded=None):
         return (lambda w0: make_tuner(kind, w0)), _bench_inputs(kind), None
     if ds.class_names is None:
         raise VlalInputError(f"--tuner {kind} needs class names in {ds.name!r}: write it with `vlal embed` from a folder of class sub-folders (or `vlal embed --class-names`)")
-    norm = lambda m: str(m).replace("/", "-")  # noqa: E731  ("ViT-B/32" = "ViT-B-32")
-    if recorded is not None and model_name is not None and norm(model_name) != norm(recorded):
+    def norm(m):  # "ViT-B/32" = "ViT-B-32"; local-dir: and hf-hub: names are paths and repos, kept as given
+        m = str(m)
+        return m if m.startswith(("local-dir:", "hf-hub:")) else m.replace("/", "-")
+
+    rec_name = None if recorded is None else recorded["model_name"]
+    if rec_name is not None and model_name is not None and norm(model_name) != norm(rec_name):
         raise VlalInputError(
-            f"--clip-model {model_name} differs from {recorded}, the model that embedded {ds.name!r}: a CLIP tuner "
+            f"--clip-model {model_name} differs from {rec_name}, the model that embedded {ds.name!r}: a CLIP tuner "
             "needs the text tower of the model that made the image features (omit --clip-model to use the file's)"
         )
-    name = norm(model_name or recorded or "ViT-B-32")
+    name = norm(model_name or rec_name or "ViT-B-32")
     from . import clip  # needs the [clip] extra
 
     model = clip.load_clip(name, None if pretrained in (None, "none") else pretrained)
+    if recorded is not None and recorded["weights_id"] and not _same_weights(recorded["weights_id"], model.weights_id):
+        raise VlalInputError(
+            f"--pretrained {pretrained} loads other weights ({model.weights_id.split('|')[0]}) than those that embedded "
+            f"{ds.name!r} ({recorded['pretrained'] or recorded['weights_id'].split('|')[0]}): a CLIP tuner needs the "
+            "text tower of the weights that made the image features; pass those, or re-embed with `vlal embed`")
     cls = getattr(clip, spec.clip_class)
     kw = {} if epochs is None else {"epochs": epochs}
     names = [str(n) for n in ds.class_names]

@@ -293,7 +293,7 @@ def _tag_preprocess_kwargs(cfg: dict) -> dict:
 
 def load_clip(
     model_name: str,
-    pretrained: str | os.PathLike | None,
+    pretrained: str | os.PathLike | None = ...,
     device: str | torch.device = "cpu",
     *,
     cache_dir: str | None = None,
@@ -310,8 +310,9 @@ def load_clip(
         ``"ViT-B-16"``, ``"RN50"``; ``"ViT-B/32"`` is accepted too. ``"local-dir:/path"``
         (a folder with ``open_clip_config.json`` and weights) and ``"hf-hub:org/repo"``
         (resolved in the local Hugging Face cache unless ``allow_download``) work as in
-        open_clip; ``pretrained`` is then ignored.
-    pretrained : str, path or None
+        open_clip; ``pretrained`` is then ignored (and may be left out). The weights file
+        of such a folder is the one open_clip loads (``.safetensors`` first).
+    pretrained : str, path or None; required for a plain architecture name
         An open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...) resolved against the
         local caches only; or a local checkpoint file (OpenAI TorchScript ``.pt``, open_clip
         ``.pt``/``.bin``, ``.safetensors``); or ``None`` for **random weights** (a
@@ -348,6 +349,11 @@ def load_clip(
 
     name = str(model_name)
     schema = "hf-hub" if name.startswith("hf-hub:") else "local-dir" if name.startswith("local-dir:") else None
+    if pretrained is ...:
+        if schema is None:
+            raise ModelSpecError(f"pretrained is required for {model_name!r}: a checkpoint file, an open_clip tag, "
+                                 "or None for random weights")
+        pretrained = None
     if schema is None:
         name = name.replace("/", "-")
         if open_clip.get_model_config(name) is None:
@@ -488,12 +494,27 @@ def _resolve_hf_hub_dir(name: str, cache_dir: str | None) -> str:
     return "local-dir:" + str(Path(found).parent)
 
 
+#: open_clip's preference among the weights files of a ``local-dir:`` folder (open_clip 3.x,
+#: ``factory._find_checkpoint_in_dir``), used when that function is not there to ask.
+_DIR_CHECKPOINT_ORDER = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                         "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth",
+                         "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
+
+
 def _checkpoint_in_dir(folder: Path) -> str | None:
-    """The weights file open_clip would pick in a ``local-dir:`` folder (or None)."""
+    """The weights file open_clip loads from a ``local-dir:`` folder (or None): the file that
+    identifies the weights in the ``embed`` cache and in saved prompts, so it must be the same
+    one. open_clip's own chooser is asked when it exists; else its rule, restated."""
     if not (folder / "open_clip_config.json").is_file():
         return None
-    for pattern in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "*.safetensors", "*.bin", "*.pth"):
-        hits = sorted(folder.glob(pattern))
-        if hits:
-            return str(hits[0].resolve())
-    return None
+    from open_clip import factory
+
+    find = getattr(factory, "_find_checkpoint_in_dir", None)
+    if find is not None:
+        hit = find(folder)
+        return None if hit is None else str(Path(hit).resolve())
+    found = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pth"))
+    found.sort(key=lambda p: p.suffix != ".safetensors")  # stable: safetensors first, then by name
+    named = sorted((p for p in found if p.name in _DIR_CHECKPOINT_ORDER), key=lambda p: _DIR_CHECKPOINT_ORDER.index(p.name))
+    hits = named or found
+    return str(hits[0].resolve()) if hits else None
