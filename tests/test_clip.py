@@ -332,6 +332,47 @@ def test_fit_restarts_from_initial_prompts_and_save_load_round_trip(kind, clip, 
         other.load_prompts(path)
 
 
+@pytest.mark.filterwarnings("ignore::vlal.clip.RandomWeightsWarning")
+def test_load_prompts_refuses_what_does_not_belong_and_names_it(clip, task, tmp_path):
+    """Stop 23 review: prompts of other weights loaded with a warning only; template and temperature were not
+    checked; unreadable files raised KeyError / RuntimeError / torch's hint to load unsafely."""
+    import pickle
+
+    from vlal.clip import load_clip
+
+    x, y = task
+    f = tuner_inputs("CoOp", clip, x)
+    tuner = make_tuner("CoOp", clip, epochs=1, batch_size=4).fit(f[:6], y[:6])
+    good = tmp_path / "p.pt"
+    tuner.save_prompts(good)
+    before = make_tuner("CoOp", clip, epochs=1)
+    p0 = before.predict_proba(f)
+    other_clip = load_clip(clip.model_name, None, seed=1)  # same architecture, other weights
+    with pytest.raises(VlalInputError, match="other_weights=True"):
+        make_tuner("CoOp", other_clip, epochs=1).load_prompts(good)
+    with pytest.warns(UserWarning, match="was tuned on"):
+        make_tuner("CoOp", other_clip, epochs=1).load_prompts(good, other_weights=True)
+    with pytest.raises(VlalInputError, match="template"):
+        make_tuner("CoOp", clip, epochs=1, template="itap of a {}.").load_prompts(good)
+    with pytest.raises(VlalInputError, match="temperature"):
+        make_tuner("CoOp", clip, epochs=1, temperature=1.0).load_prompts(good)
+    blob = torch.load(good, weights_only=True)
+    bad_files = {"text.pt": b"hello", "evil.pt": pickle.dumps(print)}
+    for name, data in bad_files.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save({"format": "vlal-prompts"}, tmp_path / "nokeys.pt")
+    torch.save({**blob, "state": {k: torch.full_like(v, float("nan")) for k, v in blob["state"].items()}}, tmp_path / "nan.pt")
+    torch.save({**blob, "state": {**blob["state"], "extra": torch.zeros(2)}}, tmp_path / "extra.pt")
+    for name, msg in (("text.pt", "not a vlal prompt file"), ("evil.pt", "not a vlal prompt file"),
+                      ("nokeys.pt", "missing"), ("nan.pt", "NaN"), ("extra.pt", "do not fit")):
+        with pytest.raises(VlalInputError, match=msg) as err:
+            before.load_prompts(tmp_path / name)
+        assert "weights_only=False" not in str(err.value)
+        np.testing.assert_array_equal(before.predict_proba(f), p0)  # nothing loaded
+    before.load_prompts(good)
+    np.testing.assert_array_equal(before.predict_proba(f), tuner.predict_proba(f))
+
+
 def test_tuner_input_errors(clip, task):
     from vlal.clip import CoOp, MaPLe
 

@@ -395,15 +395,6 @@ def _recorded_model(path) -> dict | None:
         return rec
 
 
-def _same_weights(recorded: str, loaded: str) -> bool:
-    """Weights ids (``ClipModel.weights_id``) that name the same weights. A file's id is
-    ``path|size|mtime[|quick_gelu]``: a copy elsewhere (same size and activation) counts as the same."""
-    if recorded == loaded:
-        return True
-    a, b = recorded.split("|"), loaded.split("|")
-    return len(a) == len(b) >= 3 and a[1] == b[1] and a[3:] == b[3:] and Path(a[0]).name == Path(b[0]).name
-
-
 def _clip_tuner(kind, ds, model_name, pretrained, epochs, recorded=None):
     """``(tuner_factory, tuner_inputs, model_name)`` for ``vlal bench --tuner``; a registry name of vlal.tuners (built from ``W0``) or a CLIP prompt tuner.
 
@@ -432,7 +423,9 @@ def _clip_tuner(kind, ds, model_name, pretrained, epochs, recorded=None):
     from . import clip  # needs the [clip] extra
 
     model = clip.load_clip(name, None if pretrained in (None, "none") else pretrained)
-    if recorded is not None and recorded["weights_id"] and not _same_weights(recorded["weights_id"], model.weights_id):
+    from .clip._loading import same_weights
+
+    if recorded is not None and recorded["weights_id"] and not same_weights(recorded["weights_id"], model.weights_id):
         raise VlalInputError(
             f"--pretrained {pretrained} loads other weights ({model.weights_id.split('|')[0]}) than those that embedded "
             f"{ds.name!r} ({recorded['pretrained'] or recorded['weights_id'].split('|')[0]}): a CLIP tuner needs the "

@@ -30,6 +30,16 @@ class ModelSpecError(VlalInputError):
     """The model name or ``pretrained`` value names no open_clip model / tag / file (nothing was read)."""
 
 
+def same_weights(a: str, b: str) -> bool:
+    """Two :attr:`ClipModel.weights_id` name the same weights. A file's id is
+    ``path|size|mtime[|quick_gelu]``: a copy elsewhere (same file name, size and activation)
+    counts as the same; tags and random seeds must be equal."""
+    if a == b:
+        return True
+    x, y = a.split("|"), b.split("|")
+    return len(x) == len(y) >= 3 and x[1] == y[1] and x[3:] == y[3:] and Path(x[0]).name == Path(y[0]).name
+
+
 class RandomWeightsWarning(UserWarning):
     """A CLIP model was built with random weights: its features and predictions mean nothing."""
 

@@ -42,7 +42,7 @@ from ..exceptions import VlalInputError
 from ..tuners import Tuner
 from ._encode import DEFAULT_TEMPLATE, _check_clip, encode_class_names, encode_images, prompt_texts
 from ._images import as_image_source
-from ._loading import ClipModel
+from ._loading import ClipModel, same_weights
 from ._towers import TextTower, check_vit, encode_image_prompted, encode_text_prompted, text_tower
 
 __all__ = ["PromptTuner", "CoOp", "VPT", "MaPLe", "PromptTunerConfig", "CoOpConfig", "VPTConfig", "MaPLeConfig",
@@ -491,14 +491,31 @@ class PromptTuner(Tuner):
                     "weights_id": self.clip.weights_id,
                     "class_names": list(self.class_names),
                     "config": self._config(),
+                    "predict": self._predict_settings(),
                     "tuned": bool(self.tuned),
                     "state": state,
                 },
                 fh,
             )
 
-    def load_prompts(self, path):
+    def _predict_settings(self) -> dict:
+        """Settings that change predictions without changing the prompt shapes (checked by load_prompts)."""
+        return {"template": self.config.template, "temperature": float(self.config.temperature)}
+
+    def load_prompts(self, path, *, other_weights: bool = False):
         """Load prompts written by :meth:`save_prompts` of the same tuner type and settings.
+
+        The file is read with ``torch.load(weights_only=True)`` (tensors and plain containers:
+        no code runs). Everything it records must match this tuner: tuner type, prompt shapes,
+        class names, template and temperature, and the CLIP model and weights (prompts tuned on
+        other weights are meaningless on these, even where the shapes fit).
+
+        Parameters
+        ----------
+        path : path
+        other_weights : bool, default False
+            Accept prompts tuned on another model or other weights (with a warning), e.g. a
+            checkpoint re-saved in another format. Shapes must still fit.
 
         Returns
         -------
@@ -507,29 +524,56 @@ class PromptTuner(Tuner):
         Raises
         ------
         vlal.VlalInputError
-            Not a vlal prompt file, another tuner type, other shape settings or class names.
+            Not a vlal prompt file (unreadable, or fields missing), another tuner type, other
+            shape settings, class names, template or temperature, another model or weights
+            (unless ``other_weights``), tensors that do not fit or are not finite.
         FileNotFoundError
             No such file.
         """
+        import pickle
+        import zipfile
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no prompt file at {path}")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-            raise VlalInputError(f"{path} is not a vlal prompt file")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, KeyError, ValueError, OSError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise VlalInputError(f"{path} is not a vlal prompt file: torch.load (weights only, nothing executed) "
+                                 f"cannot read it ({type(err).__name__}: {first})") from None
+        need = ("tuner", "model_name", "weights_id", "class_names", "config", "tuned", "state")
+        if not isinstance(blob, dict) or blob.get("format") != _FORMAT or any(k not in blob for k in need):
+            missing = [k for k in need if not isinstance(blob, dict) or k not in blob]
+            raise VlalInputError(f"{path} is not a vlal prompt file" + (f" (missing {missing})" if missing else ""))
         if blob["tuner"] != self.kind:
             raise VlalInputError(f"{path} holds {blob['tuner']} prompts; this tuner is {self.kind}")
         if blob["config"] != self._config():
             raise VlalInputError(f"{path} was saved with settings {blob['config']}; this tuner has {self._config()}")
         if list(blob["class_names"]) != self.class_names:
             raise VlalInputError(f"{path} was tuned for other class names (first: {blob['class_names'][:3]})")
-        if blob["model_name"] != self.clip.model_name or blob["weights_id"] != self.clip.weights_id:
-            warn_caller(
-                f"{path} was tuned on {blob['model_name']} ({blob['weights_id']}); loading it into "
-                f"{self.clip.model_name} ({self.clip.weights_id})",
-                UserWarning,
-            )
-        self.prompts.load_state_dict({k: v.to(self.device) for k, v in blob["state"].items()})
+        if "predict" in blob and blob["predict"] != self._predict_settings():  # files of vlal <= stop 22 lack it
+            raise VlalInputError(f"{path} was tuned with {blob['predict']}; this tuner has {self._predict_settings()}")
+        same = blob["model_name"] == self.clip.model_name and same_weights(str(blob["weights_id"]), self.clip.weights_id)
+        if not same:
+            msg = (f"{path} was tuned on {blob['model_name']} ({blob['weights_id']}); this tuner's model is "
+                   f"{self.clip.model_name} ({self.clip.weights_id})")
+            if not other_weights:
+                raise VlalInputError(msg + "; pass other_weights=True to load it anyway")
+            warn_caller(msg, UserWarning)
+        state = blob["state"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise VlalInputError(f"{path}: 'state' must map names to tensors")
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise VlalInputError(f"{path}: prompt tensor {bad[0]!r} holds NaN or inf")
+        before = {k: v.detach().clone() for k, v in self.prompts.state_dict().items()}
+        try:
+            self.prompts.load_state_dict({k: v.to(self.device) for k, v in state.items()})
+        except RuntimeError as err:  # torch may have copied the tensors that fit: put the prompts back
+            self.prompts.load_state_dict(before)
+            first = (str(err).strip().splitlines() or ["?"])[0][:300]
+            raise VlalInputError(f"{path}: its prompt tensors do not fit this tuner ({first})") from None
         self.tuned = bool(blob["tuned"])
         self._text_cache = None
         return self
