@@ -373,6 +373,28 @@ def test_load_prompts_refuses_what_does_not_belong_and_names_it(clip, task, tmp_
     np.testing.assert_array_equal(before.predict_proba(f), tuner.predict_proba(f))
 
 
+def test_image_and_template_inputs_that_cannot_be_right_are_refused(clip, task):
+    """Stop 23 review: raw uint8 pixels, NaN images, other image sizes, templates with two fields or none, zero
+    feature rows were accepted (meaningless features) or failed deep inside torch."""
+    from vlal.clip import encode_images
+    from vlal.clip._encode import prompt_texts
+
+    x, y = task
+    for bad, msg in ((torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8), "preprocessed float"),
+                     (torch.full((1, 3, 32, 32), float("nan")), "NaN"),
+                     (torch.rand(2, 3, 64, 64), r"\(32, 32\) pixels")):
+        with pytest.raises(VlalInputError, match=msg):
+            encode_images(clip, bad, progress=False)
+    for template in ("a {} and {}", "a {x} {}", "a photo of {{}}", "a photo", "a {0!r}", "a {"):
+        with pytest.raises(VlalInputError, match="exactly one"):
+            prompt_texts(["cat", "dog"], template)
+    assert prompt_texts(["cat"], "a {{literal}} {}") == ["a {literal} cat"]
+    with pytest.warns(UserWarning, match="class names repeat"):
+        prompt_texts(["cat", "dog", "dog"])
+    with pytest.raises(VlalInputError, match="zero norm"):
+        make_tuner("CoOp", clip, epochs=1).fit(np.zeros((3, 32), np.float32), y[:3])
+
+
 def test_tuner_input_errors(clip, task):
     from vlal.clip import CoOp, MaPLe
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import string
 from pathlib import Path
 from typing import Sequence
 
@@ -12,6 +13,7 @@ import torch
 
 from .._io import savez_atomic
 from ..exceptions import VlalInputError
+from .._warnings import warn_caller
 from ..scoring import _zero_shot_probs
 from ._images import as_image_source
 from ._loading import ClipModel
@@ -40,8 +42,22 @@ def prompt_texts(class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) -
     names = [str(n).replace("_", " ").strip() for n in class_names]
     if not names or any(not n for n in names):
         raise VlalInputError("class_names must be a non-empty list of non-empty names")
-    if "{}" not in template:
-        raise VlalInputError(f"template must contain '{{}}' where the class name goes; got {template!r}")
+    try:
+        fields = [f for _, f, spec, conv in string.Formatter().parse(str(template)) if f is not None]
+        ok = fields == [""] and all(not spec and not conv for _, f, spec, conv in string.Formatter().parse(str(template))
+                                    if f is not None)
+    except ValueError:  # unbalanced braces
+        ok = False
+    if not isinstance(template, str) or not ok:
+        raise VlalInputError(f"template must hold exactly one '{{}}' where the class name goes (write a literal brace "
+                             f"as '{{{{' or '}}}}'); got {template!r}")
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    twice = [n for n, c in seen.items() if c > 1]
+    if twice:
+        warn_caller(f"class names repeat ({', '.join(map(repr, twice[:5]))}): those classes get identical text "
+                    "features, so zero-shot cannot tell them apart", UserWarning)
     return [template.format(n) for n in names]
 
 
@@ -72,6 +88,9 @@ def encode_images(clip: ClipModel, images, *, batch_size: int = 64, progress: bo
 
     clip = _check_clip(clip)
     src = as_image_source(images)
+    if src.kind == "tensor" and tuple(src.items.shape[2:]) != tuple(clip.image_size):
+        raise VlalInputError(f"preprocessed image tensors must be {tuple(clip.image_size)} pixels for "
+                             f"{clip.model_name}; got {tuple(src.items.shape[2:])}")
     out = np.empty((len(src), clip.embed_dim), dtype=np.float32)
     model, dev = clip.model, clip.device
     bar = tqdm(total=len(src), desc="encode images", unit="img", disable=not progress, leave=False)

@@ -189,6 +189,13 @@ def as_image_source(images) -> ImageSource:
                 f"image tensors must have shape (n, 3, H, W) (preprocessed); got {tuple(images.shape)}"
                 + (" — this looks like a feature matrix; this tuner needs images" if images.ndim == 2 else "")
             )
+        if not images.is_floating_point():  # raw 0-255 pixels are not preprocessed images
+            raise VlalInputError(
+                f"image tensors must be preprocessed float tensors (resized, scaled and normalised with the model's "
+                f"mean / std); got dtype {images.dtype}. Pass PIL images or paths and vlal preprocesses them")
+        if not torch.isfinite(images).all():
+            bad = int(torch.nonzero(~torch.isfinite(images).flatten(1).all(1))[0, 0])
+            raise VlalInputError(f"image tensor {bad} holds NaN or inf")
         return ImageSource(images, "tensor")
     if isinstance(images, (list, tuple)):
         items = list(images)

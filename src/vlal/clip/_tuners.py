@@ -600,6 +600,9 @@ class PromptTuner(Tuner):
                 )
             if not torch.isfinite(x).all():
                 raise VlalInputError("features contain NaN or inf")
+            zero = torch.nonzero(x.norm(dim=1) == 0)
+            if zero.numel():
+                raise VlalInputError(f"features row {int(zero[0, 0])} has zero norm (no direction to normalise)")
             return F.normalize(x.to(self.device), dim=-1)
         feats = encode_images(self.clip, inputs, batch_size=self.config.eval_batch_size, progress=False)
         return torch.from_numpy(feats).to(self.device)
