@@ -55,6 +55,7 @@ class FeatureDataset:
 
     @property
     def n_classes(self) -> int:
+        """Number of classes ``K``."""
         return int(max(self.pool_labels.max(), self.test_labels.max())) + 1
 
     def __post_init__(self):

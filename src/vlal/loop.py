@@ -41,9 +41,11 @@ class Tuner(Protocol):
     cached features for feature-space tuners and CoOp, images for VPT / MaPLe.
     """
 
-    def fit(self, inputs, labels): ...
+    def fit(self, inputs, labels):
+        """Tune on all ``(inputs, labels)`` so far, from the zero-shot state; returns self."""
 
-    def predict_proba(self, inputs) -> np.ndarray: ...
+    def predict_proba(self, inputs) -> np.ndarray:
+        """Class probabilities ``(m, K)``, rows summing to 1."""
 
 
 @dataclass
@@ -82,6 +84,7 @@ class LoopResult:
 
     @property
     def accuracies(self) -> np.ndarray:
+        """Test accuracy (percent) of every round, round 0 (zero-shot) first, shape (rounds + 1,)."""
         return np.array([r.accuracy for r in self.rounds])
 
 

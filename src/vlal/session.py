@@ -553,6 +553,7 @@ class Session:
 
     @property
     def class_names(self) -> list[str]:
+        """The session's class names, in label order."""
         return list(self.config["class_names"])
 
     @property

@@ -302,6 +302,7 @@ class ShardedFeatures:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of all shards on disk (``n * d * itemsize``)."""
         return self.shape[0] * self.shape[1] * self.dtype.itemsize
 
     @property
@@ -340,6 +341,10 @@ def _release_manifest(folder: Path, prefix: str) -> None:
 class ShardWriter:
     """Write rows to float16 shards and a manifest, block by block (atomic files).
 
+    Use as a context manager, or call :meth:`close` to write the last shard and the
+    manifest; the manifest is written last, so a folder without one is incomplete. An
+    exception inside the ``with`` block writes no manifest.
+
     Parameters
     ----------
     folder : str or Path
@@ -355,10 +360,6 @@ class ShardWriter:
     **meta
         Stored in the manifest: ``model``, ``weights``, ``preprocessing``, ``paths``,
         ``normalized`` and any other JSON-serialisable keys.
-
-    Use as a context manager, or call :meth:`close` to write the last shard and the
-    manifest; the manifest is written last, so a folder without one is incomplete. An
-    exception inside the ``with`` block writes no manifest.
 
     Raises
     ------

@@ -127,6 +127,7 @@ class ZeroShotClassifier(Tuner):
 
     @property
     def n_classes(self) -> int:
+        """Number of classes ``K`` (rows of the class embeddings)."""
         return int(self.class_embeddings.shape[0])
 
     def fit(self, features, labels):

@@ -96,6 +96,7 @@ class ImageSource:
         return len(self.items)
 
     def paths(self) -> list[str] | None:
+        """The image paths (``kind == "paths"``), else None."""
         return [str(p) for p in self.items] if self.kind == "paths" else None
 
     def batch(self, idx: Sequence[int] | slice, preprocess: Callable | None) -> torch.Tensor:
@@ -108,6 +109,7 @@ class ImageSource:
         return torch.stack([preprocess(_open(r)) for r in rows]).float()
 
     def batches(self, preprocess: Callable | None, batch_size: int):
+        """Preprocessed float32 tensors ``(b, 3, H, W)`` of consecutive rows, ``batch_size`` at a time."""
         for s in range(0, len(self), batch_size):
             yield self.batch(slice(s, s + batch_size), preprocess)
 

@@ -90,11 +90,13 @@ class ClipModel:
 
     @property
     def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` in pixels of the preprocessed images the model takes."""
         size = self.preprocess_cfg["size"]
         return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
     @property
     def is_random(self) -> bool:
+        """True when the weights are random (``pretrained=None``): features are then meaningless."""
         return self.pretrained is None
 
     def cache_meta(self) -> dict[str, Any]:

@@ -380,6 +380,7 @@ class PromptTuner(Tuner):
     # ------------------------------------------------------------------ public
     @property
     def n_classes(self) -> int:
+        """Number of classes ``K`` (the class names)."""
         return len(self.class_names)
 
     def prompt_parameters(self) -> list[torch.nn.Parameter]:

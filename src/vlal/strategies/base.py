@@ -28,7 +28,8 @@ __all__ = ["Strategy", "Pool", "ProbabilisticModel"]
 class ProbabilisticModel(Protocol):
     """Anything with ``predict_proba(features (m, d)) -> probs (m, K)``: the current classifier."""
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray: ...
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(m, K)`` of feature rows ``(m, d)``, rows summing to 1."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Pool:
 
     @property
     def n(self) -> int:
+        """Number of pool rows (labeled and unlabeled)."""
         return int(self.features.shape[0])
 
 

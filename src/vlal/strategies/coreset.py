@@ -23,15 +23,15 @@ class CoreSet(KCenterStrategy):
     Initial distances to the labeled set come from an exact faiss search; then a running
     minimum-distance vector of length ``n_candidates`` is updated per pick.
 
-    Parameters
-    ----------
-    random_state : None, int, numpy Generator or RandomState
-        Seeds the first pick when nothing is labeled and breaks ties in distance.
-
     Utilities (``select(..., return_utilities=True)``): Euclidean distance (normalised
     features) of each candidate to its nearest labeled row or earlier pick: for a pick,
     when it was picked (``inf`` for a first pick drawn with nothing labeled); for the
     others, after the last pick. The picks hold the ``budget`` largest utilities.
+
+    Parameters
+    ----------
+    random_state : None, int, numpy Generator or RandomState
+        Seeds the first pick when nothing is labeled and breaks ties in distance.
 
     Notes
     -----
