@@ -69,7 +69,7 @@ def test_ray_matches_single_process_and_survives_a_killed_actor(setup):
     np.testing.assert_allclose(got.read(slice(None), np.float32), want.astype(np.float16).astype(np.float32),
                                atol=1e-5)  # same rows, same order (float16 storage)
     assert np.abs(got.read(slice(None), np.float32) - want).max() < 2e-3  # float16 rounding only
-    assert got.paths == [str(p) for p in folder.paths]
+    assert got.paths == [str(p.resolve()) for p in folder.paths]  # absolute: readable from any folder
     m = json.loads(manifest.read_text())
     assert m["model"] == TINY and m["weights"].startswith("random") and m["preprocessing"]["image_size"] == [32, 32]
     np.testing.assert_array_equal(np.load(root / "out" / "labels.npy"), folder.labels)
@@ -82,3 +82,38 @@ def test_ray_matches_single_process_and_survives_a_killed_actor(setup):
     assert not crash.exists()  # the hook fired: an actor really died
     again = ShardedFeatures(manifest2).read(slice(None), np.float32)
     np.testing.assert_array_equal(again, got.read(slice(None), np.float32))  # complete, same order
+
+
+def test_ray_errors_are_one_line_and_a_rewrite_leaves_no_stale_labels(setup):
+    """Stop 23 review: an unreadable image surfaced as Ray's 80-line wrapper; a GPU request on a cluster
+    without GPUs waited forever; re-embedding a flat folder kept the earlier run's labels.npy."""
+    from vlal import VlalInputError
+    from vlal.clip import embed_ray
+    from vlal.shards import ShardedFeatures
+
+    root, images, cfg = setup
+    flat = root / "flat"
+    flat.mkdir()
+    for p in sorted((images / "class0").iterdir())[:20]:
+        (flat / p.name).write_bytes(p.read_bytes())
+    out = root / "re"
+    embed_ray(images, out, model_name=TINY, pretrained=None, batch_size=16, num_actors=2, model_config=cfg)
+    assert (out / "labels.npy").exists() and (out / "class_names.txt").exists()
+    embed_ray(flat, out, model_name=TINY, pretrained=None, batch_size=16, num_actors=2, model_config=cfg)
+    assert ShardedFeatures(out).shape[0] == 20
+    assert not (out / "labels.npy").exists() and not (out / "class_names.txt").exists()
+    with pytest.raises(VlalInputError, match="no GPU"):
+        embed_ray(flat, root / "gpu", model_name=TINY, pretrained=None, use_gpu=True, model_config=cfg)
+    (flat / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(VlalInputError, match="broken.png") as err:
+        embed_ray(flat, root / "bad", model_name=TINY, pretrained=None, batch_size=4, num_actors=2, model_config=cfg)
+    assert len(str(err.value).splitlines()) == 1 and "UDF" not in str(err.value)
+    # the CLI takes an existing folder as OUT (a re-run after a kill) and refuses a file, before Ray starts
+    from click.testing import CliRunner
+
+    from vlal.cli import main
+
+    (root / "afile").write_text("x")
+    res = CliRunner().invoke(main, ["embed", str(flat), str(root / "afile"), "--engine", "ray", "--model", TINY,
+                                    "--pretrained", "none"])
+    assert res.exit_code == 2 and "writes a folder" in res.output

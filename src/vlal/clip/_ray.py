@@ -113,15 +113,18 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
     labels = names = None
     if isinstance(images, (str, Path)):
         folder = scan_image_folder(images)
-        paths, labels, names = [str(p) for p in folder.paths], folder.labels, folder.class_names
+        paths, labels, names = [str(Path(p).resolve()) for p in folder.paths], folder.labels, folder.class_names
     else:
-        paths = [str(p) for p in images]
+        paths = [str(Path(p).resolve()) for p in images]  # absolute: the shards are read from anywhere
     if not paths:
         raise VlalInputError("no images to embed")
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     gpu = gpus > 0 if use_gpu == "auto" else bool(use_gpu)
+    if gpu and gpus == 0:  # Ray would wait for a GPU forever
+        raise VlalInputError("use_gpu=True (--device cuda) but the Ray cluster has no GPU; use the CPU "
+                             "(use_gpu='auto' / --device cpu) or a cluster with GPUs")
     if num_actors is None:
         num_actors = max(1, gpus if gpu else int(ray.cluster_resources().get("CPU", 1)))
     device = "cuda" if gpu else "cpu"
@@ -144,6 +147,9 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
     out = Path(out)
     _release_manifest(out, "features")  # before paths.txt changes: a stopped rewrite leaves no stale manifest
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("labels.npy", "class_names.txt"):  # of an earlier embed into this folder: never beside new rows
+        if (out / stale).is_file() and labels is None:
+            (out / stale).unlink()
     meta = _meta(model_name, pretrained, model_config, allow_download)
     write_bytes_atomic(out / "paths.txt", ("\n".join(paths) + "\n").encode("utf-8"))
     if labels is not None:
@@ -151,7 +157,7 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
         write_bytes_atomic(out / "class_names.txt", ("\n".join(names) + "\n").encode("utf-8"))
     writer = None
     expect = 0
-    for batch in feats.iter_batches(batch_size=None, batch_format="numpy"):
+    for batch in _unwrapped(feats.iter_batches(batch_size=None, batch_format="numpy")):
         rows = batch["row"]
         if rows.size and (rows[0] != expect or not np.array_equal(rows, np.arange(expect, expect + rows.size))):
             raise RuntimeError(f"Ray returned rows out of order (expected {expect}, got {rows[:3]})")
@@ -163,6 +169,29 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
     if expect != len(paths):
         raise RuntimeError(f"Ray returned {expect} of {len(paths)} rows")
     return writer.close()
+
+
+def _unwrapped(batches):
+    """``batches``, with a vlal error raised inside a Ray worker (an unreadable image, ...) re-raised as
+    itself rather than inside Ray's exception wrappers (whose text runs to dozens of lines)."""
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except Exception as err:
+            seen, e = set(), err
+            while e is not None and id(e) not in seen:  # the cause chain, then the text of Ray's wrapper
+                seen.add(id(e))
+                if isinstance(e, VlalInputError) and type(e).__module__.startswith("vlal"):
+                    raise VlalInputError(str(e)) from None
+                e = e.__cause__ or e.__context__
+            for line in str(err).splitlines():
+                if "VlalInputError: " in line:
+                    raise VlalInputError(line.split("VlalInputError: ", 1)[1].strip()) from None
+            raise
+        yield batch
 
 
 def _meta(model_name, pretrained, model_config, allow_download) -> dict:

@@ -16,7 +16,7 @@ __all__ = ["embed"]
 
 @click.command("embed")
 @click.argument("images", type=click.Path(exists=True, path_type=Path))
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
 @click.option("--model", "model_name", default="ViT-B-32", show_default=True,
               help="open_clip architecture (e.g. ViT-B-16, ViT-B-32, RN50, ViT-L-14).")
 @click.option("--pretrained", required=True,
@@ -29,7 +29,7 @@ __all__ = ["embed"]
               default=None, help="Text file, one class name per line in label order, i.e. one per class sub-folder in their sorted order (default: the sub-folder names).")
 @click.option("--template", default="a photo of a {}.", show_default=True, help="Prompt of the text features.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda. With --engine ray: cpu = the GPUs when the cluster has them, else the CPUs; cuda = GPUs only (an error on a cluster without).")
 @click.option("--no-cache", is_flag=True, help="Re-encode even if OUT already holds matching features.")
 @click.option("--allow-download", is_flag=True, help="Let open_clip download a tag's weights (needs a network).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -59,8 +59,10 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
         raise click.ClickException(f"vlal embed needs the [clip] extra ({missing} is missing): "
                                    "pip install -e '.[clip]' in the vlal checkout") from err
 
-    if engine == "local" and Path(out).suffix != ".npz":
+    if engine == "local" and (Path(out).suffix != ".npz" or Path(out).is_dir()):
         raise click.BadParameter(f"{out}: the local engine writes one .npz file; name it OUT.npz", param_hint="OUT")
+    if engine == "ray" and Path(out).exists() and not Path(out).is_dir():
+        raise click.BadParameter(f"{out}: the Ray engine writes a folder of shards; OUT is a file", param_hint="OUT")
     if engine == "ray":
         if test_images is not None or class_names_file is not None:
             raise click.UsageError("--engine ray embeds the pool images only (no --test-images / --class-names)")
