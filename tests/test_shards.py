@@ -201,6 +201,26 @@ def test_streamed_cec_never_picks_copies(tmp_path, monkeypatch):
     assert np.unique(picks // 20).size == 40 and not np.isin(picks // 20, np.arange(0, 300, 2)).any()
 
 
+def test_streamed_cec_small_pools_warn_as_in_memory(tmp_path, monkeypatch):
+    """Stop 23 review: streamed CEC skipped the k warning and raised a RuntimeWarning on a one-row pool."""
+    import warnings
+
+    monkeypatch.setattr(_scale, "STREAM_MIN_BYTES", 0)
+    rng = np.random.default_rng(0)
+    for n in (1, 10):
+        x = rng.normal(size=(n, 8)).astype(np.float32)
+        p = rng.dirichlet(np.ones(3), n).astype(np.float32)
+        f = ShardedFeatures(write_shards(tmp_path / f"f{n}", x))
+        pf = ShardedFeatures(write_shards(tmp_path / f"p{n}", p))
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            picks = vlal.CEC(random_state=0).select(f, pf, 1)
+        assert picks.shape == (1,) and 0 <= picks[0] < n
+        msgs = [str(w.message) for w in got]
+        assert not [w for w in got if issubclass(w.category, RuntimeWarning)], msgs
+        assert any("k=20 >= number of candidates (10); using k=9" in m for m in msgs) == (n == 10), msgs
+
+
 def test_streamed_query_step_is_exact_nearest(shards, monkeypatch):
     x, *_ , f, _ = shards
     rng = np.random.default_rng(0)

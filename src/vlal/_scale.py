@@ -476,6 +476,8 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
     index = None
     need_nn = neighbor_term and m >= 2
     kk = min(k, m - 1) if m >= 2 else 1
+    if need_nn and k >= m:  # as the in-memory path (vlal.scoring.neighbor_uncertainty)
+        warn_caller(f"k={k} >= number of candidates ({m}); using k={m - 1}", UserWarning)
     sample_n = min(m, max(65536, TRAIN_ROWS_PER_LIST * max(1, round(m / ROWS_PER_LIST))))
     train_rows = np.sort(rng.choice(m, size=sample_n, replace=False))
     sample = _normalised(fread(0, 0, rows=_pos_to_rows(train_rows, candidates, m, features)), "features", 0)
@@ -516,14 +518,16 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
         warn_caller(f"compressed index recall@{kk} {r:.3f} < {min_recall} with {index.nprobe} probes", UserWarning)
     # SQ8 distance error on the exact neighbours of the sampled rows (relative, median / p99)
     nb = gt_i[:, 1:].ravel()
-    dec = index.decode(nb)
-    qrep = np.repeat(index.decode(rq), kk, axis=0)
+    real = nb >= 0  # a pool of one row has no neighbours
+    dec = index.decode(nb[real])
+    qrep = np.repeat(index.decode(rq), kk, axis=0)[real]
     d_sq = ((dec - qrep) ** 2).sum(axis=1)
-    d_ex = gt_d[:, 1:].ravel()
+    d_ex = gt_d[:, 1:].ravel()[real]
     rel = np.abs(d_sq - d_ex) / np.maximum(d_ex, 1e-12)
+    err = {"median": float(np.median(rel)), "p99": float(np.quantile(rel, 0.99))} if rel.size else \
+        {"median": float("nan"), "p99": float("nan")}
     st.update(nprobe=index.nprobe, recall_by_nprobe=recall, recall_queries=int(rq.size),
-              recall_at_k=recall[index.nprobe], sq8_dist_err={"median": float(np.median(rel)),
-                                                              "p99": float(np.quantile(rel, 0.99))})
+              recall_at_k=recall[index.nprobe], sq8_dist_err=err)
     times["tune"] = time.perf_counter() - t
     log(f"tune: nprobe={index.nprobe} recall={recall} ({times['tune']:.1f} s)")
 
