@@ -206,6 +206,7 @@ def select(args) -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "features_gib_on_disk": round(feats.nbytes / 2**30, 2), "probs_gib_on_disk": round(probs.nbytes / 2**30, 2),
         "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(res, indent=1), flush=True)
     out = Path(args.out)
@@ -237,12 +238,12 @@ def main(argv=None) -> None:
     g = sub.add_parser("generate")
     g.add_argument("--n", type=int, default=10_000_000)
     g.add_argument("--classes", type=int, default=1000)
-    g.add_argument("--dir", default="/work/tmp-scale")
+    g.add_argument("--dir", required=True, help="where the shards go (10^7 rows: about 11 GB of features)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--pool", choices=("synthetic", "real"), default="synthetic",
                    help="synthetic CLIP-like (K = --classes) or real CLIP rows + noise (K = 749)")
     s = sub.add_parser("select")
-    s.add_argument("--dir", default="/work/tmp-scale")
+    s.add_argument("--dir", required=True, help="the folder `generate` wrote")
     s.add_argument("--budget", type=int, default=10_000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=str(RESULTS / "select_scaling_1e7.json"))

@@ -64,6 +64,11 @@ REAL_DATA = Path(os.environ.get("VLAL_DATA", HERE.parents[1] / "shared" / "data"
 # ----------------------------------------------------------------------------- data
 
 
+
+def _duration(seconds: float) -> str:
+    """``"21 s"``, ``"14 min"`` or ``"3.2 h"``: a duration in the unit that keeps it readable."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
 def make_clip_like_pool(n: int, d: int = D, n_classes: int = K, seed: int = 0, modes: int = 4, beta: float = 0.9,
                         chunk: int = 65536):
     """Clustered unit vectors whose statistics resemble CLIP image embeddings.
@@ -991,7 +996,7 @@ def run_size(report, args, scratch, n, pool, methods, cap, skipped) -> None:
             n0, s0 = skipped[(method, pool)]
             report["runs"].append({"n": n, "method": method, "pool": pool, "status": "skipped",
                                    "reason": f"previous size n={n0:,} took > {s0:.0f} s; ~n^2 scaling "
-                                             f"-> > {s0 * (n / n0) ** 2 / 60:.0f} min estimated"})
+                                             f"-> > {_duration(s0 * (n / n0) ** 2)} estimated"})
             continue
         if method == "skal-badge" and n * K * D * 8 > 8e9:
             report["runs"].append({"n": n, "method": method, "pool": pool, "status": "skipped",
@@ -1011,8 +1016,8 @@ def run_size(report, args, scratch, n, pool, methods, cap, skipped) -> None:
         if method != "cec" and prev and prev[-1]["total_s"] * (n / prev[-1]["n"]) ** 2 > cap:
             est = prev[-1]["total_s"] * (n / prev[-1]["n"]) ** 2
             report["runs"].append({"n": n, "method": method, "pool": pool, "status": "skipped",
-                                   "reason": f"~n^2 from n={prev[-1]['n']:,} ({prev[-1]['total_s']:.0f} s) -> "
-                                             f"~{est / 60:.0f} min estimated, over the {cap:.0f} s cap"})
+                                   "reason": f"~n^2 from n={prev[-1]['n']:,} ({prev[-1]['total_s']:.1f} s) -> "
+                                             f"~{_duration(est)} estimated, over the {cap:.0f} s cap"})
             continue
         res = spawn(method, n, scratch, args.seed, None if method == "cec" else cap)
         res["pool"] = pool

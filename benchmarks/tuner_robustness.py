@@ -30,7 +30,12 @@ ORDER = ["random", "entropy", "margin", "leastconf", "coreset", "badge", "alfami
 
 
 def _load(path: Path) -> list[dict]:
-    return json.loads(path.read_text())["records"]
+    """Run records; those made before records named their zero-shot get it (the benchmark's proxy takes a
+    file's text embeddings when it has them: only imagenet_real_even among these sets)."""
+    recs = json.loads(path.read_text())["records"]
+    for r in recs:
+        r.setdefault("zero_shot", "text" if r["dataset"] == "imagenet_real_even" else "proxy")
+    return recs
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -73,7 +78,10 @@ def main():
         abl = cec + [r for p in abl_parts for r in _load(p)]
         write_results(abl, HERE, "ablation_imagenet_real_even", command=None,
                       note="CEC ablations (paper Fig. 3) on imagenet_real_even (real CLIP zero-shot prior), default "
-                           "tuner `anchored`, 5 rounds of 1 %; `cec` rows from table1_imagenet_real_even.")
+                           "tuner `anchored`, 5 rounds of 1 %; `cec` rows from table1_imagenet_real_even.\n\n"
+                           "Command (from `benchmarks/reproduce.sh tuners`):\n\n    python benchmarks/run_per_seed.py "
+                           "imagenet_real_even cec-nocal,cec-nonn,cec-kmeans,cec-greedy anchored "
+                           "ablation_imagenet_real_even_part")
     strategies = ["random", "entropy", "badge", "alfamix", "cec"]
     runs = {"anchored (default)": [r for r in table1 if r["strategy"] in strategies]}
     tuner_files: dict[str, list[dict]] = {}
@@ -84,6 +92,8 @@ def main():
         tuner_files.setdefault("free", []).extend(r for r in _load(HERE / "table1_free.json") if r["strategy"] in strategies)
     runs.update(tuner_files)
     lines = ["# Strategy ranks under each tuner", "",
+             "Command: `python benchmarks/tuner_robustness.py` (reads the `table1_*` and `robust_*` run files that "
+             "`bash benchmarks/reproduce.sh tuners` writes).", "",
              "Average rank (1 = best mean test accuracy over 3 seeds) of each strategy over the data sets and the "
              f"reported rounds {list(REPORT)} (B = 1/2/5 %); random picks in round 1 for label-needing strategies "
              "(ALFA-Mix). n = number of (data set, round) cells ranked. The zero-shot accuracy of each data set is "
