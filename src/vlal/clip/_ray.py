@@ -17,6 +17,7 @@ stored shards.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,11 @@ import numpy as np
 from ..exceptions import VlalInputError
 
 __all__ = ["embed_ray"]
+
+
+#: Restarts of an encoder actor (each a crashed or killed process). Not unlimited: an actor whose
+#: constructor fails (weights missing on a worker) would otherwise be restarted forever.
+ACTOR_RESTARTS = 4
 
 
 class _Encoder:
@@ -141,7 +147,7 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_gpus=1 if gpu else 0,
         num_cpus=0 if gpu else 1,
-        max_restarts=-1,
+        max_restarts=ACTOR_RESTARTS,  # a crashed actor comes back; one that cannot start fails the job
         max_task_retries=-1,
     )
     out = Path(out)
@@ -171,6 +177,9 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
     return writer.close()
 
 
+_VLAL_ERROR_LINE = re.compile(r"(?:^|\s)vlal\.[\w.]*?(?:VlalInputError|ModelSpecError|WeightsNotFoundError): (.+)$")
+
+
 def _unwrapped(batches):
     """``batches``, with a vlal error raised inside a Ray worker (an unreadable image, ...) re-raised as
     itself rather than inside Ray's exception wrappers (whose text runs to dozens of lines)."""
@@ -188,8 +197,10 @@ def _unwrapped(batches):
                     raise VlalInputError(str(e)) from None
                 e = e.__cause__ or e.__context__
             for line in str(err).splitlines():
-                if "VlalInputError: " in line:
-                    raise VlalInputError(line.split("VlalInputError: ", 1)[1].strip()) from None
+                hit = _VLAL_ERROR_LINE.search(line) if "vlal." in line else None
+                if hit or "VlalInputError: " in line:
+                    msg = hit.group(1) if hit else line.split("VlalInputError: ", 1)[1]
+                    raise VlalInputError(f"a Ray worker stopped: {msg.strip()}") from None
             raise
         yield batch
 
