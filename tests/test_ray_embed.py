@@ -108,9 +108,6 @@ def test_ray_errors_are_one_line_and_a_rewrite_leaves_no_stale_labels(setup):
     with pytest.raises(VlalInputError, match="broken.png") as err:
         embed_ray(flat, root / "bad", model_name=TINY, pretrained=None, batch_size=4, num_actors=2, model_config=cfg)
     assert len(str(err.value).splitlines()) == 1 and "UDF" not in str(err.value)
-    # workers that cannot build the model (here: its config not passed to them) fail the job, not hang it
-    with pytest.raises(VlalInputError, match="a Ray worker stopped: unknown open_clip model"):
-        embed_ray(flat, root / "noconfig", model_name=TINY, pretrained=None, batch_size=4, num_actors=1)
     # the CLI takes an existing folder as OUT (a re-run after a kill) and refuses a file, before Ray starts
     from click.testing import CliRunner
 
