@@ -155,22 +155,28 @@ def test_batch_csv_cells_that_look_like_formulas_are_escaped_and_read_back(tmp_p
     assert sorted(rec["labels"]) == sorted(names[y[i]] for i in rec["picks"])
 
 
+def _ls_batch(tmp_path):
+    """A session with a 3-image batch open: ``(open session, its tasks file, class names, pool labels)``."""
+    pool, y = make_pool_file(tmp_path / "pool.npz")
+    s_dir = init_session(tmp_path / "s", pool, strategy="cec", seed=3)
+    s = open_session(s_dir)
+    s.next(3)
+    return s, s_dir / s.state["open_batch"]["files"]["labelstudio"], s.class_names, y
+
+
 def test_labelstudio_choices_given_as_a_string_is_one_label(tmp_path):
     """Stop 22 review: {"choices": "class 1"} (a string, not a list) was read as the labels of its characters."""
     from session_helpers import ls_export
 
-    pool, y = make_pool_file(tmp_path / "pool.npz")
-    s_dir = init_session(tmp_path / "s", pool, strategy="cec", seed=3)
-    with open_session(s_dir) as s:
-        s.next(3)
-        names = s.class_names
+    s, tasks, names, y = _ls_batch(tmp_path)
+    with s:
 
         def label(task):
             return [{"id": 1, "result": [{"from_name": "label", "to_name": "image", "type": "choices",
                                           "value": {"choices": names[y[task["data"]["vlal_index"]]]}}]}]
 
         export = tmp_path / "export.json"
-        export.write_text(json.dumps(ls_export(s_dir / s.state["open_batch"]["files"]["labelstudio"], label)))
+        export.write_text(json.dumps(ls_export(tasks, label)))
         rec = s.import_labels(export)
     assert rec["labels"] == [names[y[i]] for i in rec["picks"]]
 
@@ -179,11 +185,8 @@ def test_labelstudio_choices_of_another_control_are_not_the_label(tmp_path):
     """Stop 23 review: a second Choices control whose value happened to be a class name was applied as the label."""
     from session_helpers import ls_export
 
-    pool, y = make_pool_file(tmp_path / "pool.npz")
-    s_dir = init_session(tmp_path / "s", pool, strategy="cec", seed=3)
-    with open_session(s_dir) as s:
-        s.next(3)
-        names = s.class_names
+    s, tasks, names, y = _ls_batch(tmp_path)
+    with s:
         wrong = {i: names[(y[i] + 1) % len(names)] for i in range(len(y))}
 
         def label(task, with_label=True):
@@ -194,7 +197,6 @@ def test_labelstudio_choices_of_another_control_are_not_the_label(tmp_path):
                             "value": {"choices": [names[y[i]]]}})
             return [{"id": 1, "result": res}]
 
-        tasks = s_dir / s.state["open_batch"]["files"]["labelstudio"]
         export = tmp_path / "other-only.json"
         export.write_text(json.dumps(ls_export(tasks, lambda t: label(t, with_label=False))))
         with pytest.raises(SessionError, match="choices only from quality"):

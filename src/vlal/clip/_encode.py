@@ -43,9 +43,8 @@ def prompt_texts(class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) -
     if not names or any(not n for n in names):
         raise VlalInputError("class_names must be a non-empty list of non-empty names")
     try:
-        fields = [f for _, f, spec, conv in string.Formatter().parse(str(template)) if f is not None]
-        ok = fields == [""] and all(not spec and not conv for _, f, spec, conv in string.Formatter().parse(str(template))
-                                    if f is not None)
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(str(template)) if f is not None]
+        ok = fields == [("", "", None)]  # one bare {}: no name, format spec or conversion
     except ValueError:  # unbalanced braces
         ok = False
     if not isinstance(template, str) or not ok:
