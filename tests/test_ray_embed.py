@@ -55,7 +55,7 @@ def _single_process(images):
     return encode_images(clip, [str(p) for p in folder.paths], progress=False), folder
 
 
-def test_ray_matches_single_process_and_survives_a_killed_actor(setup):
+def test_ray_matches_single_process_and_survives_a_killed_actor(setup, monkeypatch):
     from vlal.clip import embed_ray
     from vlal.shards import ShardedFeatures
 
@@ -77,8 +77,11 @@ def test_ray_matches_single_process_and_survives_a_killed_actor(setup):
     # an actor dies (os._exit) while encoding the batch holding row 150: Ray restarts it and re-runs the batch
     crash = root / "crash"
     crash.write_text("150")
+    import vlal.clip._ray as ray_module
+
+    monkeypatch.setattr(ray_module, "_CRASH_FILE", str(crash))
     manifest2 = embed_ray(images, root / "out2", model_name=TINY, pretrained=None, batch_size=16, num_actors=2,
-                          shard_rows=100, model_config=cfg, _crash_file=str(crash))
+                          shard_rows=100, model_config=cfg)
     assert not crash.exists()  # the hook fired: an actor really died
     again = ShardedFeatures(manifest2).read(slice(None), np.float32)
     np.testing.assert_array_equal(again, got.read(slice(None), np.float32))  # complete, same order
@@ -108,6 +111,11 @@ def test_ray_errors_are_one_line_and_a_rewrite_leaves_no_stale_labels(setup):
     with pytest.raises(VlalInputError, match="broken.png") as err:
         embed_ray(flat, root / "bad", model_name=TINY, pretrained=None, batch_size=4, num_actors=2, model_config=cfg)
     assert len(str(err.value).splitlines()) == 1 and "UDF" not in str(err.value)
+    # workers that cannot build the model (here: its config registered in this process, not passed to
+    # them) fail before the actor pool starts, naming the node, instead of a pool waiting on actors
+    with pytest.raises(VlalInputError, match="a Ray node cannot build the encoder .*unknown open_clip model"):
+        embed_ray(flat, root / "noconfig", model_name=TINY, pretrained=None, batch_size=4, num_actors=1)
+    assert not (root / "noconfig").exists()  # nothing written
     # the CLI takes an existing folder as OUT (a re-run after a kill) and refuses a file, before Ray starts
     from click.testing import CliRunner
 
@@ -117,3 +125,16 @@ def test_ray_errors_are_one_line_and_a_rewrite_leaves_no_stale_labels(setup):
     res = CliRunner().invoke(main, ["embed", str(flat), str(root / "afile"), "--engine", "ray", "--model", TINY,
                                     "--pretrained", "none"])
     assert res.exit_code == 2 and "writes a folder" in res.output
+
+
+def test_node_weights_ids_compare_path_and_size_not_mtime():
+    """A node's copy of the weights may have another modification time, not another size or path."""
+    from vlal.clip._ray import _same_file
+
+    assert _same_file("/w/b32.pt|1000|111", "/w/b32.pt|1000|222")
+    assert _same_file("/w/b32.pt|1000|111|quick_gelu", "/w/b32.pt|1000|5|quick_gelu")
+    assert not _same_file("/w/b32.pt|1000|111", "/w/b32.pt|999|111")  # another file under that path
+    assert not _same_file("/w/b32.pt|1000|111", "/v/b32.pt|1000|111")
+    assert not _same_file("/w/b32.pt|1000|111|quick_gelu", "/w/b32.pt|1000|111")
+    assert _same_file("random:seed=0", "random:seed=0") and not _same_file("random:seed=0", "random:seed=1")
+    assert _same_file("openai", "openai") and not _same_file("openai", "laion2b_s34b_b79k")

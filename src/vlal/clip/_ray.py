@@ -32,21 +32,75 @@ __all__ = ["embed_ray"]
 ACTOR_RESTARTS = 4
 
 
+#: Testing hook (set by the test suite only): a file holding a row number; the actor whose batch holds
+#: that row dies once (``os._exit``), to check that Ray restarts it and re-runs the batch.
+_CRASH_FILE: str | None = None
+
+
+def _build(model_name, pretrained, device, model_config, allow_download):
+    """The actor's model: ``model_config`` registered in this process, then :func:`vlal.clip.load_clip`."""
+    import warnings
+
+    if model_config:
+        import open_clip
+
+        open_clip.add_model_config(model_config)
+    from ._loading import RandomWeightsWarning, load_clip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        return load_clip(model_name, pretrained, device=device, allow_download=allow_download)
+
+
+def _node_check(model_name, pretrained, model_config, allow_download) -> tuple[str, str]:
+    """Ray task run on every node before the actor pool starts: build the model as an actor would, on
+    the CPU. Returns ``("ok", weights id)`` or ``("error", one line)``; never raises, so that the
+    driver reports the node's error itself instead of Ray's wrappers (and no actor pool waits on
+    actors that cannot start)."""
+    import socket
+
+    try:
+        return "ok", _build(model_name, pretrained, "cpu", model_config, allow_download).weights_id
+    except Exception as err:  # reported by the driver, naming the node
+        first = (str(err).strip().splitlines() or [""])[0]
+        return "error", f"{socket.gethostname()}: {type(err).__name__}: {first}"
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Weights ids ``path|size|mtime_ns[|...]`` of two nodes name the same weights: the modification time
+    may differ (a copy), the path and size may not; other ids (tags, random seeds) must be equal."""
+    def strip(wid):
+        parts = wid.split("|")
+        return "|".join(parts[:2] + parts[3:]) if len(parts) >= 3 and parts[2].isdigit() else wid
+    return strip(a) == strip(b)
+
+
+def _check_nodes(ray, model_name, pretrained, model_config, allow_download, driver_id: str) -> None:
+    """Build the model once on every alive node (:func:`_node_check`); raise if one cannot, or if one
+    holds other weights than the driver under the same name."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from .. import WeightsNotFoundError
+
+    task = ray.remote(num_cpus=0, max_retries=0)(_node_check)
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    results = ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                       .remote(model_name, pretrained, model_config, allow_download) for node in nodes])
+    for status, text in results:
+        if status == "error":
+            cls = WeightsNotFoundError if "WeightsNotFoundError" in text else VlalInputError
+            raise cls(f"a Ray node cannot build the encoder ({model_name!r}, pretrained={pretrained!r}) - {text}; "
+                      "every node needs the weights file (same path) and model config")
+        if not _same_file(text, driver_id):
+            raise VlalInputError(f"a Ray node holds other weights than this machine: {text!r} vs {driver_id!r}; "
+                                 "features of different nodes would not match")
+
+
 class _Encoder:
     """Ray Data actor: one CLIP model, ``__call__`` encodes a batch of image paths."""
 
     def __init__(self, model_name, pretrained, device, model_config, allow_download, crash_file=None):
-        import warnings
-
-        if model_config:
-            import open_clip
-
-            open_clip.add_model_config(model_config)
-        from ._loading import RandomWeightsWarning, load_clip
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RandomWeightsWarning)
-            self.clip = load_clip(model_name, pretrained, device=device, allow_download=allow_download)
+        self.clip = _build(model_name, pretrained, device, model_config, allow_download)
         self.crash_file = crash_file
 
     def __call__(self, batch: dict) -> dict:
@@ -70,8 +124,7 @@ class _Encoder:
 
 def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, batch_size: int = 64,
               num_actors: int | None = None, use_gpu: str | bool = "auto", shard_rows: int = 2**20,
-              model_config: str | None = None, allow_download: bool = False, address: str | None = None,
-              _crash_file: str | None = None) -> Path:
+              model_config: str | None = None, allow_download: bool = False, address: str | None = None) -> Path:
     """Embed images on a Ray cluster into float16 feature shards + ``manifest.json``.
 
     Parameters
@@ -106,7 +159,11 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
     ImportError
         Ray is missing (``pip install -e '.[ray]'`` in the vlal checkout).
     vlal.VlalInputError, FileNotFoundError
-        No images.
+        No images; ``use_gpu=True`` on a cluster without GPUs; an unreadable image (one line naming it).
+    vlal.WeightsNotFoundError, vlal.VlalInputError
+        The model cannot be built here or on one of the cluster's nodes (each node builds it once, on
+        its CPU, before the actor pool starts; the error names the node), or a node holds other
+        weights under the same path (another file size).
     """
     try:
         import ray
@@ -124,8 +181,12 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
         paths = [str(Path(p).resolve()) for p in images]  # absolute: the shards are read from anywhere
     if not paths:
         raise VlalInputError("no images to embed")
+    meta = _meta(model_name, pretrained, model_config, allow_download)  # the driver's model: errors before Ray starts
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    # every node builds the model once before the pool starts: an actor that cannot start would be
+    # restarted and the pool kept waiting; a node with other weights would give other features
+    _check_nodes(ray, model_name, pretrained, model_config, allow_download, meta["weights"])
     gpus = int(ray.cluster_resources().get("GPU", 0))
     gpu = gpus > 0 if use_gpu == "auto" else bool(use_gpu)
     if gpu and gpus == 0:  # Ray would wait for a GPU forever
@@ -141,7 +202,7 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
                              override_num_blocks=max(1, min(len(paths) // batch_size, 4 * num_actors)))
     feats = ds.map_batches(
         _Encoder,
-        fn_constructor_args=(model_name, pretrained, device, model_config, allow_download, _crash_file),
+        fn_constructor_args=(model_name, pretrained, device, model_config, allow_download, _CRASH_FILE),
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_actors),
@@ -156,7 +217,6 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
     for stale in ("labels.npy", "class_names.txt"):  # of an earlier embed into this folder: never beside new rows
         if (out / stale).is_file() and labels is None:
             (out / stale).unlink()
-    meta = _meta(model_name, pretrained, model_config, allow_download)
     write_bytes_atomic(out / "paths.txt", ("\n".join(paths) + "\n").encode("utf-8"))
     if labels is not None:
         save_npy_atomic(out / "labels.npy", labels)
@@ -207,17 +267,7 @@ def _unwrapped(batches):
 
 def _meta(model_name, pretrained, model_config, allow_download) -> dict:
     """Model, weights id and preprocessing, read on the driver (one extra model load, CPU)."""
-    import warnings
-
-    if model_config:
-        import open_clip
-
-        open_clip.add_model_config(model_config)
-    from ._loading import RandomWeightsWarning, load_clip
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomWeightsWarning)
-        clip = load_clip(model_name, pretrained, device="cpu", allow_download=allow_download)
+    clip = _build(model_name, pretrained, "cpu", model_config, allow_download)
     m = clip.cache_meta()
     return {"model": clip.model_name, "weights": m["weights_id"],
             "preprocessing": {k: m[k] for k in ("image_size", "image_mean", "image_std", "interpolation",
