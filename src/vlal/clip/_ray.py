@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,6 @@ _CRASH_FILE: str | None = None
 
 def _build(model_name, pretrained, device, model_config, allow_download):
     """The actor's model: ``model_config`` registered in this process, then :func:`vlal.clip.load_clip`."""
-    import warnings
-
     if model_config:
         import open_clip
 
@@ -198,19 +197,22 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # output rows in input order
-    ds = ray.data.from_items([{"row": i, "path": p} for i, p in enumerate(paths)],
-                             override_num_blocks=max(1, min(len(paths) // batch_size, 4 * num_actors)))
-    feats = ds.map_batches(
-        _Encoder,
-        fn_constructor_args=(model_name, pretrained, device, model_config, allow_download, _CRASH_FILE),
-        batch_size=batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=num_actors),
-        num_gpus=1 if gpu else 0,
-        num_cpus=0 if gpu else 1,
-        max_restarts=ACTOR_RESTARTS,  # a crashed actor comes back; one that cannot start fails the job
-        max_task_retries=-1,
-    )
+    blocks = max(1, min(len(paths) // batch_size, 4 * num_actors))
+    num_actors = min(num_actors, blocks)  # an actor without a block would only wait (and Ray warns)
+    ds = ray.data.from_items([{"row": i, "path": p} for i, p in enumerate(paths)], override_num_blocks=blocks)
+    with warnings.catch_warnings():  # max_restarts has no named parameter yet (pyproject pins ray < 2.64)
+        warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
+        feats = ds.map_batches(
+            _Encoder,
+            fn_constructor_args=(model_name, pretrained, device, model_config, allow_download, _CRASH_FILE),
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=num_actors),
+            num_gpus=1 if gpu else 0,
+            num_cpus=0 if gpu else 1,
+            max_restarts=ACTOR_RESTARTS,  # a crashed actor comes back; one that cannot start fails the job
+            max_task_retries=-1,
+        )
     out = Path(out)
     _release_manifest(out, "features")  # before paths.txt changes: a stopped rewrite leaves no stale manifest
     out.mkdir(parents=True, exist_ok=True)
