@@ -140,7 +140,8 @@ def embed_ray(images, out, *, model_name: str = "ViT-B-32", pretrained=None, bat
     batch_size : int, default 64
         Images per actor call.
     num_actors : int, optional
-        Actor pool size (default: the cluster's GPUs when ``use_gpu``, else its CPUs).
+        Actor pool size (default: the cluster's GPUs when ``use_gpu``, else its CPUs); at most the number
+        of input blocks (``len(images) // batch_size``, at least 1).
     use_gpu : "auto" or bool
         One GPU per actor (``"auto"``: when the cluster has GPUs).
     shard_rows : int, default 2**20
