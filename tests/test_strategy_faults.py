@@ -297,17 +297,40 @@ def test_no_budget_spent_on_copies_of_labeled_rows(name):
     assert not np.isin(idx, copies).any()
 
 
+@pytest.mark.parametrize("name", ["random", "entropy", "cec", "badge"])
+def test_float16_copies_of_labeled_rows_are_copies(name):
+    """Stop 24 review: with float16 features, about half of the re-encoded (1e-6 noise) or scaled copies
+    of labeled images were not recognised (the float32 tolerance 1e-4 is float16's round-off) and
+    were queried again."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 512))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    lab = np.arange(50)
+    x[300:350] = x[:50] + rng.normal(scale=1e-6, size=(50, 512))  # re-encoded copies
+    x[350:400] = 3.0 * x[:50]  # scaled copies
+    p = vlal.zero_shot_probs(x.astype(np.float32), rng.normal(size=(10, 512)).astype(np.float32), temperature=0.05)
+    x16 = x.astype(np.float16)
+    idx, util = _small(name).select(x16, p, 200, labeled=lab, labels=p[lab].argmax(1), return_utilities=True)
+    assert np.isnan(util[300:400]).all()  # every copy recognised ...
+    assert not np.isin(idx, np.arange(300, 400)).any()  # ... and none queried (250 other rows remain)
+
+
 def test_copies_of_rows_hand_case():
-    from vlal._validation import COPY_TOL, copies_of_rows
+    from vlal._validation import COPY_TOL, copies_of_rows, copy_tolerance
 
     # unit rows at angles 0, 0.5e-4, 2e-4 rad, a scaled copy of row 0, -0.0 vs 0.0, and a far row
     a = np.array([0.0, 0.5e-4, 2e-4])
     x = np.concatenate([np.stack([np.cos(a), np.sin(a)], axis=1), [[3.0, 0.0], [1.0, -0.0], [0.0, 1.0]]])
     # distance of row 1 to row 0: 0.5e-4 <= 1e-4 (copy); row 2: 2e-4 (not a copy)
-    assert COPY_TOL == 1e-4
+    assert COPY_TOL == 1e-4 and copy_tolerance(np.float32) == 1e-4 and copy_tolerance(np.float16) == 2e-3
     np.testing.assert_array_equal(copies_of_rows(x, np.array([0])), [True, True, False, True, True, False])
     np.testing.assert_array_equal(copies_of_rows(x, np.array([2])), [False, False, True, False, False, False])
     np.testing.assert_array_equal(copies_of_rows(x.astype(np.float16), np.array([5])), [0, 0, 0, 0, 0, 1])
+    # float16 rows: within 2e-3 (row 2 at 2e-4 is a copy of row 0 there; a row at 3e-3 rad is not)
+    a16 = np.array([0.0, 2e-4, 1.5e-3, 3e-3])
+    x16 = np.stack([np.cos(a16), np.sin(a16)], axis=1).astype(np.float16)
+    np.testing.assert_array_equal(copies_of_rows(x16, np.array([0])), [True, True, True, False])
+    np.testing.assert_array_equal(copies_of_rows(x16.astype(np.float32), np.array([0])), [True, False, False, False])
     wide = np.random.default_rng(0).normal(size=(200, 64))
     wide[7] = wide[3] * 2.0
     wide[9] = wide[3]

@@ -260,8 +260,8 @@ class Strategy(abc.ABC):
             Rows that may be queried, as indices or a boolean mask of length ``n``;
             default: every unlabeled row. A labeled row among them is an error. Rows whose
             features are a copy of a labeled row's (L2-normalised rows within
-            ``vlal._validation.COPY_TOL`` = 1e-4: the same image up to float round-off, or a
-            scaled copy) are not candidates while at least ``budget`` others remain (their
+            ``vlal._validation.COPY_TOL`` = 1e-4, 2e-3 for float16 features: the same image up to
+            float round-off, or a scaled copy) are not candidates while at least ``budget`` others remain (their
             utilities are then NaN); otherwise every other candidate is taken and the
             strategy picks only the shortfall among the copies. The returned indices are
             still pool positions. What a strategy computes over the
@@ -318,7 +318,7 @@ class Strategy(abc.ABC):
             picks, util = out if isinstance(out, tuple) else (out, None)
             return np.asarray(picks, dtype=np.int64), util
 
-        # Never spend budget on a copy of an image already labeled (vlal._validation.COPY_TOL):
+        # Never spend budget on a copy of an image already labeled (vlal._validation.copy_tolerance):
         # copies leave the candidates; when the other rows cannot fill the budget, they are all
         # taken and the strategy picks only the shortfall among the copies.
         copy = copies_of_rows(f, labeled_idx)[cand] if labeled_idx.size else np.zeros(cand.size, dtype=bool)
