@@ -199,8 +199,8 @@ def test_import_labelstudio_export_conflict_skip_and_allow_skipped(session, pool
     (tmp_path / "c.json").write_text(json.dumps(conflict))
     with open_session(session) as s, pytest.raises(ImportRejectedError) as err:
         s.import_labels(tmp_path / "c.json")
-    assert "task 1 (id 101)" in str(err.value) and "different labels" in str(err.value)
-    assert "task 0 (id 100)" in str(err.value) and "skipped in Label Studio" in str(err.value)
+    assert "task 2 (id 101)" in str(err.value) and "different labels" in str(err.value)
+    assert "task 1 (id 100)" in str(err.value) and "skipped in Label Studio" in str(err.value)  # numbered from 1, as CSV lines
 
     (tmp_path / "e.json").write_text(json.dumps(export))
     with open_session(session) as s:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import sys
 import zipfile
@@ -51,7 +52,12 @@ def _load_array(spec: str, default_key: str, flag: str) -> np.ndarray:
     if _is_manifest(p):
         from .shards import ShardedFeatures  # float16 shards + manifest: read lazily, never whole
 
-        return ShardedFeatures(p)
+        try:
+            return ShardedFeatures(p)
+        except (VlalInputError, OSError) as err:
+            from ._io import describe_os_error
+
+            raise DataError(flag, describe_os_error(err) if isinstance(err, OSError) else str(err)) from None
     if p.suffix.lower() not in (".npy", ".npz"):
         raise click.BadParameter(f"{p}: expected a .npy or .npz file", param_hint=flag)
     try:
@@ -147,7 +153,8 @@ def _input_files(given) -> list[Path]:
 @click.option("--labels", default=None, help="Classes of the labeled rows (label-aware strategies): .npy/.npz.")
 @click.option("--seed", default=None, type=click.IntRange(min=0),
               help="random_state of the strategy [default: 0, or the random_state in the --strategy name].")
-@click.option("--out", default="queried.npy", show_default=True, type=click.Path(dir_okay=False), help="Where to write the chosen indices (.npy; .txt/.csv for text); missing parent folders are created.")
+@click.option("--out", default="queried.npy", show_default=True, type=click.Path(dir_okay=False), help="Where to write the chosen indices (.npy; .txt/.csv for text); missing parent folders are created; "
+              "an existing file is replaced (atomically), a read-only one is refused.")
 def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     """Choose BUDGET pool rows to label and write their indices."""
     from ._io import check_writable_dir
@@ -157,6 +164,10 @@ def select_cmd(features, probs, budget, strategy, labeled, labels, seed, out):
     outp = Path(out)
     if outp.suffix.lower() not in (".npy", ".txt", ".csv"):
         raise click.BadParameter(f"{out}: use a .npy, .txt or .csv file name", param_hint="--out")
+    if outp.is_file() and (not os.access(outp, os.W_OK) or not outp.stat().st_mode & 0o222):
+        # (an atomic rename would replace it all the same; the mode bits also hold for root)
+        raise click.BadParameter(f"{out} exists and is read-only: vlal does not replace it; choose another file "
+                                 "name or make it writable", param_hint="--out")
     for opt, given in (("--features", features), ("--probs", probs), ("--labeled", labeled), ("--labels", labels)):
         if given is not None and outp.resolve() in _input_files(given):
             raise click.BadParameter(f"{out} is an input file ({opt}): writing the picks there would destroy "
@@ -241,7 +252,7 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
     """
     from ._io import check_writable_dir, write_text_atomic
     from .bench import check_prefix, check_strategy_tuner, run_benchmark, write_results
-    from .data import load_features, make_synthetic
+    from .data import make_synthetic
 
     from .registry import split_top_level
 
@@ -259,6 +270,10 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
     if seeded:  # the bench seeds every run itself (--seeds)
         raise click.BadParameter(f"{', '.join(seeded)}: the benchmark sets each run's random_state from --seeds; "
                                  "remove random_state from the name", param_hint="--strategies")
+    wrong = [d for d in data if Path(d).suffix.lower() != ".npz"]
+    if wrong:  # wrong on its face (exit 2), as a wrong suffix in `vlal select`
+        raise click.BadParameter(f"{wrong[0]}: expected an .npz with pool_features, pool_labels, test_features, "
+                                 "test_labels (what `vlal embed` writes)", param_hint="--data")
     stems = [Path(d).stem for d in data]
     twice = sorted({st for st in stems if stems.count(st) > 1})
     if twice:  # the tables, the run files and --resume key each data set by its file name
@@ -303,7 +318,7 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
             if missing:
                 raise VlalInputError(f"--tuner {tuner} runs CLIP and needs the [clip] extra ({', '.join(missing)} "
                                      "not installed): pip install -e '.[clip]' in the vlal checkout")
-        datasets = [load_features(p) for p in data] if data else [make_synthetic()]
+        datasets = [_load_dataset(p) for p in data] if data else [make_synthetic()]
         if clip_tuner:
             nameless = [ds.name for ds in datasets if ds.class_names is None]
             if nameless:  # the CLIP tuner's prompts need them (checked again, per data set, by _clip_tuner)
@@ -353,6 +368,16 @@ def bench_cmd(data, strategies, rounds, seeds, budget_fraction, out, prefix, rep
         sys.exit(130)
     click.echo(paths["md"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()) + f" (runs: {run_dir})")
+
+
+def _load_dataset(path):
+    """:func:`vlal.data.load_features`, its errors led by ``--data`` (exit 1: what the file holds)."""
+    from .data import load_features
+
+    try:
+        return load_features(path)
+    except (VlalInputError, FileNotFoundError) as err:
+        raise DataError("--data", str(err)) from None
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_features, check_positive_int, integer_class_ids, l2_normalize, rng_from
+from ._validation import check_features, check_nonzero_rows, check_positive_int, integer_class_ids, l2_normalize, rng_from
 from .exceptions import VlalInputError
 
 __all__ = ["FeatureDataset", "load_features", "make_synthetic", "zero_shot_proxy"]
@@ -65,9 +65,16 @@ class FeatureDataset:
             f, y = getattr(self, f"{name}_features"), getattr(self, f"{name}_labels")
             if y.shape != (f.shape[0],):
                 raise VlalInputError(f"{name}_labels has shape {y.shape}; expected ({f.shape[0]},)")
-        if self.pool_features.shape[1] != self.test_features.shape[1]:
+        d = self.pool_features.shape[1]
+        if self.test_features.shape[1] != d:
             raise VlalInputError(f"pool_features and test_features have different feature dimensions "
-                                 f"(d={self.pool_features.shape[1]} and d={self.test_features.shape[1]})")
+                                 f"(d={d} and d={self.test_features.shape[1]})")
+        for key, arr in (("text_features", self.class_embeddings), ("shot_features", self.shot_features)):
+            if arr is not None and (np.ndim(arr) != 2 or np.shape(arr)[1] != d):
+                raise VlalInputError(f"{key} has shape {np.shape(arr)}; expected (rows, {d}), the width of pool_features")
+        # zero rows cannot be normalised (every tuner and strategy would refuse them later, less clearly)
+        check_nonzero_rows(self.pool_features, "pool_features")
+        check_nonzero_rows(self.test_features, "test_features")
 
 
 def load_features(path) -> FeatureDataset:

@@ -30,6 +30,8 @@ class BudgetExceededError(VlalInputError):
         if restricted:  # the caller passed ``candidates``
             msg = (f"budget={self.budget} exceeds the number of candidates ({self.n_candidates}, unlabeled "
                    "rows among candidates); lower the budget or pass more candidates")
+        elif self.n_candidates == 0:
+            msg = f"budget={self.budget}, but every row of the pool is labeled: there is nothing left to query"
         else:
             msg = (f"budget={self.budget} exceeds the number of unlabeled rows in the pool "
                    f"({self.n_candidates}); lower the budget or label fewer rows first")

@@ -252,8 +252,8 @@ def run_active_learning(
         if zero_shot_margin is not None and res.accuracy < zs - zero_shot_margin:
             res.below_zero_shot = True
             warn_caller(
-                f"round {r} ({res.n_labeled} labels): test accuracy {res.accuracy:.1f} % is "
-                f"{zs - res.accuracy:.1f} points below zero-shot ({zs:.1f} %), more than the "
+                f"round {r} ({res.n_labeled} labels): test accuracy {res.accuracy:.2f} % is "
+                f"{zs - res.accuracy:.2f} points below zero-shot ({zs:.2f} %), more than the "
                 f"{zero_shot_margin:g}-point margin: the tuner ({type(tuner).__name__}) is damaging the model",
                 BelowZeroShotWarning)
         rounds.append(res)

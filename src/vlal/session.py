@@ -155,9 +155,10 @@ class _Lock:
             info = json.loads(self.path.read_text() or "{}")
         except (OSError, ValueError):
             info = {}
-        pid = info.get("pid", "?")
+        if "pid" not in info:  # the holder has taken the lock but not yet written its pid
+            return "another vlal command (just starting)"
         what = f" ({info['command']}, since {info.get('since', '?')})" if info.get("command") else ""
-        return f"process {pid}{what}"
+        return f"process {info['pid']}{what}"
 
     def acquire(self) -> None:
         me = json.dumps({"pid": os.getpid(), "command": self.command, "since": _now()}).encode()
@@ -482,17 +483,23 @@ def _accuracy(model, features, labels) -> float:
 # --------------------------------------------------------------------------- session
 
 
-def open_session(path, *, command: str = "python") -> "Session":
+def open_session(path, *, command: str = "python", read_only: bool = False) -> "Session":
     """Open (lock, recover) an existing session; use as a context manager to release the lock.
+
+    With ``read_only=True`` the session is read without the lock and without recovery (the
+    last committed state: ``state.json`` is replaced atomically), so it works while another
+    process uses the session and on a folder this user cannot write; it cannot be changed
+    (``next``, ``import_labels``, ``discard_batch`` raise :class:`SessionError`), and
+    ``pending`` tells whether a change is in progress or was interrupted.
 
     Raises
     ------
     SessionError
         Not a session folder.
     SessionLockedError
-        Another live process uses the session.
+        Another live process uses the session (not with ``read_only``).
     """
-    return Session(path, command=command)
+    return Session(path, command=command, read_only=read_only)
 
 
 class Session:
@@ -511,15 +518,23 @@ class Session:
         ``open_batch``.
     recovered : str or None
         What opening did about an interrupted change (``"rolled back ..."`` /
-        ``"completed ..."``), None when there was none.
+        ``"completed ..."``), None when there was none (always None when read-only).
+    read_only : bool
+        Opened without the lock (:func:`open_session`); changes raise :class:`SessionError`.
+    pending : bool
+        Read-only only: a change was begun and not finished (in progress in another process, or
+        interrupted; the next command that takes the lock completes or rolls it back).
     """
 
-    def __init__(self, path, *, command: str = "python"):
+    def __init__(self, path, *, command: str = "python", read_only: bool = False):
         self.path = Path(path)
         if not (self.path / "session.json").is_file() or not (self.path / "state.json").is_file():
             raise SessionError(f"{self.path} is not a vlal session folder (create one with `vlal session init`)")
+        self.read_only = bool(read_only)
+        self.pending = False
         self._lock = _Lock(self.path, command)
-        self._lock.acquire()
+        if not self.read_only:
+            self._lock.acquire()
         try:
             try:
                 self.config = json.loads((self.path / "session.json").read_text())
@@ -532,7 +547,13 @@ class Session:
             if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
                 raise SessionError(f"{self.path / 'session.json'}: class_names must be a non-empty list of strings")
             self.state = self._read_state()
-            self.recovered = self._recover()
+            if self.read_only:
+                entries = self._journal_entries()
+                done = {e.get("txn") for e in entries if e.get("phase") in ("commit", "rollback")}
+                self.pending = any(e.get("phase") == "begin" and e.get("txn") not in done for e in entries)
+                self.recovered = None
+            else:
+                self.recovered = self._recover()
             self._pool = None
             self._model = None
         except BaseException:
@@ -634,6 +655,9 @@ class Session:
         return out
 
     def _journal(self, entry: dict) -> None:
+        if self.read_only:  # every change journals first: nothing is written
+            raise SessionError(f"session {self.path} was opened read-only (open_session(..., read_only=True)); "
+                               "open it without read_only to change it")
         p = self.path / "journal.jsonl"
         entry = {**entry, "at": _now(), "pid": os.getpid()}
         fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -798,8 +822,8 @@ class Session:
         Returns
         -------
         dict
-            The open batch: ``round``, ``indices``, ``files`` (``csv``, ``labelstudio``,
-            relative to the session folder), ``select_seconds``.
+            The open batch (a copy): ``round``, ``indices``, ``files`` (``csv``, ``labelstudio``:
+            absolute paths), ``select_seconds``.
 
         Raises
         ------
@@ -840,7 +864,14 @@ class Session:
                 "strategy": self.config["strategy"], "random_state": seed, "select_seconds": round(sel, 6),
                 "files": files,
             }
-        return self.state["open_batch"]
+        return self._batch_view(self.state["open_batch"])
+
+    def _batch_view(self, batch: dict) -> dict:
+        """A copy of ``batch`` for the caller (the session's own state is never handed out), its
+        ``files`` as absolute paths."""
+        out = json.loads(json.dumps(batch))
+        out["files"] = {k: str((self.path / v).resolve()) for k, v in out["files"].items()}
+        return out
 
     def _write_batch_files(self, files, r, idx, urls, probs, top, names) -> None:
         buf = io.StringIO()
@@ -881,7 +912,8 @@ class Session:
             reader = csv.DictReader(io.StringIO(text))
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
             if "image" not in fields or "label" not in fields:
-                raise SessionError(f"{path}: a CSV import needs the columns image,label; it has {reader.fieldnames}")
+                raise SessionError(f"{path}: a CSV import needs the columns image,label; "
+                                   + (f"it has {reader.fieldnames}" if reader.fieldnames else "the file is empty"))
             for n, rec in enumerate(reader, start=2):
                 rec = {(k or "").strip().lower(): _csv_uncell((v or "").strip()) for k, v in rec.items()}
                 lab = rec["label"] or None
@@ -897,7 +929,7 @@ class Session:
         if not isinstance(data, list):
             raise SessionError(f"{path}: expected a list of Label Studio tasks")
         for n, task in enumerate(data):
-            where = f"task {n}" + (f" (id {task['id']})" if isinstance(task, dict) and "id" in task else "")
+            where = f"task {n + 1}" + (f" (id {task['id']})" if isinstance(task, dict) and "id" in task else "")
             if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
                 rows.append((where, "", None, "bad-task"))
                 continue
@@ -1087,8 +1119,8 @@ class Session:
             new["model_file"] = model_file
         self._model = tuner
         if below:  # the loop's and the benchmark's guard, here too
-            warn_caller(f"round {r} ({len(labeled)} labels): held-out accuracy {acc:.1f} % is {acc0 - acc:.1f} points "
-                        f"below zero-shot ({acc0:.1f} %), more than {ZERO_SHOT_MARGIN:g}: the tuner "
+            warn_caller(f"round {r} ({len(labeled)} labels): held-out accuracy {acc:.2f} % is {acc0 - acc:.2f} points "
+                        f"below zero-shot ({acc0:.2f} %), more than {ZERO_SHOT_MARGIN:g}: the tuner "
                         f"({self.config['tuner']}) is damaging the model (docs/labeling.md)", BelowZeroShotWarning)
         return record
 
@@ -1117,8 +1149,10 @@ class Session:
                        for r in self.state["rounds"]],
             "labels_per_class": {c: int(n) for c, n in zip(names, counts)},
             "never_labeled": [c for c, n in zip(names, counts) if n == 0],
-            "waiting": None if not b else {"round": b["round"], "n_images": len(b["indices"]), "files": b["files"]},
+            "waiting": None if not b else {"round": b["round"], "n_images": len(b["indices"]),
+                                            "files": self._batch_view(b)["files"]},
             "recovered": self.recovered,
+            "pending": self.pending,
         }
 
 
@@ -1144,4 +1178,7 @@ def format_status(st: dict) -> str:
                  f"round {w['round']}, {w['n_images']} images: {w['files']['labelstudio']}, {w['files']['csv']}"))
     if st.get("recovered"):
         lines.append(f"recovered: {st['recovered']}")
+    if st.get("pending"):
+        lines.append("note: a change is in progress in another command, or was interrupted (the next command "
+                     "completes or rolls it back); shown is the last committed state")
     return "\n".join(lines)

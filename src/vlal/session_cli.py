@@ -24,8 +24,14 @@ def _errors(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (VlalInputError, FileNotFoundError, PermissionError, ImportError) as err:
+        except (VlalInputError, ImportError) as err:
             raise click.ClickException(str(err)) from err
+        except OSError as err:  # e.g. a session folder this user cannot write: say which session
+            from ._io import describe_os_error
+
+            where = kwargs.get("path")
+            raise click.ClickException(f"session {where}: {describe_os_error(err)}" if where else
+                                       describe_os_error(err)) from err
 
     return wrapper
 
@@ -75,6 +81,7 @@ def init_cmd(path, features_file, images, classes_file, pretrained, model_name, 
 
     if (features_file is None) == (images is None):
         raise click.UsageError("give exactly one of --features FILE.npz or --images FOLDER")
+    _check_init_options(strategy, tuner, heldout)
     names = None
     if classes_file is not None:
         names = [ln.strip() for ln in classes_file.read_text().splitlines() if ln.strip()]
@@ -105,6 +112,30 @@ def init_cmd(path, features_file, images, classes_file, pretrained, model_name, 
     click.echo(f"created session {folder}: {st['n_pool']} images, {len(st['labels_per_class'])} classes, "
                f"strategy {strategy}, tuner {tuner}, seed {seed}")
     click.echo(f"Label Studio labeling config: {folder / 'labelstudio.xml'}")
+
+
+def _check_init_options(strategy: str, tuner: str, heldout: str) -> None:
+    """Values wrong on their face are usage errors (exit 2, README rule), before anything is read."""
+    import numpy as np
+
+    from .exceptions import VlalInputError
+    from .registry import make_strategy
+    from .session import _make_tuner
+
+    try:
+        make_strategy(strategy)
+    except VlalInputError as err:
+        raise click.BadParameter(str(err), param_hint="--strategy") from None
+    try:  # a 1-class, 1-d stand-in: checks the name and its parameters only
+        _make_tuner(tuner, np.ones((1, 1), dtype=np.float32))
+    except VlalInputError as err:
+        raise click.BadParameter(str(err), param_hint="--tuner") from None
+    if heldout.lower() not in ("auto", "none"):
+        hp = Path(heldout)
+        if not hp.is_file():
+            raise click.BadParameter(f"no such file: {hp} (auto, none or an .npz)", param_hint="--heldout")
+        if hp.suffix.lower() != ".npz":
+            raise click.BadParameter(f"{hp}: expected an .npz (test_features, test_labels)", param_hint="--heldout")
 
 
 @session.command("next")
@@ -152,9 +183,10 @@ def import_cmd(path, file, allow_skipped):
 @_errors
 def status_cmd(path, as_json):
     """Rounds, labels per class, classes never labeled, the batch waiting for labels."""
-    from .session import format_status
+    from .session import format_status, open_session
 
-    with _open(path) as s:
+    # read-only: no lock (works while another command runs, and on a folder this user cannot write)
+    with open_session(path, read_only=True) as s:
         st = s.status()
     click.echo(json.dumps(st, indent=1) if as_json else format_status(st))
 
