@@ -208,3 +208,108 @@ def test_below_zero_shot_warning_shows_the_gap_it_compares():
                             n_rounds=1, budget=5)
     msg = [str(w.message) for w in got if issubclass(w.category, BelowZeroShotWarning)]
     assert msg and "96.95 % is 3.05 points below zero-shot (100.00 %)" in msg[0]
+
+
+# --------------------------------------------------------------------------- API review (adversarial inputs)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-25, 1e19, 1e20, 1e39])
+def test_geometry_functions_are_scale_free(scale):
+    """float32 kernels: at |x| ~ 1e19 weighted_kmeans aborted the process (faiss) and at 1e39
+    nearest_to_centers looped forever; at 1e-25 / 1e19 the picks were silently wrong."""
+    import vlal
+
+    x = np.random.default_rng(0).normal(size=(60, 4))
+    np.testing.assert_array_equal(vlal.nearest_to_centers(x * scale, x[[10, 20, 30]] * scale), [10, 20, 30])
+    p0, d0 = vlal.k_center_greedy(x, x[:2], 4, 0, return_distances=True)
+    p1, d1 = vlal.k_center_greedy(x * scale, x[:2] * scale, 4, 0, return_distances=True)
+    np.testing.assert_array_equal(p1, p0)
+    np.testing.assert_allclose(d1 / scale, d0, rtol=1e-5)  # distances in the caller's units
+    c0, a0 = vlal.weighted_kmeans(x, None, 3, random_state=0)
+    if scale > 3e38:
+        with pytest.raises(vlal.VlalInputError, match="features has values of magnitude .* outside float32's range"):
+            vlal.weighted_kmeans(x * scale, None, 3, random_state=0)
+        return
+    for mode in ("exact", "fast"):
+        c, a = vlal.weighted_kmeans(x * scale, None, 3, random_state=0, kmeans_mode=mode)
+        ce, ae = vlal.weighted_kmeans(x, None, 3, random_state=0, kmeans_mode=mode)
+        np.testing.assert_array_equal(a, ae)
+        assert c.dtype == np.float32
+        np.testing.assert_allclose(c.astype(np.float64) / scale, ce, rtol=1e-5, atol=1e-6)
+
+
+def test_calibrate_refuses_a_zero_prior_for_a_class_a_row_holds():
+    import vlal
+
+    with pytest.raises(vlal.VlalInputError, match="prior is 0 for class 0, but probs row 0 gives it probability 0.5"):
+        vlal.calibrate([[0.5, 0.5, 0.0]], [0.0, 0.5, 0.5])
+    # a zero prior for a class no row holds is the documented fallback (ratio 0), as contextual_prior gives it
+    np.testing.assert_allclose(vlal.calibrate([[0.5, 0.5, 0.0]], [0.5, 0.25, 0.0]), [[1 / 3, 2 / 3, 0.0]])
+    p = np.array([[0.6, 0.4, 0.0], [0.2, 0.8, 0.0]])
+    np.testing.assert_allclose(vlal.calibrate(p, vlal.contextual_prior(p)).sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("bad,msg", [(True, "temperature must be a number, not a bool"), (np.inf, "finite"),
+                                     (0.0, "temperature"), ("a", "temperature"), (None, "temperature"),
+                                     (np.array([0.1, 0.2]), "temperature")])
+def test_zero_shot_temperature_is_checked_by_name(bad, msg):
+    import vlal
+
+    x = np.random.default_rng(0).normal(size=(5, 4))
+    with pytest.raises(vlal.VlalInputError, match=msg):
+        vlal.zero_shot_probs(x, x[:2], temperature=bad)
+
+
+def test_zero_shot_tiny_temperature_gives_one_hot_rows_not_nan():
+    import vlal
+
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow RuntimeWarning either
+        p = vlal.zero_shot_probs(x, x[:3], temperature=1e-320)
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(p.argmax(1), vlal.zero_shot_probs(x, x[:3]).argmax(1))
+    assert set(np.unique(p)) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("values,msg", [
+    (lambda h: h.astype(str), "must hold real numbers; got dtype <U"), (lambda h: h.astype(complex), "must hold real numbers; got dtype complex"),
+    (lambda h: h > 0.5, "must hold real numbers; got dtype bool"),
+    (lambda h: h.astype(object), "must hold real numbers; got dtype object"),
+    (lambda h: h[:-1], r"must have shape \(30,\)"), (lambda h: np.where(h > 0.9, np.nan, h), "contains NaN or inf")])
+def test_scores_and_weights_are_checked_as_numbers(values, msg):
+    import scipy.sparse
+
+    import vlal
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(30, 4))
+    h = rng.random(30)
+    with pytest.raises(vlal.VlalInputError, match="scores " + msg):
+        vlal.neighbor_uncertainty(f, values(h), k=3)
+    with pytest.raises(vlal.VlalInputError, match="weights " + msg):
+        vlal.weighted_kmeans(f, values(h), 3, random_state=0)
+    with pytest.raises(vlal.VlalInputError, match="weights is a scipy sparse matrix"):
+        vlal.weighted_kmeans(f, scipy.sparse.csr_matrix(h), 3, random_state=0)
+    for alpha in (True, "0.1", None, [0.1], -1.0):
+        with pytest.raises(vlal.VlalInputError, match="alpha"):
+            vlal.neighbor_uncertainty(f, h, k=3, alpha=alpha)
+    np.testing.assert_allclose(vlal.neighbor_uncertainty(f, list(h), k=3, alpha=np.float32(0.5)),
+                               vlal.neighbor_uncertainty(f, h, k=3, alpha=0.5))
+
+
+def test_torch_tensors_with_grad_or_bfloat16_are_read():
+    torch = pytest.importorskip("torch")
+    import vlal
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(40, 8)).astype(np.float32)
+    p = vlal.zero_shot_probs(f, f[:4])
+    want = vlal.make_strategy("entropy", random_state=0).select(f, p, 5)
+    ft = torch.tensor(f, requires_grad=True)
+    got = vlal.make_strategy("entropy", random_state=0).select(ft, torch.tensor(p), 5)
+    np.testing.assert_array_equal(got, want)
+    got16 = vlal.make_strategy("cec", random_state=0).select(ft.to(torch.bfloat16), torch.tensor(p), 5)
+    assert np.unique(got16).size == 5  # bfloat16 features (numpy has no bfloat16) are read as float32
+    assert vlal.weighted_kmeans(ft, torch.ones(40, requires_grad=True), 3, random_state=0)[1].shape == (40,)

@@ -30,9 +30,42 @@ def _refuse_sparse(x, name: str) -> None:
         raise VlalInputError(f"{name} is a scipy sparse matrix; pass a dense array ({name}.toarray())")
 
 
+def _from_tensor(x):
+    """A torch tensor (any device, with ``requires_grad``, bfloat16) as a CPU tensor numpy can read;
+    anything else unchanged. torch is never imported here."""
+    if type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            x = x.float()
+    return x
+
+
+def check_vector(values, n: int, name: str, *, nonnegative: bool = False) -> np.ndarray:
+    """Validate a per-row vector (scores, weights): real numbers (integers and floats; not bool,
+    strings, complex or objects), shape ``(n,)``, finite (and ``>= 0`` with ``nonnegative``).
+    Returns a float64 copy; errors name ``name`` and the first bad row."""
+    values = _from_tensor(values)
+    _refuse_sparse(values, name)
+    try:
+        v = np.asarray(values)
+    except ValueError as err:
+        raise VlalInputError(f"{name} must be a 1-D array of numbers; got a {type(values).__name__}") from err
+    if v.dtype == np.bool_ or not (np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)):
+        raise VlalInputError(f"{name} must hold real numbers; got dtype {v.dtype}")
+    if v.ndim != 1 or v.shape[0] != n:
+        raise VlalInputError(f"{name} must have shape ({n},) (one value per row); got {v.shape}")
+    v = v.astype(np.float64)
+    if not np.isfinite(v).all():
+        raise VlalInputError(f"{name} contains NaN or inf (first bad row: {int(np.flatnonzero(~np.isfinite(v))[0])})")
+    if nonnegative and (v < 0).any():
+        raise VlalInputError(f"{name} must be non-negative (first bad row: {int(np.flatnonzero(v < 0)[0])})")
+    return v
+
+
 def check_2d(x, name: str) -> np.ndarray:
     """Return ``x`` as a 2-D floating array (no copy when already one; integer and bool arrays
-    become float32)."""
+    become float32; torch tensors are read on the CPU)."""
+    x = _from_tensor(x)
     _refuse_sparse(x, name)
     try:
         arr = np.asarray(x)
@@ -114,6 +147,7 @@ def check_pool(features, probs) -> tuple[np.ndarray, np.ndarray]:
     :class:`vlal.shards.ShardedFeatures` are checked for shape only and returned as
     they are (their values are checked block by block when read).
     """
+    features, probs = _from_tensor(features), _from_tensor(probs)
     _refuse_sparse(features, "features")
     _refuse_sparse(probs, "probs")
     f = features if _is_lazy(features) else np.asarray(features)

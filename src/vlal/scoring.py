@@ -15,14 +15,17 @@ layer (``vlal._faiss``) themselves (``_knn`` and ``_nearest_center_sq_dist`` ser
 
 from __future__ import annotations
 
+import numbers
 
 import numpy as np
 
 from . import _faiss
 from ._validation import (
     check_features,
+    check_param,
     check_positive_int,
     check_probs,
+    check_vector,
     l2_normalize,
     rows_per_chunk,
     seed_int,
@@ -145,8 +148,10 @@ def calibrate(probs, prior) -> np.ndarray:
     ``P^_i = (P_i / Q(i)) / sum_j (P_j / Q(j))``.
 
     A class with ``Q(i) = 0`` has ``P_i = 0`` on every row the prior was estimated
-    from; its ratio is defined as 0 (documented fallback). A row whose ratios all
-    vanish is left as it was.
+    from (:func:`contextual_prior`); its ratio is defined as 0 there (documented fallback).
+    A row with ``P_i > 0`` for such a class is an error: Eq. 5 would divide by zero, and
+    dropping the class would silently change the row's prediction (a prior estimated on other
+    rows than ``probs``, or one given by hand). A row whose ratios all vanish is left as it was.
 
     Parameters
     ----------
@@ -163,7 +168,8 @@ def calibrate(probs, prior) -> np.ndarray:
     Raises
     ------
     ValueError
-        Invalid ``probs``; ``prior`` not 1-D of length K, not finite, or negative.
+        Invalid ``probs``; ``prior`` not 1-D of length K, not finite, or negative; ``prior``
+        0 for a class that a row of ``probs`` gives a positive probability.
     """
     p = check_probs(probs)
     q = np.asarray(prior, dtype=np.float64)
@@ -171,6 +177,15 @@ def calibrate(probs, prior) -> np.ndarray:
         raise VlalInputError(f"prior must have shape ({p.shape[1]},) to match probs {p.shape}; got {q.shape}")
     if not np.isfinite(q).all() or (q < 0).any():
         raise VlalInputError("prior must be finite and non-negative")
+    zero = np.flatnonzero(q == 0)
+    if zero.size:
+        hit = np.asarray(p[:, zero], dtype=np.float64) > 0
+        if hit.any():
+            row, col = np.argwhere(hit)[0]
+            raise VlalInputError(
+                f"prior is 0 for class {int(zero[col])}, but probs row {int(row)} gives it probability "
+                f"{float(p[row, zero[col]]):.3g}: Eq. 5 divides by the prior; estimate the prior on these rows "
+                "(contextual_prior(probs)) or give the class a positive prior")
     return _calibrate_block(np.asarray(p, dtype=np.float64), q)
 
 
@@ -368,15 +383,9 @@ def neighbor_uncertainty(
         ``knn_index`` / ``use_gpu``.
     """
     f = check_features(features, "features")
-    h = np.asarray(scores, dtype=np.float64)
-    if h.ndim != 1 or h.shape[0] != f.shape[0]:
-        raise VlalInputError(f"scores must have shape ({f.shape[0]},) to match features {f.shape}; got {h.shape}")
-    if not np.isfinite(h).all():
-        raise VlalInputError(f"scores contains NaN or inf (first bad row: {int(np.flatnonzero(~np.isfinite(h))[0])})")
+    h = check_vector(scores, f.shape[0], "scores")
     k = check_positive_int(k, "k")
-    alpha = float(alpha)
-    if not np.isfinite(alpha) or alpha < 0:
-        raise VlalInputError(f"alpha must be a finite number >= 0; got {alpha}")
+    alpha = float(check_param(alpha, "alpha", numbers.Real, min_val=0))
     if f.shape[0] == 1:
         return np.zeros(1, dtype=np.float64)
     return _neighbor_uncertainty(l2_normalize(f, "features", copy=False), h, k, alpha, knn_index, use_gpu)
@@ -428,7 +437,9 @@ def weighted_kmeans(
 
     Lloyd's algorithm where each row counts with its weight when centres are
     recomputed, i.e. it decreases ``sum_x w(x) ||x - c(x)||^2``. Features are
-    clustered as given (CEC passes normalised ones).
+    clustered as given (CEC passes normalised ones); rows whose largest |value| lies outside
+    ``[2**-20, 2**20]`` are multiplied by a power of two for the float32 computation (exact; the
+    centres are returned in the caller's units).
 
     Parameters
     ----------
@@ -472,7 +483,9 @@ def weighted_kmeans(
     ------
     ValueError
         Invalid ``features``; ``weights`` of the wrong shape, not finite or negative;
-        ``n_clusters`` not an int in ``[1, n]``; invalid ``kmeans_mode`` / ``use_gpu``.
+        ``n_clusters`` not an int in ``[1, n]``; invalid ``kmeans_mode`` / ``use_gpu``;
+        ``features`` whose largest |value| is outside float32's normal range (the centres
+        could not be returned as float32).
     """
     f = check_features(features, "features")
     n = f.shape[0]
@@ -483,16 +496,37 @@ def weighted_kmeans(
     if kmeans_mode not in KMEANS_MODES:
         raise VlalInputError(f"kmeans_mode must be one of {KMEANS_MODES}; got {kmeans_mode!r}")
     _resolve_gpu(use_gpu)
-    w = None
-    if weights is not None:
-        w = np.asarray(weights, dtype=np.float64)
-        if w.ndim != 1 or w.shape[0] != n:
-            raise VlalInputError(f"weights must have shape ({n},) to match features {f.shape}; got {w.shape}")
-        if not np.isfinite(w).all():
-            raise VlalInputError(f"weights contains NaN or inf (first bad row: {int(np.flatnonzero(~np.isfinite(w))[0])})")
-        if (w < 0).any():
-            raise VlalInputError(f"weights must be non-negative (first bad row: {int(np.flatnonzero(w < 0)[0])})")
+    w = None if weights is None else check_vector(weights, n, "weights", nonnegative=True)
     return _weighted_kmeans(f, w, b, random_state, n_iter, kmeans_mode, use_gpu)
+
+
+# ---------------------------------------------------------------------------- float32 Euclidean kernels
+
+#: The Euclidean kernels (faiss, float32) run on rows whose largest |value| lies in this band as
+#: given; rows outside it are first multiplied by a power of two (exact, so nothing but the
+#: units changes), else squared distances overflow (|x| ~ 1e19: faiss aborts the process,
+#: searches return nothing) or underflow (|x| ~ 1e-25: every distance is 0, picks are wrong).
+_SAFE_MAGNITUDE = (2.0**-20, 2.0**20)
+
+
+def _magnitude_exponent(*arrays) -> int:
+    """``k`` such that ``arrays * 2**k`` have their largest |value| near 1; 0 when already in
+    :data:`_SAFE_MAGNITUDE` (or all zero). No temporary copies (max / min per array)."""
+    m = 0.0
+    for a in arrays:
+        if a is not None and a.size:
+            m = max(m, abs(float(np.max(a))), abs(float(np.min(a))))
+    if m == 0.0 or _SAFE_MAGNITUDE[0] <= m <= _SAFE_MAGNITUDE[1]:
+        return 0
+    return -int(np.round(np.log2(m)))
+
+
+def _float32_rows(a, k: int) -> np.ndarray:
+    """``a * 2**k`` as a C-contiguous float32 array (``np.ldexp``: exact, no intermediate overflow)."""
+    if k == 0:
+        return np.ascontiguousarray(a, dtype=np.float32)
+    return np.ascontiguousarray(np.ldexp(np.asarray(a, dtype=np.float64), k), dtype=np.float32)
+
 
 
 def _resolve_gpu(use_gpu) -> bool:
@@ -514,7 +548,13 @@ def _weighted_kmeans(f, w, b: int, random_state, n_iter: int, kmeans_mode: str =
         else:
             w = w / w.max()  # scale-free; keeps float32 accumulation well conditioned
     mode = resolve_kmeans_mode(kmeans_mode, n, b, gpu)
-    x = np.ascontiguousarray(f, dtype=np.float32)
+    k = _magnitude_exponent(f)
+    if k:  # the centres are returned in the caller's units, as float32: they must fit
+        big = 2.0**-k
+        if not float(np.finfo(np.float32).tiny) <= big <= float(np.finfo(np.float32).max):
+            raise VlalInputError(f"features has values of magnitude {big:.3g}, outside float32's range, in which the "
+                                 "centres are returned; rescale the rows (e.g. L2-normalise them)")
+    x = _float32_rows(f, k)
     seed = seed_int(random_state)
     if b == n:
         centers = x.copy()
@@ -526,6 +566,8 @@ def _weighted_kmeans(f, w, b: int, random_state, n_iter: int, kmeans_mode: str =
         _, assign = _faiss.knn_search(centers, x, 1)
     else:
         _, assign = _faiss.assignment_index(centers, n, gpu, seed).search(x, 1)
+    if k:
+        centers = np.ldexp(centers.astype(np.float64), -k).astype(np.float32)
     return centers, assign[:, 0]
 
 
@@ -542,7 +584,9 @@ def nearest_to_centers(features, centers, *, knn_index="auto", use_gpu="auto") -
 
     Centres are served in order of their nearest distance (closest first); a centre
     whose nearest rows are taken (duplicates, empty clusters) gets the next closest,
-    so exactly ``len(centers)`` distinct rows are returned.
+    so exactly ``len(centers)`` distinct rows are returned. Any magnitude of values works:
+    rows and centres outside ``[2**-20, 2**20]`` are rescaled together by a power of two
+    before the float32 search (exact; not with a prebuilt ``knn_index``).
 
     Parameters
     ----------
@@ -580,8 +624,9 @@ def nearest_to_centers(features, centers, *, knn_index="auto", use_gpu="auto") -
 def _nearest_to_centers(f, c, knn_index="auto", use_gpu="auto") -> np.ndarray:
     """Kernel of :func:`nearest_to_centers` (``f`` (n, d), ``c`` (b, d) validated, ``b <= n``)."""
     n, b = f.shape[0], c.shape[0]
-    x = np.ascontiguousarray(f, dtype=np.float32)
-    c = np.ascontiguousarray(c, dtype=np.float32)
+    k = 0 if isinstance(knn_index, _faiss.KnnIndex) else _magnitude_exponent(f, c)  # a prebuilt index has its own units
+    x = _float32_rows(f, k)
+    c = _float32_rows(c, k)
     index = _index_for(x, knn_index, use_gpu, b)
     taken = np.zeros(n, dtype=bool)
     out = np.full(b, -1, dtype=np.int64)
@@ -600,6 +645,9 @@ def _nearest_to_centers(f, c, knn_index="auto", use_gpu="auto") -> np.ndarray:
                     break
             else:
                 deferred.append(pending[row])
+        if deferred and m == n and len(deferred) == pending.size:  # nothing found in a full search
+            raise VlalInputError("nearest_to_centers: the search over all rows found no row for the remaining "
+                                 "centres (non-finite distances); check features and centers")
         pending = np.asarray(deferred, dtype=np.int64)
         m = min(n, m * 4)
     return out
@@ -687,7 +735,8 @@ def zero_shot_probs(features, prototypes, temperature: float = 0.01) -> np.ndarr
     prototypes : array-like of shape (K, d)
         One embedding per class (text embeddings or class prototypes), normalised here.
     temperature : float, default 0.01
-        ``T`` of Eq. 1 (CLIP's learned logit scale is 1 / 0.01 = 100), > 0.
+        ``T`` of Eq. 1 (CLIP's learned logit scale is 1 / 0.01 = 100), a finite real > 0 (not a
+        bool). As ``T`` goes to 0 the rows become one-hot on the nearest prototype.
 
     Returns
     -------
@@ -699,14 +748,14 @@ def zero_shot_probs(features, prototypes, temperature: float = 0.01) -> np.ndarr
     Raises
     ------
     ValueError
-        Non-finite values or zero-norm rows, different ``d``, ``temperature`` not > 0.
+        Non-finite values or zero-norm rows, different ``d``, ``temperature`` not a finite
+        real > 0.
     """
     x = l2_normalize(check_features(features, "features"), "features")
     w = l2_normalize(check_features(prototypes, "prototypes"), "prototypes")
     if x.shape[1] != w.shape[1]:
         raise VlalInputError(f"features has d={x.shape[1]} but prototypes has d={w.shape[1]}")
-    if not temperature > 0:
-        raise VlalInputError(f"temperature must be > 0; got {temperature}")
+    temperature = float(check_param(temperature, "temperature", numbers.Real, min_val=0, include_boundaries="neither"))
     return _zero_shot_probs(x, w, temperature)
 
 
@@ -722,7 +771,15 @@ def _zero_shot_probs(z: np.ndarray, t: np.ndarray, temperature: float, dtype=np.
     out = np.empty((z.shape[0], t.shape[0]), dtype=dtype)
     step = rows_per_chunk(t.shape[0])
     for s in range(0, z.shape[0], step):
-        out[s : s + step] = softmax((z[s : s + step] @ t.T).astype(np.float64) / temperature, axis=1)
+        logits = (z[s : s + step] @ t.T).astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            block = softmax(logits / temperature, axis=1)
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():  # a tiny T overflows logits / T: the same softmax, its row maximum taken out first
+            shifted = logits[bad] - logits[bad].max(axis=1, keepdims=True)  # <= 0: / T gives -inf, never NaN
+            with np.errstate(over="ignore"):
+                block[bad] = softmax(shifted / temperature, axis=1)
+        out[s : s + step] = block
     return out
 
 
@@ -752,7 +809,9 @@ def k_center_greedy(candidates, centers, budget: int, rng=None, *, return_distan
     ----------
     candidates : array-like of shape (m, d)
         Embeddings of the rows that may be picked (used as given, as float32: normalise
-        beforehand if cosine geometry is wanted).
+        beforehand if cosine geometry is wanted; candidates and centres whose largest |value|
+        lies outside ``[2**-20, 2**20]`` are first rescaled together by a power of two, exactly,
+        and the distances returned in the caller's units).
     centers : array-like of shape (l, d), or None
         Embeddings of the already labeled rows. ``None`` or ``l = 0``: the first pick is
         one uniform draw from ``rng``.
@@ -797,7 +856,10 @@ def k_center_greedy(candidates, centers, budget: int, rng=None, *, return_distan
 def _k_center_greedy(candidates: np.ndarray, centers: np.ndarray | None, budget: int, rng: np.random.Generator,
                      *, return_distances: bool = False):
     """Kernel of :func:`k_center_greedy` (validated arrays, a Generator)."""
-    x = np.ascontiguousarray(candidates, dtype=np.float32)
+    k = _magnitude_exponent(candidates, centers)
+    x = _float32_rows(candidates, k)
+    if k and centers is not None:
+        centers = _float32_rows(centers, k)
     m = x.shape[0]
     sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
     picks = np.empty(budget, dtype=np.int64)
@@ -822,7 +884,7 @@ def _k_center_greedy(candidates: np.ndarray, centers: np.ndarray | None, budget:
     if not return_distances:
         return picks
     min_d[picks] = at_pick
-    return picks, np.sqrt(min_d)
+    return picks, np.ldexp(np.sqrt(min_d), -k)  # in the caller's units
 
 
 # ---------------------------------------------------------------------------- BADGE (gradient embeddings)
