@@ -313,3 +313,12 @@ def test_torch_tensors_with_grad_or_bfloat16_are_read():
     got16 = vlal.make_strategy("cec", random_state=0).select(ft.to(torch.bfloat16), torch.tensor(p), 5)
     assert np.unique(got16).size == 5  # bfloat16 features (numpy has no bfloat16) are read as float32
     assert vlal.weighted_kmeans(ft, torch.ones(40, requires_grad=True), 3, random_state=0)[1].shape == (40,)
+
+
+def test_entropy_of_one_hot_rows_is_positive_zero():
+    import vlal
+
+    h = vlal.entropy([[1.0, 0.0], [0.0, 1.0]])
+    assert (h == 0).all() and not np.signbit(h).any()
+    h1 = vlal.calibrated_entropy(np.ones((3, 1)))  # K = 1
+    assert (h1 == 0).all() and not np.signbit(h1).any()

@@ -66,7 +66,7 @@ def _entropy_block(p: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(p > 0, p * np.log(p), 0.0)
     # -0.0 for one-hot rows is returned as +0.0; a row summing to 1 + 1e-3 (accepted) can exceed log K: capped
-    return np.clip(-plogp.sum(axis=1), 0.0, np.log(p.shape[1]))
+    return np.clip(-plogp.sum(axis=1), 0.0, np.log(p.shape[1])) + 0.0  # + 0.0: -0.0 -> +0.0 (clip keeps -0.0)
 
 
 def entropy(probs) -> np.ndarray:
@@ -450,7 +450,7 @@ def weighted_kmeans(
         -> equal weights (documented fallback).
     n_clusters : int
         Number of clusters ``b``, ``1 <= b <= n``.
-    random_state : int, numpy Generator or None
+    random_state : None, int, numpy SeedSequence, Generator or RandomState
         Seed of the centre initialisation (and of the fast path's sample).
     n_iter : int, default 20
         Lloyd iterations (the fast path runs at most
@@ -817,7 +817,7 @@ def k_center_greedy(candidates, centers, budget: int, rng=None, *, return_distan
         one uniform draw from ``rng``.
     budget : int
         Number of picks, ``1 <= budget <= m``.
-    rng : numpy Generator, int or None
+    rng : None, int, numpy SeedSequence, Generator or RandomState
         Draws the first pick when there are no centres, and breaks ties in distance
         (several candidates equally far from their nearest centre).
     return_distances : bool, default False
