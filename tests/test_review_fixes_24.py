@@ -322,3 +322,67 @@ def test_entropy_of_one_hot_rows_is_positive_zero():
     assert (h == 0).all() and not np.signbit(h).any()
     h1 = vlal.calibrated_entropy(np.ones((3, 1)))  # K = 1
     assert (h1 == 0).all() and not np.signbit(h1).any()
+
+
+# --------------------------------------------------------------------------- maintainer review (docs vs code)
+
+
+def _shards(folder, arr, rows=100):
+    from vlal.shards import ShardWriter, open_features
+
+    with ShardWriter(folder, arr.shape[1], shard_rows=rows) as w:
+        w.write(arr)
+    return open_features(folder)
+
+
+@pytest.mark.parametrize("name", ["entropy", "margin", "leastconf", "badge", "coreset", "random", "cec", "calibrated-mix"])
+def test_sharded_logits_are_refused_by_every_strategy(tmp_path, name):
+    """Probabilities read from shards were checked by CEC only: the others ranked logits silently."""
+    import vlal
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    f = _shards(tmp_path / "f", x)
+    logits = _shards(tmp_path / "p", rng.normal(size=(300, 5)).astype(np.float32))
+    with pytest.raises(vlal.VlalInputError, match="probs has negative values"):
+        vlal.make_strategy(name, random_state=0).select(f, logits, 5)
+    good = _shards(tmp_path / "q", vlal.zero_shot_probs(x, x[:5]))
+    assert np.unique(vlal.make_strategy(name, random_state=0).select(f, good, 5)).size == 5
+
+
+def test_sharded_cec_streams_when_the_probabilities_are_large(tmp_path, monkeypatch):
+    """The stream decision looked at the features only: K > 2d probabilities too large for memory
+    made CEC refuse with 'use vlal.CEC'."""
+    import vlal
+    from vlal import _scale
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 4)).astype(np.float32)
+    f = _shards(tmp_path / "f", x)
+    p = _shards(tmp_path / "p", vlal.zero_shot_probs(x, rng.normal(size=(40, 4))))
+    # 400 x 4 features (6.4 kB as float32) under the stream limit, 400 x 40 probs (64 kB) over it
+    # and over the in-memory limit
+    monkeypatch.setattr(_scale, "STREAM_MIN_BYTES", 32_000)
+    monkeypatch.setattr("vlal.shards.MATERIALIZE_MAX_BYTES", 40_000)
+    cec = vlal.CEC(random_state=0)
+    picks = cec.select(f, p, 10)
+    assert np.unique(picks).size == 10 and "stages_s" in cec.stream_stats_  # streamed
+
+
+def test_float16_probabilities_one_tolerance_in_memory_and_streamed(tmp_path, monkeypatch):
+    import vlal
+    from vlal import _scale
+    from vlal._validation import prob_tolerance
+
+    assert prob_tolerance(np.float32) == 1e-3 and prob_tolerance(np.float16) == 1e-3 + 2.0**-11
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    p = vlal.zero_shot_probs(x, x[:4]).astype(np.float64)
+    p[5] *= 1.005  # a row summing to 1.005: refused on every path (the stream allowed 1e-2)
+    f = _shards(tmp_path / "f", x)
+    ps = _shards(tmp_path / "p", p.astype(np.float32))
+    with pytest.raises(vlal.VlalInputError, match="sums to 1.00"):
+        vlal.CEC(random_state=0).select(f, ps, 5)
+    monkeypatch.setattr(_scale, "STREAM_MIN_BYTES", 0)
+    with pytest.raises(vlal.VlalInputError, match="sums to 1.00"):
+        vlal.CEC(random_state=0).select(f, ps, 5)

@@ -45,7 +45,7 @@ import numpy as np
 
 from . import _faiss
 from ._faiss.ivf import parallel_map
-from ._validation import PROB_ATOL, rng_from
+from ._validation import prob_tolerance, rng_from
 from ._warnings import warn_caller
 from .scoring import _neighbor_term
 from .strategies._distinct import row_keys
@@ -447,7 +447,7 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
     rng = rng_from(seed)
     m = int(candidates.size)
     n_classes = probs.shape[1]
-    tol = 1e-2 if np.dtype(probs.dtype) == np.float16 else PROB_ATOL
+    tol = prob_tolerance(probs.dtype)  # the in-memory rule (float16: + its own rounding)
     fread = _reader(features, candidates if m < features.shape[0] else None, "features")
     pread = _reader(probs, candidates if m < probs.shape[0] else None, "probs")
     pstep = max(1024, 2**24 // max(1, n_classes))

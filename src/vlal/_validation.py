@@ -111,10 +111,20 @@ def check_features(features, name: str = "features") -> np.ndarray:
     return arr
 
 
+def prob_tolerance(dtype) -> float:
+    """How far a row of probabilities may sum from 1: :data:`PROB_ATOL`, plus float16's own
+    rounding of a unit sum (``2**-11``) for float16 arrays. One rule for every path (in memory,
+    sharded, streamed)."""
+    return PROB_ATOL + (2.0**-11 if np.dtype(dtype) == np.float16 else 0.0)
+
+
 def check_probs(probs, name: str = "probs") -> np.ndarray:
-    """Validate a (n, K) matrix of class probabilities: finite, >= 0, rows sum to 1 (atol 1e-3)."""
-    arr = check_2d(probs, name)
+    """Validate a (n, K) matrix of class probabilities: finite, >= 0, rows sum to 1 within
+    :func:`prob_tolerance` (1e-3; float16 1.5e-3). Sharded arrays (:class:`vlal.shards.ShardedFeatures`)
+    are checked block by block, never loaded whole."""
+    arr = probs if _is_lazy(probs) else check_2d(probs, name)
     check_finite(arr, name)
+    tol = prob_tolerance(arr.dtype)
     step = rows_per_chunk(arr.shape[1])
     for start in range(0, arr.shape[0], step):
         block = np.asarray(arr[start : start + step], dtype=np.float64)
@@ -125,7 +135,7 @@ def check_probs(probs, name: str = "probs") -> np.ndarray:
             why = (f"tiny negative values (min {low:.3g}) look like round-off: clip them, np.clip({name}, 0, None)"
                    if low >= -1e-6 else "class probabilities are expected, not logits: apply a softmax first")
             raise VlalInputError(f"{name} has negative values (first bad row: {row}); {why}")
-        off = np.abs(block.sum(axis=1) - 1.0) > PROB_ATOL
+        off = np.abs(block.sum(axis=1) - 1.0) > tol
         if off.any():
             row = start + _first_bad_row(off)
             raise VlalInputError(

@@ -11,13 +11,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._validation import (
+    _is_lazy,
     check_budget,
     check_candidates,
+    check_finite,
     check_labeled,
     check_labels,
     check_nonzero_rows,
-    copies_of_rows,
     check_pool,
+    check_probs,
+    copies_of_rows,
     rng_from,
 )
 from ..exceptions import VlalInputError
@@ -115,6 +118,11 @@ class Strategy(abc.ABC):
 
     def _reads_labels(self) -> bool:
         return bool(self.reads_labels or getattr(self, "requires_labels", False))
+
+    def _streams(self, features, probs) -> bool:
+        """True when this strategy streams sharded inputs (checking each block as it reads it)
+        instead of reading them into memory; only CEC does, for large pools."""
+        return False
 
     # ------------------------------------------------------------------ scikit-learn protocol
 
@@ -297,6 +305,11 @@ class Strategy(abc.ABC):
         f, p = check_pool(features, probs)
         n = f.shape[0]
         labeled_idx = check_labeled(labeled, n)
+        if (_is_lazy(f) or _is_lazy(p)) and not self._streams(f, p):
+            # sharded inputs that will be read into memory: their values, block by block, now (a
+            # streaming strategy checks each block as it reads it)
+            check_finite(f, "features")
+            check_probs(p, "probs")
         check_nonzero_rows(f, "features")
         if self._reads_labels():
             lab = check_labels(labels, labeled_idx, n, n_classes=p.shape[1])

@@ -172,7 +172,7 @@ class CEC(ClusteringStrategy):
             from .. import _scale
 
             f, p = pool.features, pool.probs
-            if f.shape[0] * f.shape[1] * 4 > _scale.STREAM_MIN_BYTES:
+            if self._streams(f, p):
                 # Too large for memory: stream the shards, compressed kNN index (vlal._scale).
                 self.stream_stats_ = {}
                 return _scale.cec_stream(
@@ -187,6 +187,16 @@ class CEC(ClusteringStrategy):
                 probs=check_probs(np.asarray(p, dtype=np.float32) if _is_lazy(p) else p, "probs"),
             )
         return super()._query(pool, budget, rng)
+
+    def _streams(self, features, probs) -> bool:
+        """Sharded inputs of which either, as float32, exceeds ``vlal._scale.STREAM_MIN_BYTES``
+        (1 GiB) are streamed; smaller ones are read into memory."""
+        if not (_is_lazy(features) or _is_lazy(probs)):
+            return False
+        from .. import _scale
+
+        n = features.shape[0]
+        return n * max(features.shape[1], probs.shape[1]) * 4 > _scale.STREAM_MIN_BYTES
 
     def _index(self, z: np.ndarray):
         # One index over the candidates serves Eq. 6 and the query step (Sec. 4.4).
