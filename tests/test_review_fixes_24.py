@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import warnings
@@ -249,15 +250,23 @@ def test_calibrate_refuses_a_zero_prior_for_a_class_a_row_holds():
     np.testing.assert_allclose(vlal.calibrate(p, vlal.contextual_prior(p)).sum(axis=1), 1.0)
 
 
-@pytest.mark.parametrize("bad,msg", [(True, "temperature must be a number, not a bool"), (np.inf, "finite"),
-                                     (0.0, "temperature"), ("a", "temperature"), (None, "temperature"),
-                                     (np.array([0.1, 0.2]), "temperature")])
-def test_zero_shot_temperature_is_checked_by_name(bad, msg):
+@pytest.mark.parametrize("bad", [True, np.inf, np.nan, 0.0, -1, "a", None, np.array([0.1, 0.2])])
+def test_temperature_is_checked_one_way_everywhere(bad):
+    """zero_shot_probs, cosine_softmax, the tuners and vlal.clip.zero_shot_proba checked T three ways
+    (True acted as T = 1, inf gave uniform rows, "a" raised a bare TypeError)."""
     import vlal
+    from vlal.tuners import AnchoredTuner, cosine_softmax
 
     x = np.random.default_rng(0).normal(size=(5, 4))
-    with pytest.raises(vlal.VlalInputError, match=msg):
-        vlal.zero_shot_probs(x, x[:2], temperature=bad)
+    calls = [lambda: vlal.zero_shot_probs(x, x[:2], temperature=bad),
+             lambda: cosine_softmax(x, x[:2], temperature=bad), lambda: AnchoredTuner(x[:2], temperature=bad)]
+    if importlib.util.find_spec("torch") is not None:
+        from vlal.clip import zero_shot_proba
+
+        calls.append(lambda: zero_shot_proba(x, x[:2], temperature=bad))
+    for call in calls:
+        with pytest.raises(vlal.VlalInputError, match="temperature must be a finite number > 0"):
+            call()
 
 
 def test_zero_shot_tiny_temperature_gives_one_hot_rows_not_nan():
@@ -386,3 +395,34 @@ def test_float16_probabilities_one_tolerance_in_memory_and_streamed(tmp_path, mo
     monkeypatch.setattr(_scale, "STREAM_MIN_BYTES", 0)
     with pytest.raises(vlal.VlalInputError, match="sums to 1.00"):
         vlal.CEC(random_state=0).select(f, ps, 5)
+
+
+def test_return_utilities_leaves_the_callers_generator_where_picks_alone_would():
+    """In the shortfall case (the budget needs copies of labeled rows) the utilities were a second
+    query on the caller's generator: the next round then drew other picks."""
+    import vlal
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    x[15:50] = x[0]  # 35 copies of labeled row 0
+    p = vlal.zero_shot_probs(x, x[:3])
+    lab = np.arange(0, 10)
+    runs = []
+    for with_util in (False, True):
+        gen = np.random.default_rng(7)
+        s = vlal.make_strategy("random", random_state=gen)
+        out = s.select(x, p, 8, labeled=lab, return_utilities=with_util)  # 5 fresh rows + 3 copies
+        first = out[0] if with_util else out
+        runs.append((first, s.select(x, p, 5, labeled=lab)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])  # the next round too
+
+
+def test_feature_dataset_counts_classes_from_text_features(tmp_path):
+    from vlal.data import load_features, zero_shot_proxy
+
+    rng = np.random.default_rng(0)
+    path = _dataset_file(tmp_path / "t.npz", text_features=rng.normal(size=(10, 8)).astype(np.float32))
+    ds = load_features(path)  # labels 0..2, 10 text rows
+    w0, _ = zero_shot_proxy(ds)
+    assert ds.n_classes == 10 == w0.shape[0]

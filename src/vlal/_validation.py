@@ -559,6 +559,15 @@ def check_param(value, name: str, target_type, *, min_val=None, max_val=None, in
         raise VlalInputError(str(err)) from None
 
 
+def check_temperature(temperature, name: str = "temperature") -> float:
+    """The one check of a softmax temperature ``T`` (Eq. 1) everywhere: a finite real > 0, not a
+    bool; returned as a float. Errors name ``name``."""
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, numbers.Real) \
+            or not (np.isfinite(float(temperature)) and temperature > 0):
+        raise VlalInputError(f"{name} must be a finite number > 0; got {temperature!r}")
+    return float(temperature)
+
+
 def check_choice(value, name: str, choices) -> None:
     """Raise unless ``value`` is one of ``choices`` (compared with ``==``, type-safe)."""
     if not any(type(value) is type(c) and value == c for c in choices):

@@ -55,7 +55,10 @@ class FeatureDataset:
 
     @property
     def n_classes(self) -> int:
-        """Number of classes ``K``."""
+        """Number of classes ``K``: the rows of ``class_embeddings`` when the file has them (as
+        :func:`load_features` and :func:`zero_shot_proxy` count them), else the largest label + 1."""
+        if self.class_embeddings is not None:
+            return int(np.shape(self.class_embeddings)[0])
         return int(max(self.pool_labels.max(), self.test_labels.max())) + 1
 
     def __post_init__(self):

@@ -25,6 +25,7 @@ from ._validation import (
     check_param,
     check_positive_int,
     check_probs,
+    check_temperature,
     check_vector,
     l2_normalize,
     rows_per_chunk,
@@ -755,7 +756,7 @@ def zero_shot_probs(features, prototypes, temperature: float = 0.01) -> np.ndarr
     w = l2_normalize(check_features(prototypes, "prototypes"), "prototypes")
     if x.shape[1] != w.shape[1]:
         raise VlalInputError(f"features has d={x.shape[1]} but prototypes has d={w.shape[1]}")
-    temperature = float(check_param(temperature, "temperature", numbers.Real, min_val=0, include_boundaries="neither"))
+    temperature = check_temperature(temperature)
     return _zero_shot_probs(x, w, temperature)
 
 

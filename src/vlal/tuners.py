@@ -40,7 +40,7 @@ from typing import Callable
 
 from scipy.special import log_softmax, softmax
 
-from ._validation import check_features, check_positive_int, l2_normalize, rows_per_chunk
+from ._validation import check_features, check_positive_int, check_temperature, l2_normalize, rows_per_chunk
 from .exceptions import VlalInputError
 from .scoring import _zero_shot_probs
 
@@ -73,15 +73,13 @@ def cosine_softmax(features, class_embeddings, temperature: float = 0.01) -> np.
     Raises
     ------
     ValueError
-        Non-finite or zero-norm rows, mismatched ``d``, ``temperature <= 0``.
+        Non-finite or zero-norm rows, mismatched ``d``, ``temperature`` not a finite number > 0.
     """
     x = l2_normalize(check_features(features, "features"), "features")
     w = l2_normalize(check_features(class_embeddings, "class_embeddings"), "class_embeddings")
     if x.shape[1] != w.shape[1]:
         raise VlalInputError(f"features has d={x.shape[1]} but class_embeddings has d={w.shape[1]}")
-    if not temperature > 0:
-        raise VlalInputError(f"temperature must be > 0; got {temperature}")
-    return _zero_shot_probs(x, w, temperature)
+    return _zero_shot_probs(x, w, check_temperature(temperature))
 
 
 class Tuner(abc.ABC):
@@ -120,10 +118,7 @@ class ZeroShotClassifier(Tuner):
 
     def __init__(self, class_embeddings, temperature: float = 0.01):
         self.class_embeddings = l2_normalize(check_features(class_embeddings, "class_embeddings"), "class_embeddings")
-        if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
-                or not (np.isfinite(temperature) and temperature > 0):
-            raise VlalInputError(f"temperature must be a finite number > 0; got {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
 
     @property
     def n_classes(self) -> int:

@@ -14,6 +14,7 @@ import torch
 from .._io import savez_atomic
 from ..exceptions import VlalInputError
 from .._warnings import warn_caller
+from .._validation import check_temperature
 from ..scoring import _zero_shot_probs
 from ._images import as_image_source
 from ._loading import ClipModel
@@ -160,7 +161,7 @@ def zero_shot_proba(image_features, text_features, temperature: float = 0.01) ->
     Raises
     ------
     vlal.VlalInputError
-        Shapes that are not (n, d) and (K, d), non-finite values, ``temperature <= 0``.
+        Shapes that are not (n, d) and (K, d), non-finite values, ``temperature`` not a finite number > 0.
     """
     x, w = (
         v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)) for v in (image_features, text_features)
@@ -169,8 +170,7 @@ def zero_shot_proba(image_features, text_features, temperature: float = 0.01) ->
         raise VlalInputError(
             f"image_features (n, d) and text_features (K, d) must share d; got {tuple(x.shape)} and {tuple(w.shape)}"
         )
-    if not temperature > 0:
-        raise VlalInputError(f"temperature must be > 0; got {temperature}")
+    temperature = check_temperature(temperature)
     x, w = x.detach().double().cpu(), w.detach().double().cpu()
     if not (torch.isfinite(x).all() and torch.isfinite(w).all()):
         raise VlalInputError("image_features and text_features must be finite")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import copy as _copy
 import inspect
 import numbers
 from dataclasses import dataclass
@@ -324,10 +325,10 @@ class Strategy(abc.ABC):
             )
         rng = rng_from(self.random_state)
 
-        def query(rows: np.ndarray, size: int):
+        def query(rows: np.ndarray, size: int, gen: np.random.Generator = rng):
             if self._needs_labeled() and labeled_idx.size == 0:
-                return rng.choice(rows, size=size, replace=False), np.zeros(rows.size)
-            out = self._query(Pool(f, p, rows, labeled_idx, lab, model), size, rng)
+                return gen.choice(rows, size=size, replace=False), np.zeros(rows.size)
+            out = self._query(Pool(f, p, rows, labeled_idx, lab, model), size, gen)
             picks, util = out if isinstance(out, tuple) else (out, None)
             return np.asarray(picks, dtype=np.int64), util
 
@@ -344,7 +345,9 @@ class Strategy(abc.ABC):
         else:
             fill, _ = query(cand[copy], b - fresh.size)
             chosen = np.concatenate([fresh, fill])
-            util = query(cand, b)[1] if return_utilities else None  # the strategy's view of all candidates
+            # the strategy's view of all candidates, drawn on a copy of the generator: asking for the
+            # utilities never changes what the caller's generator draws next
+            util = query(cand, b, _copy.deepcopy(rng))[1] if return_utilities else None
         mask = np.zeros(n, dtype=bool)
         mask[cand] = True
         self._check_result(chosen, b, mask)
