@@ -23,7 +23,7 @@ from ._validation import is_json_ints
 from .data import FeatureDataset, zero_shot_proxy
 from .exceptions import VlalInputError
 from ._warnings import warn_caller
-from .loop import ZERO_SHOT_MARGIN, BelowZeroShotWarning, round_budget, run_active_learning
+from .loop import ZERO_SHOT_MARGIN, BelowZeroShotWarning, check_strategy_tuner, round_budget, run_active_learning
 from .registry import make_strategy
 from .tuners import DEFAULT_TUNER, make_tuner
 
@@ -239,33 +239,6 @@ def run_benchmark(
             f"{flagged[:6]}{' ...' if len(flagged) > 6 else ''}); see the records' below_zero_shot field",
             BelowZeroShotWarning)
     return records
-
-
-def check_strategy_tuner(strategies: Sequence, tuner_inputs: str) -> None:
-    """Refuse strategy/tuner pairs that cannot work, before any work starts.
-
-    ALFA-Mix probes the model with feature vectors (``model.predict_proba(features)``,
-    the anchors' mixes). Image-level tuners (VPT, MaPLe; ``tuner_inputs="paths"``) take
-    images, not features, so no model exists that ALFA-Mix could probe: the pair is
-    refused rather than failing in round 2 (or silently using another classifier).
-    ``strategies``: names or :class:`~vlal.strategies.base.Strategy` objects.
-
-    Raises
-    ------
-    vlal.VlalInputError
-        Naming the strategies and the way out (a feature tuner: ``feature`` or ``coop``).
-    """
-    if tuner_inputs != "paths":
-        return
-    from .strategies.alfamix import ALFAMix
-
-    bad = [n if isinstance(n, str) else type(n).__name__ for n in strategies
-           if isinstance(make_strategy(n) if isinstance(n, str) else n, ALFAMix)]
-    if bad:
-        raise VlalInputError(
-            f"strategy {', '.join(bad)} probes the model with feature vectors, but image-level tuners "
-            "(VPT, MaPLe) take images: use a feature-space tuner (--tuner anchored, the default) or --tuner coop with it, or drop it from --strategies"
-        )
 
 
 def _fingerprint(ds: FeatureDataset) -> str:

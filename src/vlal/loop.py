@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -119,6 +119,34 @@ def _check_class_ids(values, name: str, n_classes: int, length: int | None = Non
     return arr
 
 
+def check_strategy_tuner(strategies: Sequence, tuner_inputs: str) -> None:
+    """Refuse strategy/tuner pairs that cannot work, before any work starts.
+
+    ALFA-Mix probes the model with feature vectors (``model.predict_proba(features)``,
+    the anchors' mixes). Image-level tuners (VPT, MaPLe; ``tuner_inputs="paths"``) take
+    images, not features, so no model exists that ALFA-Mix could probe: the pair is
+    refused rather than failing in round 2 (or silently using another classifier).
+    ``strategies``: names or :class:`~vlal.strategies.base.Strategy` objects.
+
+    Raises
+    ------
+    vlal.VlalInputError
+        Naming the strategies and the way out (a feature tuner: ``feature`` or ``coop``).
+    """
+    if tuner_inputs != "paths":
+        return
+    from .registry import make_strategy
+    from .strategies.alfamix import ALFAMix
+
+    bad = [n if isinstance(n, str) else type(n).__name__ for n in strategies
+           if isinstance(make_strategy(n) if isinstance(n, str) else n, ALFAMix)]
+    if bad:
+        raise VlalInputError(
+            f"strategy {', '.join(bad)} probes the model with feature vectors, but image-level tuners "
+            "(VPT, MaPLe) take images: use a feature-space tuner (--tuner anchored, the default) or --tuner coop with it, or drop it from --strategies"
+        )
+
+
 def run_active_learning(
     strategy: Strategy,
     tuner: Tuner,
@@ -188,9 +216,7 @@ def run_active_learning(
     if len(inputs) != n:
         raise VlalInputError(f"pool_inputs has {len(inputs)} rows but pool_features has {n}")
     if pool_inputs is not None and getattr(np.asarray(pool_inputs[:1]), "ndim", 0) != 2:
-        from .bench import check_strategy_tuner  # ALFA-Mix probes the model with features: refuse now
-
-        check_strategy_tuner([strategy], "paths")
+        check_strategy_tuner([strategy], "paths")  # ALFA-Mix probes the model with features: refuse now
     if not hasattr(test_inputs, "__len__") or np.ndim(test_inputs) == 0:
         raise VlalInputError(f"test_inputs must be the evaluation set (an (m, d) array, or m image paths); "
                              f"got {type(test_inputs).__name__}")

@@ -79,7 +79,7 @@ def _check_nodes(ray, model_name, pretrained, model_config, allow_download, driv
     holds other weights than the driver under the same name."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from .. import WeightsNotFoundError
+    from ..exceptions import WeightsNotFoundError
 
     task = ray.remote(num_cpus=0, max_retries=0)(_node_check)
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]

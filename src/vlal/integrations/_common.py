@@ -103,7 +103,7 @@ def align_classes(probs: np.ndarray, clf_classes, labels, classes=None, *, name:
     if positions.size == len(classes) and np.array_equal(positions, np.arange(len(classes))):
         positions = None
     else:
-        from .. import align_probs
+        from ..alignment import align_probs
 
         probs = align_probs(probs, positions, len(classes))
     codes = np.array([index[v] for v in labels.tolist()], dtype=np.int64)
@@ -123,7 +123,7 @@ class AlignedModel:
         p = np.asarray(self.clf.predict_proba(x))
         if self.positions is None:
             return p
-        from .. import align_probs
+        from ..alignment import align_probs
 
         return align_probs(p, self.positions, self.n_classes)
 
