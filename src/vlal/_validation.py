@@ -198,7 +198,8 @@ def check_budget(budget, n_candidates: int, *, restricted: bool = False) -> int:
 
 
 def check_labeled(labeled, n: int) -> np.ndarray:
-    """Turn ``labeled`` (indices or a boolean mask over the pool) into sorted unique int64 indices.
+    """Turn ``labeled`` (indices or a boolean mask over the pool) into unique int64 indices: in the
+    caller's order for indices (``labels`` follow that order), ascending for a mask.
 
     Raises
     ------

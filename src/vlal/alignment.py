@@ -34,7 +34,7 @@ def align_probs(probs, classes, n_classes: int) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n, n_classes)
-        A new array, dtype of ``probs`` (float64 for non-float input); ``probs`` is not
+        A new array, dtype of ``probs`` (float32 for integer or bool input); ``probs`` is not
         modified.
 
     Raises

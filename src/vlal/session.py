@@ -79,7 +79,6 @@ __all__ = [
 #: Written into ``session.json`` / ``state.json``; bumped on incompatible layout changes.
 FORMAT = "vlal-session/1"
 #: Old session tuner names -> :mod:`vlal.tuners` registry names.
-_TUNER_ALIASES = {"feature": "free", "zeroshot": "zero-shot"}
 #: Default tuner: the registry's default feature-space stand-in (``vlal.tuners.DEFAULT_TUNER``).
 DEFAULT_SESSION_TUNER = "anchored"
 _LS_FROM, _LS_TO = "label", "image"  # names of the Choices / Image tags in the labeling config
@@ -252,6 +251,7 @@ def _parse_spec(spec: str, what: str) -> tuple[str, dict]:
 
 
 def _make_tuner(spec: str, class_embeddings: np.ndarray):
+    from .tuners import TUNER_ALIASES as _TUNER_ALIASES  # one alias table for bench and sessions
     from .tuners import make_tuner
 
     name, params = _parse_spec(spec, "tuner")

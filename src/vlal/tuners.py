@@ -740,7 +740,7 @@ TUNERS: dict[str, TunerSpec] = {s.name: s for s in [
 ]}
 
 #: Old names still accepted by the CLI -> registry names.
-TUNER_ALIASES: dict[str, str] = {"feature": "free"}
+TUNER_ALIASES: dict[str, str] = {"feature": "free", "zeroshot": "zero-shot"}
 
 #: Registry name of the benchmark's default tuner.
 DEFAULT_TUNER = "anchored"
