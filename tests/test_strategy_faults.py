@@ -313,6 +313,10 @@ def test_float16_copies_of_labeled_rows_are_copies(name):
     idx, util = _small(name).select(x16, p, 200, labeled=lab, labels=p[lab].argmax(1), return_utilities=True)
     assert np.isnan(util[300:400]).all()  # every copy recognised ...
     assert not np.isin(idx, np.arange(300, 400)).any()  # ... and none queried (250 other rows remain)
+    # the same float16 values upcast by the caller (np.load(...).astype(np.float32)) count as float16
+    idx, util = _small(name).select(x16.astype(np.float32), p, 200, labeled=lab, labels=p[lab].argmax(1),
+                                     return_utilities=True)
+    assert np.isnan(util[300:400]).all() and not np.isin(idx, np.arange(300, 400)).any()
 
 
 def test_copies_of_rows_hand_case():
@@ -323,6 +327,8 @@ def test_copies_of_rows_hand_case():
     x = np.concatenate([np.stack([np.cos(a), np.sin(a)], axis=1), [[3.0, 0.0], [1.0, -0.0], [0.0, 1.0]]])
     # distance of row 1 to row 0: 0.5e-4 <= 1e-4 (copy); row 2: 2e-4 (not a copy)
     assert COPY_TOL == 1e-4 and copy_tolerance(np.float32) == 1e-4 and copy_tolerance(np.float16) == 2e-3
+    assert copy_tolerance(np.float16([[0.1, 0.2]]).astype(np.float32)) == 2e-3  # float16 values, upcast
+    assert copy_tolerance(np.float32([[0.1, 0.2]])) == 1e-4
     np.testing.assert_array_equal(copies_of_rows(x, np.array([0])), [True, True, False, True, True, False])
     np.testing.assert_array_equal(copies_of_rows(x, np.array([2])), [False, False, True, False, False, False])
     np.testing.assert_array_equal(copies_of_rows(x.astype(np.float16), np.array([5])), [0, 0, 0, 0, 0, 1])
@@ -330,7 +336,10 @@ def test_copies_of_rows_hand_case():
     a16 = np.array([0.0, 2e-4, 1.5e-3, 3e-3])
     x16 = np.stack([np.cos(a16), np.sin(a16)], axis=1).astype(np.float16)
     np.testing.assert_array_equal(copies_of_rows(x16, np.array([0])), [True, True, True, False])
-    np.testing.assert_array_equal(copies_of_rows(x16.astype(np.float32), np.array([0])), [True, False, False, False])
+    # float16 values upcast by the caller keep the float16 tolerance; true float32 rows get 1e-4
+    np.testing.assert_array_equal(copies_of_rows(x16.astype(np.float32), np.array([0])), [True, True, True, False])
+    x32 = np.stack([np.cos(a16), np.sin(a16)], axis=1).astype(np.float32)
+    np.testing.assert_array_equal(copies_of_rows(x32, np.array([0])), [True, False, False, False])
     wide = np.random.default_rng(0).normal(size=(200, 64))
     wide[7] = wide[3] * 2.0
     wide[9] = wide[3]

@@ -482,9 +482,23 @@ COPY_TOL = 1e-4
 COPY_TOL_FLOAT16 = 2e-3
 
 
-def copy_tolerance(dtype) -> float:
-    """:data:`COPY_TOL_FLOAT16` for float16 features, else :data:`COPY_TOL`."""
-    return COPY_TOL_FLOAT16 if np.dtype(dtype) == np.float16 else COPY_TOL
+def copy_tolerance(features) -> float:
+    """:data:`COPY_TOL_FLOAT16` for float16 features, else :data:`COPY_TOL`.
+
+    ``features``: a dtype, or the feature array itself; an array of another float dtype whose
+    values are all exactly float16 values (float16 features upcast by the caller, e.g.
+    ``np.load(...).astype(np.float32)``) counts as float16 too (one chunked pass)."""
+    if not isinstance(features, np.ndarray) and not _is_lazy(features):
+        return COPY_TOL_FLOAT16 if np.dtype(features) == np.float16 else COPY_TOL
+    if features.dtype == np.float16:
+        return COPY_TOL_FLOAT16
+    step = rows_per_chunk(features.shape[1]) if features.ndim == 2 else max(1, features.shape[0])
+    for start in range(0, features.shape[0], step):
+        block = np.asarray(features[start : start + step])
+        with np.errstate(over="ignore"):
+            if not np.array_equal(block.astype(np.float16).astype(block.dtype), block):
+                return COPY_TOL
+    return COPY_TOL_FLOAT16
 
 
 def copies_of_rows(arr: np.ndarray, rows: np.ndarray, tol: float | None = None) -> np.ndarray:
@@ -507,7 +521,7 @@ def copies_of_rows(arr: np.ndarray, rows: np.ndarray, tol: float | None = None) 
         True for the rows within ``tol`` of one of ``rows`` (``rows`` themselves included).
     """
     n, d = arr.shape
-    tol = copy_tolerance(arr.dtype) if tol is None else float(tol)
+    tol = copy_tolerance(arr) if tol is None else float(tol)
     dirs = np.random.default_rng(0x5EED).normal(size=(d, 4))
     dirs = (dirs / np.linalg.norm(dirs, axis=0)).astype(np.float32)
     proj = np.empty((n, 4), dtype=np.float32)
