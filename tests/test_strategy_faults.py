@@ -341,6 +341,36 @@ def test_copies_of_rows_hand_case():
 # ------------------------------------------------- one definition of a copy (branch dedup-tol)
 
 
+def _rescaled_copies_pool():
+    """10 images, each 6 times in a row, every row scaled by its own factor: after
+    normalisation the copies differ in the last bits (not bitwise equal), well within COPY_TOL."""
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(10, 6)).astype(np.float32)
+    f = np.repeat(base, 6, axis=0)
+    p = softmax(np.repeat(rng.normal(size=(10, 4)) * 2, 6, axis=0), axis=1)
+    f2 = f * rng.uniform(0.5, 2, size=(60, 1)).astype(np.float32)
+    return f, f2, p
+
+
+DISTINCT_PICKS = ["cec", "cec-nocal", "cec-nonn", "cec-kmeans", "cec-greedy", "pcb(cec)", "alfamix",
+                  "calibrated-mix", "lookahead", "lookahead[diversity=none]", "lookahead[diversity=greedy]"]
+
+
+@pytest.mark.parametrize("name", DISTINCT_PICKS)
+def test_rescaled_copies_are_never_picked_twice(name):
+    # the reviewer's repro: CEC returned image 9 twice when each copy was scaled by its own factor
+    f, f2, p = _rescaled_copies_pool()
+    lab = np.arange(0, 42, 6)  # images 0..6 labeled (one row each); 3 images left
+    labels = np.arange(7) % 4
+    for x in (f, f2):
+        z = x / np.linalg.norm(x, axis=1, keepdims=True)
+        assert (x is f) == bool((z[::6] == z[1::6]).all())  # f2's copies are not bitwise equal
+        idx = vlal.make_strategy(name, random_state=0).select(x, p, 3, labeled=lab, labels=labels)
+        np.testing.assert_array_equal(np.sort(idx // 6), [7, 8, 9], err_msg=name)
+
+
 def test_copy_groups_by_hand():
     from vlal._validation import copy_groups
 
@@ -387,3 +417,17 @@ def test_copy_groups_never_groups_far_rows_and_matches_brute_force():
         _, label = connected_components(squareform(pdist(z)) <= 1e-4, directed=False)
         _, lowest = np.unique(label, return_index=True)
         np.testing.assert_array_equal(copy_groups(x), lowest[label], err_msg=f"d={d}")
+
+
+def test_replace_duplicates_uses_the_copy_tolerance():
+    from vlal.strategies._distinct import replace_duplicates
+
+    a = np.array([1.0, 0.0])
+    near = np.array([np.cos(5e-5), np.sin(5e-5)])  # a copy of a (5e-5 <= 1e-4), not bitwise equal
+    mid = np.array([np.cos(1e-3), np.sin(1e-3)])  # a copy of a only under the float16 tolerance
+    c = np.array([0.0, 1.0])
+    z = np.array([a, near, mid, c], np.float32)
+    centers = np.array([a, a], np.float32)
+    np.testing.assert_array_equal(replace_duplicates(z, np.array([1, 0]), centers), [0, 2])  # lowest kept
+    np.testing.assert_array_equal(replace_duplicates(z, np.array([0, 2]), centers), [0, 2])
+    np.testing.assert_array_equal(replace_duplicates(z, np.array([0, 2]), centers, dtype=np.float16), [0, 3])
