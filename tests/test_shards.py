@@ -201,6 +201,30 @@ def test_streamed_cec_never_picks_copies(tmp_path, monkeypatch):
     assert np.unique(picks // 20).size == 40 and not np.isin(picks // 20, np.arange(0, 300, 2)).any()
 
 
+def test_streamed_cec_never_picks_rescaled_copies(tmp_path, monkeypatch):
+    # 300 images, each 20 times, every row scaled by its own factor and stored as float16: the
+    # copies are not bitwise equal after normalisation; the streamed path groups them by the
+    # copy tolerance (2e-3 for float16 shards), as the in-memory path does
+    rng = np.random.default_rng(2)
+    b = rng.normal(size=(300, 32)).astype(np.float32)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    x = np.repeat(b, 20, axis=0) * rng.uniform(0.5, 2.0, size=(6000, 1)).astype(np.float32)
+    logits = 2.0 * rng.normal(size=(300, 10))
+    p = np.repeat(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), 20, axis=0).astype(np.float32)
+    f = ShardedFeatures(write_shards(tmp_path / "f", x.astype(np.float16), shard_rows=1000))
+    pf = ShardedFeatures(write_shards(tmp_path / "p", p, shard_rows=1000))
+    z = np.asarray(f, dtype=np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    assert (z[::20] != z[1::20]).any(axis=1).mean() > 0.5  # most copies differ in some bit
+    monkeypatch.setattr(_scale, "STREAM_MIN_BYTES", 0)
+    c = vlal.CEC(random_state=0)
+    picks = c.select(f, pf, 300)
+    assert np.unique(picks // 20).size == 300
+    assert c.stream_stats_["copy_groups"] == 6000 - 300 and "groups" in c.stream_stats_["stages_s"]
+    picks = vlal.CEC(random_state=0).select(f, pf, 40, labeled=np.arange(0, 6000, 40))  # 150 images labeled
+    assert np.unique(picks // 20).size == 40 and not np.isin(picks // 20, np.arange(0, 300, 2)).any()
+
+
 def test_streamed_cec_small_pools_warn_as_in_memory(tmp_path, monkeypatch):
     """Stop 23 review: streamed CEC skipped the k warning and raised a RuntimeWarning on a one-row pool."""
     import warnings

@@ -345,3 +345,98 @@ def test_copies_of_rows_hand_case():
     wide[9] = wide[3]
     wide[9, 5] += 1e-2  # one value off: far in the full row
     np.testing.assert_array_equal(np.flatnonzero(copies_of_rows(wide, np.array([3]))), [3, 7])
+
+
+# ------------------------------------------------- one definition of a copy (branch dedup-tol)
+
+
+def _rescaled_copies_pool():
+    """10 images, each 6 times in a row, every row scaled by its own factor: after
+    normalisation the copies differ in the last bits (not bitwise equal), well within COPY_TOL."""
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(10, 6)).astype(np.float32)
+    f = np.repeat(base, 6, axis=0)
+    p = softmax(np.repeat(rng.normal(size=(10, 4)) * 2, 6, axis=0), axis=1)
+    f2 = f * rng.uniform(0.5, 2, size=(60, 1)).astype(np.float32)
+    return f, f2, p
+
+
+DISTINCT_PICKS = ["cec", "cec-nocal", "cec-nonn", "cec-kmeans", "cec-greedy", "pcb(cec)", "alfamix",
+                  "calibrated-mix", "lookahead", "lookahead[diversity=none]", "lookahead[diversity=greedy]"]
+
+
+@pytest.mark.parametrize("name", DISTINCT_PICKS)
+def test_rescaled_copies_are_never_picked_twice(name):
+    # the reviewer's repro: CEC returned image 9 twice when each copy was scaled by its own factor
+    f, f2, p = _rescaled_copies_pool()
+    lab = np.arange(0, 42, 6)  # images 0..6 labeled (one row each); 3 images left
+    labels = np.arange(7) % 4
+    for x in (f, f2):
+        z = x / np.linalg.norm(x, axis=1, keepdims=True)
+        assert (x is f) == bool((z[::6] == z[1::6]).all())  # f2's copies are not bitwise equal
+        idx = vlal.make_strategy(name, random_state=0).select(x, p, 3, labeled=lab, labels=labels)
+        np.testing.assert_array_equal(np.sort(idx // 6), [7, 8, 9], err_msg=name)
+
+
+def test_copy_groups_by_hand():
+    from vlal._validation import copy_groups
+
+    # unit rows at angles 0, 0.5e-4, 2e-4 rad (distance to row 0 ~ the angle), a scaled copy of
+    # row 0, and a far row: row 1 is a copy of row 0 (0.5e-4 <= 1e-4); row 2 is not (2e-4 from
+    # row 0, 1.5e-4 from row 1)
+    a = np.array([0.0, 0.5e-4, 2e-4])
+    x = np.concatenate([np.stack([np.cos(a), np.sin(a)], axis=1), [[3.0, 0.0], [0.0, 1.0]]])
+    np.testing.assert_array_equal(copy_groups(x), [0, 0, 2, 0, 4])
+    np.testing.assert_array_equal(copy_groups(x, tol=3e-4), [0, 0, 0, 0, 4])
+    # a chain a ~ b ~ c (0.8e-4 apart each) is one group although a and c are 1.6e-4 apart;
+    # the group id is its lowest row, whatever the row order
+    c = np.array([1.6e-4, 5.0, 0.0, 0.8e-4])
+    y = np.stack([np.cos(c), np.sin(c)], axis=1)
+    np.testing.assert_array_equal(copy_groups(y), [0, 1, 0, 0])
+    # -0.0 and 0.0 are the same value
+    np.testing.assert_array_equal(copy_groups(np.array([[0.0, 1.0], [-0.0, 1.0], [1.0, 0.0]], np.float32)), [0, 0, 2])
+    # float16 rows: tolerance 2e-3 (0, 2e-4, 1.5e-3 rad are copies of row 0, 3e-3 rad is 1.5e-3 from
+    # the 1.5e-3 row: one chain); the same values as float32 (tolerance 1e-4): four images
+    a16 = np.array([0.0, 2e-4, 1.5e-3, 3e-3])
+    x16 = np.stack([np.cos(a16), np.sin(a16)], axis=1).astype(np.float16)
+    np.testing.assert_array_equal(copy_groups(x16), [0, 0, 0, 0])
+    np.testing.assert_array_equal(copy_groups(x16[[0, 1, 3]]), [0, 0, 2])  # without the link: 3e-3 apart
+    np.testing.assert_array_equal(copy_groups(x16.astype(np.float32)), [0, 1, 2, 3])
+
+
+def test_copy_groups_never_groups_far_rows_and_matches_brute_force():
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial.distance import pdist, squareform
+
+    from vlal._validation import copy_groups
+
+    rng = np.random.default_rng(3)
+    far = rng.normal(size=(500, 64)).astype(np.float32)
+    np.testing.assert_array_equal(copy_groups(far), np.arange(500))
+    np.testing.assert_array_equal(copy_groups(far.astype(np.float16)), np.arange(500))
+    for d in (1, 3, 8, 40):  # d <= 8: the projection is the whole row
+        base = rng.normal(size=(60, d))
+        x = base[rng.integers(0, 60, 300)] * rng.uniform(0.5, 2, (300, 1))
+        noise = rng.normal(size=x.shape)
+        noise *= np.linalg.norm(x, axis=1, keepdims=True) / np.linalg.norm(noise, axis=1, keepdims=True)
+        x = (x + noise * rng.choice([0.0, 3e-5, 6e-5, 1.2e-4, 1e-2], size=(300, 1))).astype(np.float32)
+        z = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+        _, label = connected_components(squareform(pdist(z)) <= 1e-4, directed=False)
+        _, lowest = np.unique(label, return_index=True)
+        np.testing.assert_array_equal(copy_groups(x), lowest[label], err_msg=f"d={d}")
+
+
+def test_replace_duplicates_uses_the_copy_tolerance():
+    from vlal.strategies._distinct import replace_duplicates
+
+    a = np.array([1.0, 0.0])
+    near = np.array([np.cos(5e-5), np.sin(5e-5)])  # a copy of a (5e-5 <= 1e-4), not bitwise equal
+    mid = np.array([np.cos(1e-3), np.sin(1e-3)])  # a copy of a only under the float16 tolerance
+    c = np.array([0.0, 1.0])
+    z = np.array([a, near, mid, c], np.float32)
+    centers = np.array([a, a], np.float32)
+    np.testing.assert_array_equal(replace_duplicates(z, np.array([1, 0]), centers), [0, 2])  # lowest kept
+    np.testing.assert_array_equal(replace_duplicates(z, np.array([0, 2]), centers), [0, 2])
+    np.testing.assert_array_equal(replace_duplicates(z, np.array([0, 2]), centers, dtype=np.float16), [0, 3])

@@ -30,10 +30,17 @@ Stages (timed in ``stats["stages_s"]``)
 ``kmeans``
     Weighted K-Means (Sec. 4.3) by the fast path of :func:`vlal._faiss.kmeans_fast`:
     ``32 b`` rows drawn with probability proportional to ``U`` and read from the shards.
+``groups``
+    The duplicate rule's groups of copies (:func:`vlal._validation.copy_groups`, the rule of
+    the in-memory path: normalised rows within the copy tolerance of the shards' dtype) from
+    8 projections per row kept in the ``index`` pass (32 bytes a row) and a k-d tree over them;
+    the few candidate pairs are checked on rows read from the shards. ``stats["copy_groups"]``: rows that are
+    copies of an earlier row.
 ``query``
     Nearest candidate to each centre (Sec. 4.4): candidates from the compressed index,
     re-ranked exactly on the float16 rows read from the shards, distinct rows as
-    :func:`vlal.nearest_to_centers`.
+    :func:`vlal.nearest_to_centers`, no two rows of one group of copies while a candidate of
+    a group without a pick remains.
 """
 
 from __future__ import annotations
@@ -45,10 +52,9 @@ import numpy as np
 
 from . import _faiss
 from ._faiss.ivf import parallel_map
-from ._validation import prob_tolerance, rng_from
+from ._validation import GROUP_DIMS, copy_projections, copy_tolerance, groups_from_projections, prob_tolerance, rng_from
 from ._warnings import warn_caller
 from .scoring import _neighbor_term
-from .strategies._distinct import row_keys
 from .exceptions import VlalInputError
 
 __all__ = ["CompressedIVF", "SQ8", "cec_stream", "STREAM_MIN_BYTES"]
@@ -487,10 +493,12 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
     qx = _normalised(fread(0, 0, rows=_pos_to_rows(rq, candidates, m, features)), "features", 0)
     gt_d = np.full((rq.size, kk + 1), np.inf, dtype=np.float32)
     gt_i = np.full((rq.size, kk + 1), -1, dtype=np.int64)
+    proj = np.empty((m, min(features.shape[1], GROUP_DIMS)), dtype=np.float32)  # for the duplicate rule
     for s in range(0, m, BLOCK_ROWS):
         e = min(m, s + BLOCK_ROWS)
         block = _normalised(fread(s, e), "features", s)
         index.add(block)
+        proj[s:e] = copy_projections(block)
         dd, ii = _faiss.knn_search(block, qx, min(kk + 1, e - s))
         gt_d, gt_i = _merge(gt_d, gt_i, dd, ii + s, kk + 1)
         if (s // BLOCK_ROWS) % 16 == 0:
@@ -574,9 +582,16 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
     times["kmeans"] = time.perf_counter() - t
     log(f"kmeans: {times['kmeans']:.1f} s")
 
-    # ---- Sec. 4.4: nearest candidate to each centre, re-ranked exactly
+    # ---- Sec. 4.4: nearest candidate to each centre, re-ranked exactly, one per group of copies
     t = time.perf_counter()
-    picks = _nearest_exact(index, centers, fread, candidates, m, features)
+    groups = groups_from_projections(proj, _unit_reader(fread, candidates, m, features), copy_tolerance(features.dtype),
+                                     workers=-1)
+    del proj
+    times["groups"] = time.perf_counter() - t
+    st["copy_groups"] = int(m - np.unique(groups).size)  # rows that are copies of an earlier row
+    log(f"groups: {times['groups']:.1f} s")
+    t = time.perf_counter()
+    picks = _nearest_exact(index, centers, fread, candidates, m, features, groups)
     times["query"] = time.perf_counter() - t
     times["total"] = float(sum(v for key, v in times.items() if key != "total"))
     log(f"query: {times['query']:.1f} s")
@@ -599,19 +614,44 @@ def _merge(d0, i0, d1, i1, k):
     return np.take_along_axis(d, o, 1), np.take_along_axis(i, o, 1)
 
 
-def _nearest_exact(index: CompressedIVF, centers, fread, candidates, m, features) -> np.ndarray:
+def _unit_reader(fread, candidates, m, features):
+    """``unit(pos) -> (len(pos), d) float64``: the normalised rows at candidate positions ``pos``."""
+
+    def unit(pos):
+        pos = np.asarray(pos, dtype=np.int64)
+        flat, inv = np.unique(pos, return_inverse=True)
+        x = fread(0, 0, rows=_pos_to_rows(flat, candidates, m, features)).astype(np.float64)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True))[inv.ravel()]
+
+    return unit
+
+
+def _stream_groups(fread, candidates, m, features) -> np.ndarray:
+    """The copy groups of the candidates (:func:`vlal._validation.copy_groups`) in one streamed pass."""
+    proj = np.empty((m, min(features.shape[1], GROUP_DIMS)), dtype=np.float32)
+    for s in range(0, m, BLOCK_ROWS):
+        e = min(m, s + BLOCK_ROWS)
+        proj[s:e] = copy_projections(_normalised(fread(s, e), "features", s))
+    return groups_from_projections(proj, _unit_reader(fread, candidates, m, features), copy_tolerance(features.dtype),
+                                   workers=-1)
+
+
+def _nearest_exact(index: CompressedIVF, centers, fread, candidates, m, features, groups=None) -> np.ndarray:
     """Nearest candidate position per centre, SQ8 candidates re-ranked on exact rows, with the
-    duplicate rule of :mod:`vlal.strategies._distinct`: no two picks with identical normalised
-    features while a candidate that duplicates no pick remains."""
+    duplicate rule of :mod:`vlal.strategies._distinct`: no two picks of one group of copies
+    (``groups``, :func:`vlal._validation.copy_groups` of the candidates; computed here in one
+    streamed pass when not given) while a candidate of a group without a pick remains."""
     b = centers.shape[0]
+    if groups is None:
+        groups = _stream_groups(fread, candidates, m, features)
     taken = np.zeros(m, dtype=bool)
-    keys: set = set()  # normalised float32 bits of the picks so far
+    keys: set = set()  # groups of the picks so far
     out = np.full(b, -1, dtype=np.int64)
     pending = np.arange(b)
     width = min(m, 32)
     while pending.size and width <= 512:
         _, cand = index.search(centers[pending], min(width, m))
-        _serve(cand, centers[pending], pending, taken, keys, out, fread, candidates, m, features)
+        _serve(cand, centers[pending], pending, taken, keys, groups, out, fread, candidates, m, features)
         pending = pending[out[pending] < 0]
         width *= 4
     # Rare: every compressed candidate of these centres is taken or duplicates a pick. Exact
@@ -627,11 +667,12 @@ def _nearest_exact(index: CompressedIVF, centers, fread, candidates, m, features
             e = min(m, s + BLOCK_ROWS)
             dd, ii = _faiss.knn_search(_normalised(fread(s, e), "features", s), c32[pending], min(kk, e - s))
             best_d, best_i = _merge(best_d, best_i, dd, ii + s, kk)
-        _serve(best_i, centers[pending], pending, taken, keys, out, fread, candidates, m, features)
+        _serve(best_i, centers[pending], pending, taken, keys, groups, out, fread, candidates, m, features)
         left = out[pending] < 0
         if kk >= m and left.any():  # every free row duplicates a pick: the duplicates are allowed
             rest = pending[left]
-            _serve(best_i[left, : min(m, b + 1)], centers[rest], rest, taken, None, out, fread, candidates, m, features)
+            _serve(best_i[left, : min(m, b + 1)], centers[rest], rest, taken, None, groups, out, fread, candidates, m,
+                   features)
             if (out[rest] < 0).any():
                 raise RuntimeError("could not place every centre")  # cannot happen: see above
         pending = pending[out[pending] < 0]
@@ -639,14 +680,13 @@ def _nearest_exact(index: CompressedIVF, centers, fread, candidates, m, features
     return out
 
 
-def _serve(cand, c, pending, taken, keys, out, fread, candidates, m, features) -> None:
+def _serve(cand, c, pending, taken, keys, groups, out, fread, candidates, m, features) -> None:
     """Re-rank ``cand`` (positions, -1 = none) exactly and give each centre its nearest free row
-    that duplicates no pick (``keys``: the picks' normalised float32 bits, updated; ``None`` =
-    duplicates allowed), centres with the closest nearest row first (as
-    :func:`vlal.nearest_to_centers`); rows at the same distance go by lowest position."""
+    whose group of copies holds no pick (``keys``: the picks' groups, updated; ``None`` =
+    duplicates allowed; ``groups``: each candidate's group), centres with the closest nearest
+    row first (as :func:`vlal.nearest_to_centers`); rows at the same distance go by lowest position."""
     flat = np.unique(cand[cand >= 0])
     exact = _normalised(fread(0, 0, rows=_pos_to_rows(flat, candidates, m, features)), "features", 0)
-    flat_keys = row_keys(exact)
     pos = np.searchsorted(flat, np.maximum(cand, 0))
     c = np.asarray(c, dtype=np.float64)
     dist = np.full(cand.shape, np.inf)
@@ -659,10 +699,10 @@ def _serve(cand, c, pending, taken, keys, out, fread, candidates, m, features) -
     pos = np.take_along_axis(pos, order, 1)
     dist = np.take_along_axis(dist, order, 1)
     for row in np.argsort(dist[:, 0], kind="stable"):
-        for j, p in zip(cand[row], pos[row]):
+        for j in cand[row]:
             if j < 0 or taken[j]:
                 continue
-            key = flat_keys[p].tobytes()
+            key = int(groups[j])
             if keys is not None and key in keys:
                 continue
             taken[j] = True

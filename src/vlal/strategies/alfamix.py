@@ -9,7 +9,7 @@ import numpy as np
 from .._validation import PROB_ATOL, check_param, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import _zero_shot_probs
-from ._distinct import replace_duplicates
+from ._distinct import dup_groups, replace_duplicates
 from .base import Pool, Strategy
 from .clustering import cluster_nearest
 from ._register import register
@@ -126,8 +126,8 @@ class ALFAMix(Strategy):
     rows without ``labels`` are an error (the anchors need the classes), and every label
     must be a column of ``probs`` (see :func:`vlal.align_probs`).
 
-    Duplicates: as CEC, no two picks with identical (normalised) features while a
-    candidate that duplicates no pick remains (see :class:`~vlal.CEC`).
+    Duplicates: as CEC, no two picks that are copies of one image (normalised rows within
+    the copy tolerance) while a candidate of another image remains (see :class:`~vlal.CEC`).
 
     Utilities (``select(..., return_utilities=True)``): for each candidate, the number
     of anchors (labeled classes) whose mix changes its predicted class; the flips are
@@ -214,14 +214,15 @@ class ALFAMix(Strategy):
         counts = self._flip_counts(z, z_lab, pool.labels, pool.model, pool.probs.shape[1])
         flip = np.flatnonzero(counts > 0)
         util = counts.astype(np.float64)
+        groups = dup_groups(z, pool.features.dtype)  # copies of one image (the duplicate rule)
         if flip.size <= budget:
             rest = np.flatnonzero(counts == 0)
             fill = rng.choice(rest, size=budget - flip.size, replace=False)
-            picks = replace_duplicates(z, np.concatenate([flip, fill]), None, rng)
+            picks = replace_duplicates(z, np.concatenate([flip, fill]), None, rng, groups=groups)
             return cand[picks], util
         seed = seed_int(self.random_state, rng)
         zf = z[flip]
         near, centers, _ = cluster_nearest(zf, None, budget, seed, self.n_iter)  # the clustering template's step
-        picks = flip[replace_duplicates(zf, near, centers)]
+        picks = flip[replace_duplicates(zf, near, centers, groups=groups[flip])]
         # flips exhausted but duplicates left: the nearest distinct non-flips serve the rest
-        return cand[replace_duplicates(z, picks, centers)], util
+        return cand[replace_duplicates(z, picks, centers, groups=groups)], util

@@ -20,7 +20,7 @@ from ..scoring import (
     _neighbor_uncertainty,
     _weighted_kmeans,
 )
-from ._distinct import row_keys
+from ._distinct import dup_groups
 from .base import Pool, Strategy
 from ._register import register
 
@@ -201,15 +201,17 @@ def budget_mix_weight(n_labeled_after: int, n_classes: int, half_shots: float) -
     return float(s / (s + half_shots)) if half_shots > 0 else 1.0
 
 
-def unique_rows(z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Positions of the first copy of each distinct row of ``z``, in row order, without
-    the rows equal to a row of ``exclude`` (the duplicate rule of ``_distinct``: bitwise
-    equality of float32 rows, ``-0.0`` = ``0.0``)."""
-    keys = row_keys(z)
-    _, first = np.unique(keys, return_index=True)
-    first = np.sort(first)
-    if exclude is not None and exclude.shape[0]:
-        first = first[~np.isin(keys[first], row_keys(exclude))]
+def unique_rows(z: np.ndarray, exclude: np.ndarray | None = None, dtype=None) -> np.ndarray:
+    """Positions of the first row of each group of copies in ``z``, in row order, without
+    the groups that hold a row of ``exclude`` (the duplicate rule of ``_distinct``: rows
+    linked by L2-normalised rows within :func:`vlal._validation.copy_tolerance` of ``dtype``,
+    the dtype the rows were normalised from, default ``z``'s own)."""
+    m = z.shape[0]
+    both = z if exclude is None or not exclude.shape[0] else np.concatenate([z, np.asarray(exclude, z.dtype)])
+    g = dup_groups(both, z.dtype if dtype is None else dtype)  # id = lowest row of the group
+    first = np.flatnonzero(g[:m] == np.arange(m))
+    if both.shape[0] > m:
+        first = first[~np.isin(g[first], g[m:])]
     return first.astype(np.int64)
 
 
@@ -245,8 +247,9 @@ class CalibratedMix(Strategy):
     5. ``balance=True``: a pick whose calibrated zero-shot pseudo-label (argmax of Eq. 5)
        already has ``ceil((|L| + b) / K)`` labels or picks is passed over for the next best
        row of its cluster (cf. PCB, Bang et al. CVPR 2024); the cap grows when nothing fits;
-    6. ``dedupe=True``: rows identical to a labeled row or to another candidate are never
-       both queried unless the budget needs them.
+    6. ``dedupe=True``: a copy of a labeled row or of another candidate (the duplicate rule of
+       the clustering strategies: L2-normalised rows within the copy tolerance, 1e-4, 2e-3 for
+       float16 features) is never queried unless the budget needs it.
 
     Utilities (``select(..., return_utilities=True)``): the score ``w(x)`` of step 1, in
     [0, 1] (0 for a dropped duplicate copy); the picks are not simply the top-``budget``
@@ -360,8 +363,8 @@ class CalibratedMix(Strategy):
         n_classes = pool.probs.shape[1]
         z_cand = l2_normalize(pool.features, "features", rows=cand)
         z_lab = l2_normalize(pool.features, "features", rows=lab) if lab.size else z_cand[:0]
-        # Candidates considered: one copy of each distinct row, none equal to a labeled row.
-        keep = unique_rows(z_cand, z_lab) if self.dedupe else np.arange(cand.size)
+        # Candidates considered: one row of each group of copies, none a copy of a labeled row.
+        keep = unique_rows(z_cand, z_lab, pool.features.dtype) if self.dedupe else np.arange(cand.size)
         if keep.size < budget:  # the budget needs duplicates: the unique rows first, then the rest
             rest = np.setdiff1d(np.arange(cand.size), keep)
             keep = np.concatenate([keep, rest[: budget - keep.size]])

@@ -39,10 +39,14 @@ class CEC(ClusteringStrategy):
     4. K-Means with ``budget`` clusters on the L2-normalised features, weighted by ``U`` (Sec. 4.3),
     5. for each cluster the candidate closest to its centre, all distinct (Sec. 4.4).
 
-    Duplicates: no two picks have identical (normalised) features while a candidate that
-    duplicates no pick remains (web-scale pools hold many exact copies); a pick that
-    duplicates an earlier one is replaced by the nearest non-duplicate to its centre.
-    Near-duplicates that differ in any bit count as distinct.
+    Duplicates: no two picks are copies of one image while a candidate of another image
+    remains (web-scale pools hold many copies). Copies are the rows whose L2-normalised
+    features lie within ``vlal._validation.copy_tolerance`` (1e-4; 2e-3 for float16 features)
+    of each other, or are linked by a chain of such rows: the rule that keeps copies of
+    labeled rows out of the candidates (:mod:`vlal.strategies._distinct`). A pick whose
+    group of copies already holds an earlier pick is replaced by the nearest row to its
+    centre whose group holds no pick. Distinct images (near-duplicate photos included,
+    cosine 0.97-0.99) are never copies.
 
     Utilities (``select(..., return_utilities=True)``): ``U(x) = H^(x) + H_NN(x)`` of
     Eq. 7 for every candidate (the K-Means weights; ``H^`` alone with
@@ -81,7 +85,8 @@ class CEC(ClusteringStrategy):
         Seeds the K-Means initialisation and, with ``clustering="greedy"``, breaks ties
         in ``U`` (see :class:`~vlal.Strategy`). Among candidates at the same distance from
         a centre (exact copies) the nearest-to-centre step returns the lowest position;
-        the duplicate rule above then keeps only one of them.
+        the duplicate rule above then keeps only one of them (the lowest position among
+        the picks of a group of copies).
 
     Notes
     -----
@@ -180,10 +185,11 @@ class CEC(ClusteringStrategy):
                     calibration=self.calibration, neighbor_term=self.neighbor_term, clustering=self.clustering,
                     n_iter=min(self.n_iter, 10), seed=seed_int(self.random_state, rng), stats=self.stream_stats_,
                 )
-            # Small enough: read into memory, then exactly the in-memory path.
+            # Small enough: read into memory (in the shards' dtype, float16 or float32: the copy
+            # tolerance of the duplicate rule follows it), then exactly the in-memory path.
             pool = replace(
                 pool,
-                features=check_features(np.asarray(f, dtype=np.float32) if _is_lazy(f) else f, "features"),
+                features=check_features(np.asarray(f, dtype=f.dtype) if _is_lazy(f) else f, "features"),
                 probs=check_probs(np.asarray(p, dtype=np.float32) if _is_lazy(p) else p, "probs"),
             )
         return super()._query(pool, budget, rng)

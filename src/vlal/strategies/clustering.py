@@ -52,8 +52,8 @@ class ClusteringStrategy(Strategy):
     ranked); K-Means with ``budget`` clusters weighted by ``_cluster_weights(u)`` (default
     ``u``; ``None`` = plain K-Means; negative weights raise); ``_pick`` chooses one
     candidate per cluster (default: the one nearest each centre, all distinct); then the
-    duplicate rule (no two picks with identical normalised features while a candidate that
-    duplicates no pick remains).
+    duplicate rule of :mod:`vlal.strategies._distinct` (no two picks that are copies of one
+    image, normalised rows within the copy tolerance, while a candidate of another image remains).
 
     Utilities (``select(..., return_utilities=True)``): ``u``.
 
@@ -94,4 +94,4 @@ class ClusteringStrategy(Strategy):
         centers, assign = _weighted_kmeans(z, weights, budget, seed, getattr(self, "n_iter", 20),
                                            getattr(self, "kmeans_mode", "auto"), getattr(self, "use_gpu", "auto"))
         picks = self._pick(z, centers, assign, u, index, rng)
-        return cand[replace_duplicates(z, picks, centers)], u
+        return cand[replace_duplicates(z, picks, centers, dtype=pool.features.dtype)], u

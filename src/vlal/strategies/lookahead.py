@@ -19,7 +19,7 @@ from ..scoring import (
 )
 from .base import Pool, Strategy
 from ._register import register
-from ._distinct import row_keys
+from ._distinct import dup_groups
 from .calibrated_mix import _cluster, rank01
 
 __all__ = ["LookAhead", "lookahead_gain", "common_direction_similarity", "class_share_curve"]
@@ -348,13 +348,12 @@ class LookAhead(Strategy):
         if budget >= m:
             chosen = order0[:budget]
         elif self.diversity == "none":  # best rows, one per distinct image while enough remain
-            chosen = _best_per_group(order0, row_keys(zf), budget)
+            chosen = _best_per_group(order0, dup_groups(zf, pool.features.dtype), budget)  # copies share an id
         elif self.diversity == "cluster":  # the best row of each cluster; then the best rows left (empty clusters)
             _, assign = _cluster(zf, rank01(final) + 1e-3, budget, seed, int(self.n_iter), "k-means++", "auto")
             chosen = _best_per_group(order0, assign, budget)
         else:  # lazy greedy with simulated updates
-            _, copy_of = np.unique(row_keys(zf), return_inverse=True)  # bitwise-equal rows share an id
-            copy_of = copy_of.ravel()
+            copy_of = dup_groups(zf, pool.features.dtype)  # copies of one image share an id
             lg = logits.copy()
             bel = belief.copy()
             cur = g0.copy()
@@ -369,7 +368,7 @@ class LookAhead(Strategy):
                 best = int(top[np.lexsort((tie[top], -cur[top]))[0]])
                 chosen.append(best)
                 avail[best] = False
-                avail[copy_of == copy_of[best]] = False  # its exact copies would teach nothing new
+                avail[copy_of == copy_of[best]] = False  # its copies would teach nothing new
                 if not avail.any():  # fewer distinct images than the budget: copies again
                     avail[:] = True
                     avail[np.asarray(chosen)] = False
