@@ -426,3 +426,28 @@ def test_feature_dataset_counts_classes_from_text_features(tmp_path):
     ds = load_features(path)  # labels 0..2, 10 text rows
     w0, _ = zero_shot_proxy(ds)
     assert ds.n_classes == 10 == w0.shape[0]
+
+
+@pytest.mark.parametrize("name,param,value", [
+    ("calibrated-mix", "density", np.array(["a"])), ("calibrated-mix", "pick", np.array([1, 2])),
+    ("calibrated-mix", "use_gpu", np.array([1, 2])), ("calibrated-mix", "density_k", np.array([1, 2])),
+    ("calibrated-mix", "init", np.array(["a", "b"])), ("calibrated-mix", "uncertainty", ["entropy"]),
+    ("lookahead", "diversity", np.array(["a", "b"]))])
+def test_array_valued_choice_parameters_are_named_errors(name, param, value):
+    import vlal
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    s = vlal.make_strategy(name, random_state=0).set_params(**{param: value})
+    with pytest.raises(vlal.VlalInputError, match=param):
+        s.select(x, vlal.zero_shot_probs(x, x[:3]), 3)
+
+
+def test_lookahead_large_temper_is_a_sharp_belief_not_nan():
+    import vlal
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 8)).astype(np.float32)
+    p = vlal.zero_shot_probs(x, x[:4], temperature=0.2)
+    picks = vlal.LookAhead(temper=1e9, random_state=0).select(x, p, 5)
+    assert np.unique(picks).size == 5

@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import check_features, check_param, check_positive_int, l2_normalize, rows_per_chunk, seed_int
+from .._validation import check_choice, check_features, check_param, check_positive_int, l2_normalize, rows_per_chunk, seed_int
 from .._warnings import warn_caller
 from ..exceptions import VlalInputError
 from ..scoring import (
@@ -294,7 +294,7 @@ class CalibratedMix(Strategy):
         Neighbours of the density term: None = ``k``; ``"class"`` = about one class's share of
         the rows (``n / K - 1``, at least 2, at most ``k``).
     use_gpu : "auto" or bool
-    random_state : int, numpy Generator or None
+    random_state : None, int, numpy SeedSequence, Generator or RandomState
 
     References
     ----------
@@ -344,17 +344,15 @@ class CalibratedMix(Strategy):
         for flag in ("cover", "balance", "dedupe", "weighted"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise VlalInputError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
-        if self.pick not in _PICKS:
-            raise VlalInputError(f"pick must be one of {_PICKS}; got {self.pick!r}")
-        if self.uncertainty not in _UNCERTAINTIES:
-            raise VlalInputError(f"uncertainty must be one of {_UNCERTAINTIES}; got {self.uncertainty!r}")
-        if self.density not in _DENSITIES:
-            raise VlalInputError(f"density must be one of {_DENSITIES}; got {self.density!r}")
-        if self.density_k is not None and self.density_k != "class":
+        # type-safe comparisons: an array value is an error naming the parameter, not numpy's
+        # "truth value of an array is ambiguous"
+        check_choice(self.pick, "pick", _PICKS)
+        check_choice(self.uncertainty, "uncertainty", _UNCERTAINTIES)
+        check_choice(self.density, "density", _DENSITIES)
+        if self.density_k is not None and not (isinstance(self.density_k, str) and self.density_k == "class"):
             check_positive_int(self.density_k, "density_k")
-        if self.init not in _INITS:
-            raise VlalInputError(f"init must be one of {_INITS}; got {self.init!r}")
-        if not (self.use_gpu == "auto" or isinstance(self.use_gpu, (bool, np.bool_))):
+        check_choice(self.init, "init", _INITS)
+        if not ((isinstance(self.use_gpu, str) and self.use_gpu == "auto") or isinstance(self.use_gpu, (bool, np.bool_))):
             raise VlalInputError(f"use_gpu must be 'auto', True or False; got {self.use_gpu!r}")
 
     def _query(self, pool: Pool, budget: int, rng: np.random.Generator):

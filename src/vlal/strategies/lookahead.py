@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import check_param, check_positive_int, l2_normalize, seed_int
+from .._validation import check_choice, check_param, check_positive_int, l2_normalize, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
     _build_knn_index,
@@ -248,7 +248,7 @@ class LookAhead(Strategy):
         ``G`` is O(candidates x rows counted): on a pool of more candidates than this, the
         predictions counted are those of ``max_effect_rows`` evenly spaced candidates (the
         benchmark pools, 1,128-2,494 rows, are counted whole).
-    random_state : int, numpy Generator or None
+    random_state : None, int, numpy SeedSequence, Generator or RandomState
     """
 
     def __init__(self, beta: float = 4.0, n_labels: int = 3, top_n: int = 10, *, diversity: str = "cluster",
@@ -284,8 +284,7 @@ class LookAhead(Strategy):
         check_positive_int(self.max_effect_rows, "max_effect_rows")
         if not isinstance(self.share, (bool, np.bool_)):
             raise VlalInputError(f"share must be True or False; got {self.share!r}")
-        if self.diversity not in _DIVERSITY:
-            raise VlalInputError(f"diversity must be one of {_DIVERSITY}; got {self.diversity!r}")
+        check_choice(self.diversity, "diversity", _DIVERSITY)
 
     def _candidate_inputs(self, pool: Pool):
         """``(cand, z, p, logits, belief)`` of the candidate rows: unit features (float64),
@@ -314,7 +313,8 @@ class LookAhead(Strategy):
                 sm[rows_s] = belief[nb].mean(axis=1)
             belief = 0.5 * belief + 0.5 * sm
         if float(self.temper) != 1.0:  # tempered belief: belief ** temper, renormalised
-            belief = np.exp(float(self.temper) * np.log(np.maximum(belief, 1e-300)))
+            lb = float(self.temper) * np.log(np.maximum(belief, 1e-300))
+            belief = np.exp(lb - lb.max(axis=1, keepdims=True))  # row maximum taken out: no 0 / 0 for a large temper
             belief /= belief.sum(axis=1, keepdims=True)
         mu = z.mean(axis=0)
         nu = np.linalg.norm(mu)
