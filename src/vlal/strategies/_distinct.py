@@ -21,8 +21,9 @@ from .._validation import copy_groups, copy_tolerance, rows_per_chunk
 
 
 def dup_groups(z: np.ndarray, dtype=None) -> np.ndarray:
-    """:func:`vlal._validation.copy_groups` of ``z`` with the copy tolerance of ``dtype``
-    (the dtype of the features ``z`` was normalised from; default ``z``'s own)."""
+    """:func:`vlal._validation.copy_groups` of ``z`` with the copy tolerance of ``dtype``: the
+    features ``z`` was normalised from (or their dtype; :func:`vlal._validation.copy_tolerance`:
+    float16 values, also upcast, get the float16 tolerance); default ``z``'s own dtype."""
     return copy_groups(z, copy_tolerance(z.dtype if dtype is None else dtype))
 
 

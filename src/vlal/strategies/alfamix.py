@@ -214,7 +214,7 @@ class ALFAMix(Strategy):
         counts = self._flip_counts(z, z_lab, pool.labels, pool.model, pool.probs.shape[1])
         flip = np.flatnonzero(counts > 0)
         util = counts.astype(np.float64)
-        groups = dup_groups(z, pool.features.dtype)  # copies of one image (the duplicate rule)
+        groups = dup_groups(z, pool.features)  # copies of one image (the duplicate rule)
         if flip.size <= budget:
             rest = np.flatnonzero(counts == 0)
             fill = rng.choice(rest, size=budget - flip.size, replace=False)

@@ -362,7 +362,7 @@ class CalibratedMix(Strategy):
         z_cand = l2_normalize(pool.features, "features", rows=cand)
         z_lab = l2_normalize(pool.features, "features", rows=lab) if lab.size else z_cand[:0]
         # Candidates considered: one row of each group of copies, none a copy of a labeled row.
-        keep = unique_rows(z_cand, z_lab, pool.features.dtype) if self.dedupe else np.arange(cand.size)
+        keep = unique_rows(z_cand, z_lab, pool.features) if self.dedupe else np.arange(cand.size)
         if keep.size < budget:  # the budget needs duplicates: the unique rows first, then the rest
             rest = np.setdiff1d(np.arange(cand.size), keep)
             keep = np.concatenate([keep, rest[: budget - keep.size]])

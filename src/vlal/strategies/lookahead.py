@@ -348,12 +348,12 @@ class LookAhead(Strategy):
         if budget >= m:
             chosen = order0[:budget]
         elif self.diversity == "none":  # best rows, one per distinct image while enough remain
-            chosen = _best_per_group(order0, dup_groups(zf, pool.features.dtype), budget)  # copies share an id
+            chosen = _best_per_group(order0, dup_groups(zf, pool.features), budget)  # copies share an id
         elif self.diversity == "cluster":  # the best row of each cluster; then the best rows left (empty clusters)
             _, assign = _cluster(zf, rank01(final) + 1e-3, budget, seed, int(self.n_iter), "k-means++", "auto")
             chosen = _best_per_group(order0, assign, budget)
         else:  # lazy greedy with simulated updates
-            copy_of = dup_groups(zf, pool.features.dtype)  # copies of one image share an id
+            copy_of = dup_groups(zf, pool.features)  # copies of one image share an id
             lg = logits.copy()
             bel = belief.copy()
             cur = g0.copy()
