@@ -472,33 +472,22 @@ def check_nonzero_rows(arr: np.ndarray, name: str = "features") -> None:
 
 
 #: Two rows are copies when their L2-normalised features lie within this Euclidean distance
-#: (cosine >= 1 - 5e-9): the same image's features up to float round-off (e.g. encoded in
-#: batches of another size), or a scaled copy. Distinct images are far apart in CLIP space.
-COPY_TOL = 1e-4
-#: The same for float16 features: rounding each value to float16 moves a unit row by up to
-#: 2**-11 (relative), two roundings of one image by up to ~1e-3 (measured: median 1e-4, max 1.5e-4
-#: on 512-d rows), so :data:`COPY_TOL` missed about half of such copies. 2e-3 is cosine >= 1 - 2e-6,
-#: still far below the distance of two different images (near-duplicate photos: cosine 0.97-0.99).
-COPY_TOL_FLOAT16 = 2e-3
+#: (cosine >= 1 - 2e-6), whatever their dtype: the same image's features up to float round-off
+#: (encoded in batches of another size; stored as float16, which moves a unit row by up to
+#: 2**-11 relative, two roundings by up to ~1e-3; a pool mixing float32 rows and float16-rounded
+#: copies of them), or a scaled copy (the feature vector times a constant). Distinct images are
+#: far apart: the closest two rows of the real CLIP pools in ``shared/data`` are 0.085-0.12 apart.
+#: (Until stop 24 the tolerance was 1e-4, and 2e-3 for float16 arrays only: float16-rounded
+#: copies in a float32 array were missed.)
+COPY_TOL = 2e-3
+#: The same tolerance (kept as a name: it once differed for float16).
+COPY_TOL_FLOAT16 = COPY_TOL
 
 
-def copy_tolerance(features) -> float:
-    """:data:`COPY_TOL_FLOAT16` for float16 features, else :data:`COPY_TOL`.
-
-    ``features``: a dtype, or the feature array itself; an array of another float dtype whose
-    values are all exactly float16 values (float16 features upcast by the caller, e.g.
-    ``np.load(...).astype(np.float32)``) counts as float16 too (one chunked pass)."""
-    if not isinstance(features, np.ndarray) and not _is_lazy(features):
-        return COPY_TOL_FLOAT16 if np.dtype(features) == np.float16 else COPY_TOL
-    if features.dtype == np.float16:
-        return COPY_TOL_FLOAT16
-    step = rows_per_chunk(features.shape[1]) if features.ndim == 2 else max(1, features.shape[0])
-    for start in range(0, features.shape[0], step):
-        block = np.asarray(features[start : start + step])
-        with np.errstate(over="ignore"):
-            if not np.array_equal(block.astype(np.float16).astype(block.dtype), block):
-                return COPY_TOL
-    return COPY_TOL_FLOAT16
+def copy_tolerance(features=None) -> float:
+    """:data:`COPY_TOL`, one tolerance for every dtype (``features``, a dtype or an array, is
+    accepted for compatibility and not read)."""
+    return COPY_TOL
 
 
 def copies_of_rows(arr: np.ndarray, rows: np.ndarray, tol: float | None = None) -> np.ndarray:

@@ -2,8 +2,7 @@
 CalibratedMix: the copy rule of :func:`vlal._validation.copies_of_rows`.
 
 Two rows are *duplicates* (copies of one image) when their L2-normalised features lie
-within :func:`vlal._validation.copy_tolerance` of each other (1e-4; 2e-3 for float16
-features): exact copies, the same image encoded in another batch, scaled copies. A
+within :func:`vlal._validation.copy_tolerance` of each other (2e-3, every dtype): exact copies, the same image encoded in another batch, scaled copies. A
 *duplicate group* is a connected component of that relation (a copy of a copy is a copy):
 :func:`vlal._validation.copy_groups`. Distinct images (cosine below 0.99 in CLIP space even
 for near-duplicate photos) are never grouped.

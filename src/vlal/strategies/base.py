@@ -269,7 +269,7 @@ class Strategy(abc.ABC):
             Rows that may be queried, as indices or a boolean mask of length ``n``;
             default: every unlabeled row. A labeled row among them is an error. Rows whose
             features are a copy of a labeled row's (L2-normalised rows within
-            ``vlal._validation.COPY_TOL`` = 1e-4, 2e-3 for float16 features: the same image up to
+            ``vlal._validation.COPY_TOL`` = 2e-3, every dtype: the same image up to
             float round-off, or a scaled copy) are not candidates while at least ``budget`` others remain (their
             utilities are then NaN); otherwise every other candidate is taken and the
             strategy picks only the shortfall among the copies. The returned indices are

@@ -248,8 +248,7 @@ class CalibratedMix(Strategy):
        already has ``ceil((|L| + b) / K)`` labels or picks is passed over for the next best
        row of its cluster (cf. PCB, Bang et al. CVPR 2024); the cap grows when nothing fits;
     6. ``dedupe=True``: a copy of a labeled row or of another candidate (the duplicate rule of
-       the clustering strategies: L2-normalised rows within the copy tolerance, 1e-4, 2e-3 for
-       float16 features) is never queried unless the budget needs it.
+       the clustering strategies: L2-normalised rows within the copy tolerance, 2e-3) is never queried unless the budget needs it.
 
     Utilities (``select(..., return_utilities=True)``): the score ``w(x)`` of step 1, in
     [0, 1] (0 for a dropped duplicate copy); the picks are not simply the top-``budget``

@@ -41,7 +41,7 @@ class CEC(ClusteringStrategy):
 
     Duplicates: no two picks are copies of one image while a candidate of another image
     remains (web-scale pools hold many copies). Copies are the rows whose L2-normalised
-    features lie within ``vlal._validation.copy_tolerance`` (1e-4; 2e-3 for float16 features)
+    features lie within ``vlal._validation.copy_tolerance`` (2e-3)
     of each other, or are linked by a chain of such rows: the rule that keeps copies of
     labeled rows out of the candidates (:mod:`vlal.strategies._distinct`). A pick whose
     group of copies already holds an earlier pick is replaced by the nearest row to its
