@@ -451,3 +451,96 @@ def test_lookahead_large_temper_is_a_sharp_belief_not_nan():
     p = vlal.zero_shot_probs(x, x[:4], temperature=0.2)
     picks = vlal.LookAhead(temper=1e9, random_state=0).select(x, p, 5)
     assert np.unique(picks).size == 5
+
+
+# --------------------------------------------------------------------------- final new-user review (sessions)
+
+
+def _session(tmp_path, **kw):
+    pool, y = make_pool_file(tmp_path / "pool.npz", **kw)
+    s_dir = tmp_path / "s"
+    res = CliRunner().invoke(main, ["session", "init", str(s_dir), "--features", str(pool)])
+    assert res.exit_code == 0, res.output
+    return pool, y, s_dir
+
+
+def test_session_classes_must_match_the_files_class_names(tmp_path):
+    """--classes with --features replaced the file's class names silently: the same names in another
+    order paired every name with another class's embedding (all guesses wrong)."""
+    pool, _ = make_pool_file(tmp_path / "pool.npz")
+    names = [f"class {i}" for i in range(5)]
+    runner = CliRunner()
+    (tmp_path / "re.txt").write_text("\n".join(names[::-1]) + "\n")
+    res = runner.invoke(main, ["session", "init", str(tmp_path / "a"), "--features", str(pool),
+                               "--classes", str(tmp_path / "re.txt")])
+    assert res.exit_code == 1 and "class name 'class 4' is given at position 0 but is class 4" in res.output
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "new.txt").write_text("\n".join(f"renamed {i}" for i in range(5)) + "\n")  # a renaming is fine
+    assert runner.invoke(main, ["session", "init", str(tmp_path / "c"), "--features", str(pool),
+                                "--classes", str(tmp_path / "new.txt")]).exit_code == 0
+    (tmp_path / "same.txt").write_text("\n".join(names) + "\n")
+    res = runner.invoke(main, ["session", "init", str(tmp_path / "b"), "--features", str(pool),
+                               "--classes", str(tmp_path / "same.txt")])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("header", ["image,label,label", "image,label,image", "image,label,pool_index,Label"])
+def test_csv_import_refuses_repeated_columns(tmp_path, header):
+    pool, y, s_dir = _session(tmp_path)
+    with open_session(s_dir) as s:
+        b = s.next(4)
+        paths = s.pool["pool_paths"]
+        rows = [f"{paths[i]},class {y[i]},class {(y[i] + 1) % 5}" for i in b["indices"]]
+        (tmp_path / "l.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+        with pytest.raises(SessionError, match="more than once"):
+            s.import_labels(tmp_path / "l.csv")
+        assert s.state["labeled"] == []  # nothing applied
+
+
+def test_json_min_export_is_named(tmp_path):
+    pool, y, s_dir = _session(tmp_path)
+    with open_session(s_dir) as s:
+        b = s.next(3)
+        recs = [{"id": k, "image": s.pool["pool_paths"][i], "label": f"class {y[i]}", "annotator": 1}
+                for k, i in enumerate(b["indices"])]
+        (tmp_path / "min.json").write_text(json.dumps(recs))
+        with pytest.raises(SessionError, match="JSON-MIN export"):
+            s.import_labels(tmp_path / "min.json")
+
+
+def test_waiting_batch_message_names_discard_and_status_names_a_running_command(tmp_path):
+    pool, y, s_dir = _session(tmp_path)
+    with open_session(s_dir) as s:
+        s.next(3)
+        with pytest.raises(SessionError, match="vlal session discard"):
+            s.next(3)
+        res = CliRunner().invoke(main, ["session", "status", str(s_dir), "--json"])
+        st = json.loads(res.output)
+        assert st["busy"].startswith("process ") and str(os.getpid()) in st["busy"]
+    res = CliRunner().invoke(main, ["session", "status", str(s_dir), "--json"])
+    assert json.loads(res.output)["busy"] is None
+
+
+def test_session_without_pool_paths_warns(tmp_path):
+    from vlal.session import init_session
+
+    pool, _ = make_pool_file(tmp_path / "pool.npz", paths=False)
+    with pytest.warns(UserWarning, match="has no pool_paths"):
+        init_session(tmp_path / "s", pool)
+
+
+def test_broken_pipe_after_the_work_is_not_reported_as_an_error(tmp_path, monkeypatch):
+    pool, y, s_dir = _session(tmp_path)
+    import vlal.session_cli as session_cli
+
+    real_echo = session_cli.click.echo
+
+    def echo(*a, **k):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(session_cli.click, "echo", echo)
+    res = CliRunner().invoke(main, ["session", "next", str(s_dir), "--budget", "2"])
+    monkeypatch.setattr(session_cli.click, "echo", real_echo)
+    assert "Error" not in res.output and "Broken pipe" not in res.output
+    with open_session(s_dir, read_only=True) as s:
+        assert len(s.state["open_batch"]["indices"]) == 2  # the batch was made

@@ -26,8 +26,11 @@ def test_logits_rejected():
     logits = np.log(p)
     with pytest.raises(ValueError, match="not logits"):
         Random().select(x, logits, 3)
-    with pytest.raises(ValueError, match=r"row 0 sums to .*not logits"):
+    with pytest.raises(ValueError, match=r"row 0 sums to 2, not 1 \(tolerance 0.001\); class probabilities are expected "
+                                         r"\(rows summing to 1\): normalise the rows"):
         Random().select(x, p * 2, 3)
+    with pytest.raises(ValueError, match=r"row 0 sums to 100, not 1 .*percentages\? divide by 100"):
+        Random().select(x, p * 100, 3)
     # within atol 1e-3 is accepted
     Random().select(x, p * (1 + 5e-4), 3)
 

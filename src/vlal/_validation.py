@@ -138,10 +138,11 @@ def check_probs(probs, name: str = "probs") -> np.ndarray:
         off = np.abs(block.sum(axis=1) - 1.0) > tol
         if off.any():
             row = start + _first_bad_row(off)
-            raise VlalInputError(
-                f"{name} row {row} sums to {block[row - start].sum():.6g}, not 1; class "
-                "probabilities are expected, not logits: apply a softmax first"
-            )
+            total = float(block[row - start].sum())
+            hint = ("percentages? divide by 100" if abs(total - 100.0) <= 100 * tol else
+                    "class probabilities are expected (rows summing to 1): normalise the rows, "
+                    f"{name} / {name}.sum(axis=1, keepdims=True), or apply a softmax to logits")
+            raise VlalInputError(f"{name} row {row} sums to {total:.6g}, not 1 (tolerance {tol:.3g}); {hint}")
     return arr
 
 

@@ -387,7 +387,7 @@ def _user_errors(interface: str = "python"):
 
     try:
         yield
-    except click.ClickException:
+    except (click.ClickException, BrokenPipeError):  # a closed stdout (`| head`): click's own quiet exit
         raise
     except WeightsNotFoundError as err:
         from .clip._loading import weights_message_for

@@ -34,7 +34,7 @@ class BudgetExceededError(VlalInputError):
             msg = f"budget={self.budget}, but every row of the pool is labeled: there is nothing left to query"
         else:
             msg = (f"budget={self.budget} exceeds the number of unlabeled rows in the pool "
-                   f"({self.n_candidates}); lower the budget or label fewer rows first")
+                   f"({self.n_candidates}); lower the budget")
         super().__init__(msg)
 
 

@@ -199,6 +199,25 @@ class _Lock:
             return
         raise SessionLockedError(f"could not take the lock {self.path}")
 
+    def holder(self) -> str | None:
+        """Who holds the lock now (without taking it), or None; None too where this cannot be told
+        (no ``fcntl``, no lock file, or a lock file this user cannot open)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return self._holder()
+        finally:
+            os.close(fd)  # also releases the shared lock just taken
+        return None
+
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # releases the flock
@@ -326,8 +345,9 @@ def init_session(
         The strategy of round r gets ``random_state`` derived from ``(seed, r)``, so a batch
         is the same if ``next`` is run again after a crash.
     class_names : sequence of str, optional
-        Overrides / supplies the class names (K of them, distinct, in row order of
-        ``text_features``).
+        Supplies the class names (K of them, distinct, in row order of ``text_features``), or renames
+        the file's; a name of the file given at another position is an error (:class:`SessionError`:
+        it would pair that name with another class's embedding).
     heldout : "auto", None or path, default "auto"
         A labeled split to report accuracy on after each round: ``"auto"`` uses
         ``test_features`` / ``test_labels`` of ``features_file`` when present; a path
@@ -368,7 +388,19 @@ def init_session(
         if heldout == "auto" and {"test_features", "test_labels"} <= files:
             test = (_npz_get(z, "test_features", src), _npz_get(z, "test_labels", src), f"{src} (test split)")
     if class_names is not None:
-        names = [str(c) for c in class_names]
+        given = [str(c) for c in class_names]
+        if names is not None:
+            # the file's class_names follow the rows of its text_features: a name of the file given at
+            # another position would pair it with another class's embedding (new names are a renaming)
+            at = {c: k for k, c in enumerate(names)}
+            moved = [(k, c) for k, c in enumerate(given) if c in at and at[c] != k]
+            if moved:
+                k, c = moved[0]
+                raise SessionError(
+                    f"class name {c!r} is given at position {k} but is class {at[c]} in {src} (its class_names "
+                    "name the rows of its text_features, in that order); give the names in the file's order, "
+                    "or leave --classes out (the file's names are used)")
+        names = given
     n, d = feats.shape
     n_classes = text.shape[0]
     if text.shape[1] != d:
@@ -380,6 +412,9 @@ def init_session(
     if len(set(names)) != n_classes or any(not c.strip() for c in names):
         raise SessionError("class names must be distinct and non-empty")
     if paths is None:
+        warn_caller(f"{src} has no pool_paths: the batch files will name rows ('row-0', ...) instead of images, and "
+                    "Label Studio cannot show them; write the file with `vlal embed` (it stores the paths), or "
+                    "label from the CSV by row")
         paths = [f"row-{i}" for i in range(n)]
     else:
         if len(paths) != n:
@@ -524,6 +559,8 @@ class Session:
     pending : bool
         Read-only only: a change was begun and not finished (in progress in another process, or
         interrupted; the next command that takes the lock completes or rolls it back).
+    busy : str or None
+        Read-only only: the command holding the lock when the session was opened, if any.
     """
 
     def __init__(self, path, *, command: str = "python", read_only: bool = False):
@@ -532,6 +569,7 @@ class Session:
             raise SessionError(f"{self.path} is not a vlal session folder (create one with `vlal session init`)")
         self.read_only = bool(read_only)
         self.pending = False
+        self.busy = None
         self._lock = _Lock(self.path, command)
         if not self.read_only:
             self._lock.acquire()
@@ -548,6 +586,7 @@ class Session:
                 raise SessionError(f"{self.path / 'session.json'}: class_names must be a non-empty list of strings")
             self.state = self._read_state()
             if self.read_only:
+                self.busy = self._lock.holder()
                 entries = self._journal_entries()
                 done = {e.get("txn") for e in entries if e.get("phase") in ("commit", "rollback")}
                 self.pending = any(e.get("phase") == "begin" and e.get("txn") not in done for e in entries)
@@ -838,7 +877,8 @@ class Session:
         if b:
             raise SessionError(
                 f"round {b['round']} ({len(b['indices'])} images, {b['files']['labelstudio']}) is waiting for "
-                "labels: import them first (`vlal session import`)"
+                "labels: import them first (`vlal session import`), or drop the batch (`vlal session discard`; "
+                "its images stay in the pool, and the next query of the same round picks the same batch)"
             )
         if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
             raise SessionError(f"budget must be a positive int; got {budget!r}")
@@ -914,6 +954,10 @@ class Session:
             if "image" not in fields or "label" not in fields:
                 raise SessionError(f"{path}: a CSV import needs the columns image,label; "
                                    + (f"it has {reader.fieldnames}" if reader.fieldnames else "the file is empty"))
+            twice = sorted({f for f in fields if fields.count(f) > 1 and f})
+            if twice:  # csv.DictReader keeps the last of equal names: a column would silently win
+                raise SessionError(f"{path}: the header names the column(s) {twice} more than once "
+                                   f"({reader.fieldnames}); keep one of each")
             for n, rec in enumerate(reader, start=2):
                 rec = {(k or "").strip().lower(): _csv_uncell((v or "").strip()) for k, v in rec.items()}
                 lab = rec["label"] or None
@@ -928,6 +972,10 @@ class Session:
             data = [data]
         if not isinstance(data, list):
             raise SessionError(f"{path}: expected a list of Label Studio tasks")
+        flat = [t for t in data if isinstance(t, dict) and "data" not in t and "annotations" not in t]
+        if data and len(flat) == len(data) and any(_LS_FROM in t or _LS_TO in t for t in flat):
+            raise SessionError(f"{path}: this looks like Label Studio's JSON-MIN export (flat records, no 'data' and "
+                               "'annotations'); export the project as JSON (or CSV) instead")
         for n, task in enumerate(data):
             where = f"task {n + 1}" + (f" (id {task['id']})" if isinstance(task, dict) and "id" in task else "")
             if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
@@ -1153,6 +1201,7 @@ class Session:
                                             "files": self._batch_view(b)["files"]},
             "recovered": self.recovered,
             "pending": self.pending,
+            "busy": self.busy,
         }
 
 
@@ -1178,6 +1227,8 @@ def format_status(st: dict) -> str:
                  f"round {w['round']}, {w['n_images']} images: {w['files']['labelstudio']}, {w['files']['csv']}"))
     if st.get("recovered"):
         lines.append(f"recovered: {st['recovered']}")
+    if st.get("busy"):
+        lines.append(f"note: {st['busy']} is running on this session; shown is the last committed state")
     if st.get("pending"):
         lines.append("note: a change is in progress in another command, or was interrupted (the next command "
                      "completes or rolls it back); shown is the last committed state")

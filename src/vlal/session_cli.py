@@ -26,6 +26,8 @@ def _errors(fn):
             return fn(*args, **kwargs)
         except (VlalInputError, ImportError) as err:
             raise click.ClickException(str(err)) from err
+        except BrokenPipeError:  # stdout closed by the reader (`| head`) after the work was done: no error text
+            raise
         except OSError as err:  # e.g. a session folder this user cannot write: say which session
             from ._io import describe_os_error
 
