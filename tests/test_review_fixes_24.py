@@ -544,3 +544,16 @@ def test_broken_pipe_after_the_work_is_not_reported_as_an_error(tmp_path, monkey
     assert "Error" not in res.output and "Broken pipe" not in res.output
     with open_session(s_dir, read_only=True) as s:
         assert len(s.state["open_batch"]["indices"]) == 2  # the batch was made
+
+
+def test_labels_of_images_outside_the_open_batch_are_refused_with_advice(tmp_path):
+    pool, y, s_dir = _session(tmp_path)
+    with open_session(s_dir) as s:
+        b = s.next(3)
+        s.discard_batch()
+        assert s.next(3)["indices"] == b["indices"]  # the same round queries the same batch again
+        other = [i for i in range(len(y)) if i not in b["indices"]][:3]  # e.g. labels kept from elsewhere
+        labels = write_csv_labels(s_dir, tmp_path / "old.csv", y, s.class_names, rows=other)
+        with pytest.raises(SessionError, match="only the open batch's images take labels"):
+            s.import_labels(labels)
+        assert s.state["labeled"] == []

@@ -1102,7 +1102,9 @@ class Session:
                 if i in old_labels and why != "conflict" and lab == names[old_labels[i]]:
                     already += 1
                     continue
-                state = f"already labeled {names[old_labels[i]]!r}" if i in old_labels else "not queried"
+                state = (f"already labeled {names[old_labels[i]]!r}" if i in old_labels else
+                         "not queried in this round, e.g. from a discarded batch: only the open batch's images "
+                         "take labels; leave it out of the file, it may be queried again")
                 problems.append(f"{where}: image {key!r} is not in the open batch (round {batch['round']}; {state})")
                 continue
             seen.add(i)
