@@ -557,3 +557,46 @@ def test_labels_of_images_outside_the_open_batch_are_refused_with_advice(tmp_pat
         with pytest.raises(SessionError, match="only the open batch's images take labels"):
             s.import_labels(labels)
         assert s.state["labeled"] == []
+
+
+def test_last_review_classes_case_bom_blank_csv_rows_and_truncated_shards(tmp_path):
+    pool, y = make_pool_file(tmp_path / "pool.npz")
+    runner = CliRunner()
+    (tmp_path / "case.txt").write_text("Class 1\nclass 0\nclass 2\nclass 3\nclass 4\n")
+    res = runner.invoke(main, ["session", "init", str(tmp_path / "a"), "--features", str(pool),
+                               "--classes", str(tmp_path / "case.txt")])
+    assert res.exit_code == 1 and "'Class 1' is given at position 0 but is class 1" in res.output
+    (tmp_path / "bom.txt").write_bytes("\ufeffclass 0\nclass 1\nclass 2\nclass 3\nclass 4\n".encode("utf-8"))
+    res = runner.invoke(main, ["session", "init", str(tmp_path / "b"), "--features", str(pool),
+                               "--classes", str(tmp_path / "bom.txt")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b" / "session.json").read_text())["class_names"][0] == "class 0"
+    with open_session(tmp_path / "b") as s:
+        s.next(3)
+        csv_file = write_csv_labels(tmp_path / "b", tmp_path / "l.csv", y, s.class_names)
+        with open(csv_file, "a") as fh:
+            fh.write(",\n,,\n")  # blank rows as spreadsheets write them
+        assert s.import_labels(csv_file)["n_labeled"] == 3
+    # a truncated shard: one line naming it, not numpy's traceback
+    from vlal.shards import ShardWriter
+
+    rng = np.random.default_rng(0)
+    with ShardWriter(tmp_path / "f", 8, shard_rows=100) as w:
+        w.write(rng.normal(size=(300, 8)).astype(np.float32))
+    shard = sorted((tmp_path / "f").glob("features-*.npy"))[1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    np.save(tmp_path / "p.npy", np.full((300, 3), 1 / 3))
+    res = runner.invoke(main, ["select", "--features", str(tmp_path / "f" / "manifest.json"), "--probs",
+                               str(tmp_path / "p.npy"), "--budget", "5", "--out", str(tmp_path / "q.npy")])
+    assert res.exit_code == 1 and "truncated" in res.output and shard.name in res.output
+    assert "Traceback" not in res.output
+
+
+def test_csv_row_with_more_cells_than_the_header_is_refused_not_a_traceback(tmp_path):
+    pool, y, s_dir = _session(tmp_path)
+    with open_session(s_dir) as s:
+        b = s.next(2)
+        paths = s.pool["pool_paths"]
+        (tmp_path / "x.csv").write_text("image,label\n" + "\n".join(f"{paths[i]},class {y[i]},extra" for i in b["indices"]) + "\n")
+        with pytest.raises(SessionError, match="line 2 has 3 cells but the header 2 columns"):
+            s.import_labels(tmp_path / "x.csv")

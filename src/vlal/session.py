@@ -392,12 +392,15 @@ def init_session(
         if names is not None:
             # the file's class_names follow the rows of its text_features: a name of the file given at
             # another position would pair it with another class's embedding (new names are a renaming)
-            at = {c: k for k, c in enumerate(names)}
-            moved = [(k, c) for k, c in enumerate(given) if c in at and at[c] != k]
+            # compared without case and surrounding blanks: 'Dog' for the file's 'dog' at another position
+            # would bind the name to another class all the same
+            at = {c.strip().casefold(): k for k, c in enumerate(names)}
+            moved = [(k, c) for k, c in enumerate(given) if c.strip().casefold() in at and at[c.strip().casefold()] != k]
             if moved:
                 k, c = moved[0]
                 raise SessionError(
-                    f"class name {c!r} is given at position {k} but is class {at[c]} in {src} (its class_names "
+                    f"class name {c!r} is given at position {k} but is class {at[c.strip().casefold()]} in {src} "
+                    "(its class_names "
                     "name the rows of its text_features, in that order); give the names in the file's order, "
                     "or leave --classes out (the file's names are used)")
         names = given
@@ -959,7 +962,13 @@ class Session:
                 raise SessionError(f"{path}: the header names the column(s) {twice} more than once "
                                    f"({reader.fieldnames}); keep one of each")
             for n, rec in enumerate(reader, start=2):
+                extra = rec.pop(None, None) or []  # cells beyond the header's columns
+                if any((c or "").strip() for c in extra):
+                    raise SessionError(f"{path}: line {n} has {len(fields) + len(extra)} cells but the header "
+                                       f"{len(fields)} columns ({reader.fieldnames}); nothing applied")
                 rec = {(k or "").strip().lower(): _csv_uncell((v or "").strip()) for k, v in rec.items()}
+                if not any(rec.values()):  # an empty row (',,' as spreadsheets write them): nothing to import
+                    continue
                 lab = rec["label"] or None
                 # the batch CSV's pool_index, when kept, must agree with the image (an edited or shifted row)
                 rows.append((f"line {n}", rec["image"], lab, "" if lab else "empty label", rec.get("pool_index") or None))
@@ -967,7 +976,8 @@ class Session:
         try:
             data = json.loads(text)
         except ValueError as err:
-            raise SessionError(f"{path}: not JSON ({err}); expected a Label Studio JSON export or a CSV") from err
+            raise SessionError(f"{path}: not JSON ({err}); expected a Label Studio JSON export (.json) or a CSV "
+                               "(.csv, comma-separated; other suffixes are read as JSON)") from err
         if isinstance(data, dict):
             data = [data]
         if not isinstance(data, list):

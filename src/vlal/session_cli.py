@@ -86,7 +86,8 @@ def init_cmd(path, features_file, images, classes_file, pretrained, model_name, 
     _check_init_options(strategy, tuner, heldout)
     names = None
     if classes_file is not None:
-        names = [ln.strip() for ln in classes_file.read_text().splitlines() if ln.strip()]
+        # utf-8-sig: a byte-order mark (Windows Notepad) would become part of the first class name
+        names = [ln.strip() for ln in classes_file.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
     if images is not None:
         if pretrained is None:
             raise click.UsageError("--images needs --pretrained (a checkpoint, a cached tag, or 'none' for random weights)")

@@ -192,7 +192,11 @@ class ShardedFeatures:
         rows = int(self.offsets[i + 1] - self.offsets[i])
         if rows == 0:
             return np.empty((0, self.d), dtype=self.dtype)
-        return np.memmap(self._files[i], dtype=self.dtype, mode="r", offset=self._header(i), shape=(rows, self.d))
+        try:
+            return np.memmap(self._files[i], dtype=self.dtype, mode="r", offset=self._header(i), shape=(rows, self.d))
+        except ValueError as err:  # numpy: "mmap length is greater than file size"
+            raise VlalInputError(f"shard {self._files[i]} is shorter than its header and the manifest say "
+                                 f"({rows} rows of {self.d}): truncated; write it again") from err
 
     def _read_range(self, start: int, stop: int, out: np.ndarray) -> None:
         s = int(np.searchsorted(self.offsets, start, side="right")) - 1

@@ -79,7 +79,7 @@ def embed(images, out, model_name, pretrained, test_images, class_names_file, te
         return
     names = None
     if class_names_file is not None:
-        names = [ln.strip() for ln in class_names_file.read_text().splitlines() if ln.strip()]
+        names = [ln.strip() for ln in class_names_file.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
     spec = None if pretrained.strip().lower() in ("none", "random") else pretrained
     try:
         with warnings.catch_warnings():
