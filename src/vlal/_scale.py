@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _faiss
 from ._faiss.ivf import parallel_map
-from ._validation import GROUP_DIMS, copy_projections, copy_tolerance, groups_from_projections, prob_tolerance, rng_from
+from ._validation import COPY_TOL, GROUP_DIMS, copy_projections, groups_from_projections, prob_tolerance, rng_from
 from ._warnings import warn_caller
 from .scoring import _neighbor_term
 from .exceptions import VlalInputError
@@ -584,7 +584,7 @@ def cec_stream(features, probs, budget: int, candidates: np.ndarray, *, k: int =
 
     # ---- Sec. 4.4: nearest candidate to each centre, re-ranked exactly, one per group of copies
     t = time.perf_counter()
-    groups = groups_from_projections(proj, _unit_reader(fread, candidates, m, features), copy_tolerance(features.dtype),
+    groups = groups_from_projections(proj, _unit_reader(fread, candidates, m, features), COPY_TOL,
                                      workers=-1)
     del proj
     times["groups"] = time.perf_counter() - t
@@ -632,7 +632,7 @@ def _stream_groups(fread, candidates, m, features) -> np.ndarray:
     for s in range(0, m, BLOCK_ROWS):
         e = min(m, s + BLOCK_ROWS)
         proj[s:e] = copy_projections(_normalised(fread(s, e), "features", s))
-    return groups_from_projections(proj, _unit_reader(fread, candidates, m, features), copy_tolerance(features.dtype),
+    return groups_from_projections(proj, _unit_reader(fread, candidates, m, features), COPY_TOL,
                                    workers=-1)
 
 

@@ -481,19 +481,11 @@ def check_nonzero_rows(arr: np.ndarray, name: str = "features") -> None:
 #: (Until stop 24 the tolerance was 1e-4, and 2e-3 for float16 arrays only: float16-rounded
 #: copies in a float32 array were missed.)
 COPY_TOL = 2e-3
-#: The same tolerance (kept as a name: it once differed for float16).
-COPY_TOL_FLOAT16 = COPY_TOL
-
-
-def copy_tolerance(features=None) -> float:
-    """:data:`COPY_TOL`, one tolerance for every dtype (``features``, a dtype or an array, is
-    accepted for compatibility and not read)."""
-    return COPY_TOL
 
 
 def copies_of_rows(arr: np.ndarray, rows: np.ndarray, tol: float | None = None) -> np.ndarray:
     """Rows of ``arr`` that are copies of one of the rows ``rows`` (within ``tol``, default
-    :func:`copy_tolerance` of ``arr``'s dtype).
+    :data:`COPY_TOL`).
 
     One chunked pass projects every L2-normalised row on 4 fixed unit directions; a
     projection moves at most as far as the row (1-Lipschitz), so only rows whose 4
@@ -511,7 +503,7 @@ def copies_of_rows(arr: np.ndarray, rows: np.ndarray, tol: float | None = None) 
         True for the rows within ``tol`` of one of ``rows`` (``rows`` themselves included).
     """
     n, d = arr.shape
-    tol = copy_tolerance(arr) if tol is None else float(tol)
+    tol = COPY_TOL if tol is None else float(tol)
     dirs = np.random.default_rng(0x5EED).normal(size=(d, 4))
     dirs = (dirs / np.linalg.norm(dirs, axis=0)).astype(np.float32)
     proj = np.empty((n, 4), dtype=np.float32)
@@ -582,7 +574,7 @@ def _unit_rows(arr: np.ndarray):
 def copy_groups(arr: np.ndarray, tol: float | None = None) -> np.ndarray:
     """The groups of copies among the rows of ``arr``: one int64 id per row, equal exactly
     when two rows are linked by a chain of copies (L2-normalised rows within ``tol`` of each
-    other, default :func:`copy_tolerance` of ``arr``'s dtype: the rule of
+    other, default :data:`COPY_TOL`: the rule of
     :func:`copies_of_rows`). The id of a group is its lowest row position (a row without a
     copy keeps its own position).
 
@@ -608,7 +600,7 @@ def copy_groups(arr: np.ndarray, tol: float | None = None) -> np.ndarray:
     ``n`` points in 8 dimensions (~0.1 s at 10^5 rows, a few s at 10^6), and ``O(d)`` per
     candidate pair (``s`` bitwise-different near copies of one image cost ``~s**2``).
     """
-    tol = copy_tolerance(arr.dtype) if tol is None else float(tol)
+    tol = COPY_TOL if tol is None else float(tol)
     return groups_from_projections(copy_projections(arr), _unit_rows(arr), tol)
 
 

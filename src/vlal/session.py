@@ -590,9 +590,7 @@ class Session:
             self.state = self._read_state()
             if self.read_only:
                 self.busy = self._lock.holder()
-                entries = self._journal_entries()
-                done = {e.get("txn") for e in entries if e.get("phase") in ("commit", "rollback")}
-                self.pending = any(e.get("phase") == "begin" and e.get("txn") not in done for e in entries)
+                self.pending = bool(self._unfinished())
                 self.recovered = None
             else:
                 self.recovered = self._recover()
@@ -682,6 +680,13 @@ class Session:
 
     # ------------------------------------------------------------------ journal
 
+    def _unfinished(self) -> list[dict]:
+        """The journal's ``begin`` entries without a ``commit`` or ``rollback`` (changes in progress
+        or interrupted)."""
+        entries = self._journal_entries()
+        done = {e.get("txn") for e in entries if e.get("phase") in ("commit", "rollback")}
+        return [e for e in entries if e.get("phase") == "begin" and e.get("txn") not in done]
+
     def _journal_entries(self) -> list[dict]:
         p = self.path / "journal.jsonl"
         if not p.exists():
@@ -722,9 +727,7 @@ class Session:
             tmp.unlink(missing_ok=True)
         for tmp in (self.path / "batches").glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-        entries = self._journal_entries()
-        done = {e.get("txn") for e in entries if e.get("phase") in ("commit", "rollback")}
-        pending = [e for e in entries if e.get("phase") == "begin" and e.get("txn") not in done]
+        pending = self._unfinished()
         for e in pending:
             if not is_json_ints([e.get("seq")]) or not isinstance(e.get("op"), str):
                 raise SessionError(f"{self.path / 'journal.jsonl'}: an unfinished change without an integer seq and "

@@ -66,12 +66,12 @@ def _node_check(model_name, pretrained, model_config, allow_download) -> tuple[s
 
 
 def _same_file(a: str, b: str) -> bool:
-    """Weights ids ``path|size|mtime_ns[|...]`` of two nodes name the same weights: the modification time
-    may differ (a copy), the path and size may not; other ids (tags, random seeds) must be equal."""
-    def strip(wid):
-        parts = wid.split("|")
-        return "|".join(parts[:2] + parts[3:]) if len(parts) >= 3 and parts[2].isdigit() else wid
-    return strip(a) == strip(b)
+    """Weights ids ``path|size|mtime_ns[|...]`` of two nodes name the same weights: as
+    :func:`vlal.clip._loading.same_weights` (the modification time may differ: a copy), and every
+    node reads the same path; other ids (tags, random seeds) must be equal."""
+    from ._loading import same_weights
+
+    return same_weights(a, b) and a.split("|")[0] == b.split("|")[0]
 
 
 def _check_nodes(ray, model_name, pretrained, model_config, allow_download, driver_id: str) -> None:

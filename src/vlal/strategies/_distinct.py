@@ -2,7 +2,7 @@
 CalibratedMix: the copy rule of :func:`vlal._validation.copies_of_rows`.
 
 Two rows are *duplicates* (copies of one image) when their L2-normalised features lie
-within :func:`vlal._validation.copy_tolerance` of each other (2e-3, every dtype): exact copies, the same image encoded in another batch, scaled copies. A
+within :data:`vlal._validation.COPY_TOL` of each other (2e-3, every dtype): exact copies, the same image encoded in another batch, scaled copies. A
 *duplicate group* is a connected component of that relation (a copy of a copy is a copy):
 :func:`vlal._validation.copy_groups`. Distinct images (cosine below 0.99 in CLIP space even
 for near-duplicate photos) are never grouped.
@@ -16,14 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import copy_groups, copy_tolerance, rows_per_chunk
-
-
-def dup_groups(z: np.ndarray, dtype=None) -> np.ndarray:
-    """:func:`vlal._validation.copy_groups` of ``z`` with the copy tolerance of ``dtype``: the
-    features ``z`` was normalised from (or their dtype; :func:`vlal._validation.copy_tolerance`:
-    float16 values, also upcast, get the float16 tolerance); default ``z``'s own dtype."""
-    return copy_groups(z, copy_tolerance(z.dtype if dtype is None else dtype))
+from .._validation import copy_groups, rows_per_chunk
 
 
 def _sq_dist(z: np.ndarray, sq: np.ndarray, center: np.ndarray) -> np.ndarray:
@@ -38,7 +31,7 @@ def _sq_dist(z: np.ndarray, sq: np.ndarray, center: np.ndarray) -> np.ndarray:
 
 
 def replace_duplicates(z: np.ndarray, picks: np.ndarray, centers: np.ndarray | None, rng=None, *,
-                       dtype=None, groups: np.ndarray | None = None) -> np.ndarray:
+                       groups: np.ndarray | None = None) -> np.ndarray:
     """Apply the duplicate rule to ``picks`` (positions into ``z``).
 
     Parameters
@@ -51,12 +44,8 @@ def replace_duplicates(z: np.ndarray, picks: np.ndarray, centers: np.ndarray | N
         Cluster centres; ``None`` -> replacements are drawn uniformly with ``rng``.
     rng : numpy Generator, optional
         Needed when ``centers`` is None.
-    dtype : numpy dtype, optional
-        The dtype of the features ``z`` was normalised from (it sets the copy tolerance,
-        :func:`vlal._validation.copy_tolerance`); default ``z``'s own.
     groups : ndarray (m,), int, optional
-        The duplicate group of each row when the caller has them; default
-        ``dup_groups(z, dtype)``.
+        The duplicate group of each row when the caller has them; default ``copy_groups(z)``.
 
     Returns
     -------
@@ -73,7 +62,7 @@ def replace_duplicates(z: np.ndarray, picks: np.ndarray, centers: np.ndarray | N
     picks = np.asarray(picks, dtype=np.int64)
     if picks.size < 2:
         return picks
-    g = dup_groups(z, dtype) if groups is None else np.asarray(groups)
+    g = copy_groups(z) if groups is None else np.asarray(groups)
     keys = g[picks]
     if np.unique(keys).size == keys.size:
         return picks

@@ -9,7 +9,8 @@ import numpy as np
 from .._validation import PROB_ATOL, check_param, l2_normalize, rows_per_chunk, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import _zero_shot_probs
-from ._distinct import dup_groups, replace_duplicates
+from .._validation import copy_groups
+from ._distinct import replace_duplicates
 from .base import Pool, Strategy
 from .clustering import cluster_nearest
 from ._register import register
@@ -214,7 +215,7 @@ class ALFAMix(Strategy):
         counts = self._flip_counts(z, z_lab, pool.labels, pool.model, pool.probs.shape[1])
         flip = np.flatnonzero(counts > 0)
         util = counts.astype(np.float64)
-        groups = dup_groups(z, pool.features)  # copies of one image (the duplicate rule)
+        groups = copy_groups(z)  # copies of one image (the duplicate rule)
         if flip.size <= budget:
             rest = np.flatnonzero(counts == 0)
             fill = rng.choice(rest, size=budget - flip.size, replace=False)

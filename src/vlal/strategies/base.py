@@ -332,7 +332,7 @@ class Strategy(abc.ABC):
             picks, util = out if isinstance(out, tuple) else (out, None)
             return np.asarray(picks, dtype=np.int64), util
 
-        # Never spend budget on a copy of an image already labeled (vlal._validation.copy_tolerance):
+        # Never spend budget on a copy of an image already labeled (vlal._validation.COPY_TOL):
         # copies leave the candidates; when the other rows cannot fill the budget, they are all
         # taken and the strategy picks only the shortfall among the copies.
         copy = copies_of_rows(f, labeled_idx)[cand] if labeled_idx.size else np.zeros(cand.size, dtype=bool)

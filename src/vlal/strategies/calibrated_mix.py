@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import check_choice, check_features, check_param, check_positive_int, l2_normalize, rows_per_chunk, seed_int
+from .._validation import check_choice, check_features, check_param, check_positive_int, copy_groups, l2_normalize, rows_per_chunk, seed_int
 from .._warnings import warn_caller
 from ..exceptions import VlalInputError
 from ..scoring import (
@@ -20,7 +20,6 @@ from ..scoring import (
     _neighbor_uncertainty,
     _weighted_kmeans,
 )
-from ._distinct import dup_groups
 from .base import Pool, Strategy
 from ._register import register
 
@@ -201,14 +200,13 @@ def budget_mix_weight(n_labeled_after: int, n_classes: int, half_shots: float) -
     return float(s / (s + half_shots)) if half_shots > 0 else 1.0
 
 
-def unique_rows(z: np.ndarray, exclude: np.ndarray | None = None, dtype=None) -> np.ndarray:
+def unique_rows(z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """Positions of the first row of each group of copies in ``z``, in row order, without
     the groups that hold a row of ``exclude`` (the duplicate rule of ``_distinct``: rows
-    linked by L2-normalised rows within :func:`vlal._validation.copy_tolerance` of ``dtype``,
-    the dtype the rows were normalised from, default ``z``'s own)."""
+    linked by L2-normalised rows within :data:`vlal._validation.COPY_TOL`)."""
     m = z.shape[0]
     both = z if exclude is None or not exclude.shape[0] else np.concatenate([z, np.asarray(exclude, z.dtype)])
-    g = dup_groups(both, z.dtype if dtype is None else dtype)  # id = lowest row of the group
+    g = copy_groups(both)  # id = lowest row of the group
     first = np.flatnonzero(g[:m] == np.arange(m))
     if both.shape[0] > m:
         first = first[~np.isin(g[first], g[m:])]
@@ -361,7 +359,7 @@ class CalibratedMix(Strategy):
         z_cand = l2_normalize(pool.features, "features", rows=cand)
         z_lab = l2_normalize(pool.features, "features", rows=lab) if lab.size else z_cand[:0]
         # Candidates considered: one row of each group of copies, none a copy of a labeled row.
-        keep = unique_rows(z_cand, z_lab, pool.features) if self.dedupe else np.arange(cand.size)
+        keep = unique_rows(z_cand, z_lab) if self.dedupe else np.arange(cand.size)
         if keep.size < budget:  # the budget needs duplicates: the unique rows first, then the rest
             rest = np.setdiff1d(np.arange(cand.size), keep)
             keep = np.concatenate([keep, rest[: budget - keep.size]])

@@ -41,7 +41,7 @@ class CEC(ClusteringStrategy):
 
     Duplicates: no two picks are copies of one image while a candidate of another image
     remains (web-scale pools hold many copies). Copies are the rows whose L2-normalised
-    features lie within ``vlal._validation.copy_tolerance`` (2e-3)
+    features lie within ``vlal._validation.COPY_TOL`` (2e-3)
     of each other, or are linked by a chain of such rows: the rule that keeps copies of
     labeled rows out of the candidates (:mod:`vlal.strategies._distinct`). A pick whose
     group of copies already holds an earlier pick is replaced by the nearest row to its
@@ -185,8 +185,8 @@ class CEC(ClusteringStrategy):
                     calibration=self.calibration, neighbor_term=self.neighbor_term, clustering=self.clustering,
                     n_iter=min(self.n_iter, 10), seed=seed_int(self.random_state, rng), stats=self.stream_stats_,
                 )
-            # Small enough: read into memory (in the shards' dtype, float16 or float32: the copy
-            # tolerance of the duplicate rule follows it), then exactly the in-memory path.
+            # Small enough: read into memory (features in the shards' own dtype), then exactly the
+            # in-memory path.
             pool = replace(
                 pool,
                 features=check_features(np.asarray(f, dtype=f.dtype) if _is_lazy(f) else f, "features"),

@@ -94,4 +94,4 @@ class ClusteringStrategy(Strategy):
         centers, assign = _weighted_kmeans(z, weights, budget, seed, getattr(self, "n_iter", 20),
                                            getattr(self, "kmeans_mode", "auto"), getattr(self, "use_gpu", "auto"))
         picks = self._pick(z, centers, assign, u, index, rng)
-        return cand[replace_duplicates(z, picks, centers, dtype=pool.features)], u
+        return cand[replace_duplicates(z, picks, centers)], u

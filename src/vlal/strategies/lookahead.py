@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import check_choice, check_param, check_positive_int, l2_normalize, seed_int
+from .._validation import check_choice, check_param, check_positive_int, copy_groups, l2_normalize, seed_int
 from ..exceptions import VlalInputError
 from ..scoring import (
     _build_knn_index,
@@ -19,7 +19,6 @@ from ..scoring import (
 )
 from .base import Pool, Strategy
 from ._register import register
-from ._distinct import dup_groups
 from .calibrated_mix import _cluster, rank01
 
 __all__ = ["LookAhead", "lookahead_gain", "common_direction_similarity", "class_share_curve"]
@@ -348,12 +347,12 @@ class LookAhead(Strategy):
         if budget >= m:
             chosen = order0[:budget]
         elif self.diversity == "none":  # best rows, one per distinct image while enough remain
-            chosen = _best_per_group(order0, dup_groups(zf, pool.features), budget)  # copies share an id
+            chosen = _best_per_group(order0, copy_groups(zf), budget)  # copies share an id
         elif self.diversity == "cluster":  # the best row of each cluster; then the best rows left (empty clusters)
             _, assign = _cluster(zf, rank01(final) + 1e-3, budget, seed, int(self.n_iter), "k-means++", "auto")
             chosen = _best_per_group(order0, assign, budget)
         else:  # lazy greedy with simulated updates
-            copy_of = dup_groups(zf, pool.features)  # copies of one image share an id
+            copy_of = copy_groups(zf)  # copies of one image share an id
             lg = logits.copy()
             bel = belief.copy()
             cur = g0.copy()
